@@ -1,0 +1,56 @@
+# LungFuse — two commands on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO := demo_case
+# Offline by construction: the text encoder and the LIDC database ship inside PyPI packages.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: run test venv lint demo bench clean apt
+
+# System packages the tests and later tools use (DICOM tools, PDF rendering, virtual screen).
+# Installed only when missing and only when we are root (CI and the dev machines are).
+APT_PKGS := dicom3tools poppler-utils xvfb
+apt:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then echo "apt: installing$$missing"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "apt: could not install$$missing (tests that need them will skip)"; \
+	  else echo "apt: not root, skipping$$missing"; fi; \
+	fi
+
+$(STAMP): requirements.txt pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade "pip>=24" wheel
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+$(DEMO)/report.txt: $(STAMP)
+	$(BIN)/lungfuse demo --out $(DEMO)
+
+demo: $(DEMO)/report.txt
+
+run: $(STAMP) $(DEMO)/report.txt
+	$(BIN)/lungfuse info
+	$(BIN)/lungfuse inspect $(DEMO)
+	$(BIN)/lungfuse claims $(DEMO)/report.txt
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP) apt
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_ingest.py --out bench/results/ingest.json
+
+clean:
+	rm -rf $(VENV) $(DEMO) build *.egg-info

@@ -1,0 +1,1 @@
+"""LungFuse models package."""
