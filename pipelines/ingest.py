@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import struct
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -396,7 +397,9 @@ def _native_pixel_location(fp: Any, ds: pydicom.Dataset) -> tuple[int | None, in
 def _read_header(path: Path) -> _SliceHeader | None | str:
     """Read one file's header.  Returns a header, None (not DICOM / not an image) or an error string."""
     try:
-        with open(path, "rb") as fp:
+        with open(path, "rb") as fp, warnings.catch_warnings(record=True) as caught:
+            # pydicom's own warnings (truncation, bad VRs) are folded into ours.
+            warnings.simplefilter("always")
             try:
                 ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
             except InvalidDicomError:
@@ -413,7 +416,10 @@ def _read_header(path: Path) -> _SliceHeader | None | str:
     except Exception as exc:  # noqa: BLE001 - pydicom can raise almost anything on garbage
         return f"{type(exc).__name__}: {exc}"
     if "Rows" not in ds or "Columns" not in ds:
-        return None  # SR, KO, presentation state, RT structure set, ...: not an image
+        if "SOPClassUID" in ds:
+            return None  # SR, KO, presentation state, RT structure set, ...: valid, but not an image
+        why = "; ".join(str(w.message) for w in caught) or "no SOP Class and no image attributes"
+        return f"corrupt or not a DICOM image ({why})"
     try:
         extra = {
             k: str(ds.get(k, "")) for k in ("SeriesDescription", "Manufacturer", "KVP", "ConvolutionKernel",

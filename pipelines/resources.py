@@ -1,0 +1,65 @@
+"""Where LungFuse finds its shipped resources (model weights and their manifest).
+
+The repository's top-level ``resources/`` folder is the home of the weights
+(``resources/models/``) with a SHA-256 manifest, ``manifest.json``:
+``{"files": {"name.pt": {"sha256": "...", "bytes": N, "description": "..."}}}``.
+``LUNGFUSE_RESOURCES`` overrides the location (e.g. for an installed wheel).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["resources_dir", "models_dir", "WeightFile", "list_weights", "sha256_file"]
+
+
+def resources_dir() -> Path:
+    env = os.environ.get("LUNGFUSE_RESOURCES")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "resources"
+
+
+def models_dir() -> Path:
+    return resources_dir() / "models"
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """A weight file found on disk, with its manifest entry (if any)."""
+
+    name: str
+    path: Path
+    bytes: int
+    sha256: str
+    expected_sha256: str | None
+
+    @property
+    def verified(self) -> bool:
+        return self.expected_sha256 is not None and self.expected_sha256 == self.sha256
+
+
+def list_weights() -> list[WeightFile]:
+    """Every weight file in ``models_dir()`` with its measured and expected SHA-256."""
+    mdir = models_dir()
+    manifest_path = mdir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())["files"] if manifest_path.exists() else {}
+    out = []
+    if mdir.exists():
+        for p in sorted(mdir.iterdir()):
+            if p.suffix in (".pt", ".pth", ".safetensors", ".npz", ".json") and p.name != "manifest.json":
+                entry = manifest.get(p.name, {})
+                out.append(WeightFile(p.name, p, p.stat().st_size, sha256_file(p), entry.get("sha256")))
+    return out

@@ -1,0 +1,388 @@
+"""CT ingestion on the real LIDC cases, against SimpleITK, and on corrupted copies."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
+
+from lungfuse.pipelines.geometry import lps_to_voxel, sitk_direction_to_zyx, voxel_to_lps
+from lungfuse.pipelines.ingest import IngestError, list_series, load_ct
+
+EXPECTED = {
+    # patient: (slices, z spacing mm, in-plane spacing mm)
+    "LIDC-IDRI-0001": (133, 2.5, 0.703125),
+    "LIDC-IDRI-0002": (261, 1.25, 0.681641),
+    "LIDC-IDRI-0003": (140, 2.5, 0.820312),
+}
+
+
+def codes(vol) -> set[str]:
+    return {w.code for w in vol.warnings}
+
+
+# ---------------------------------------------------------------------------
+# Real cases
+# ---------------------------------------------------------------------------
+@pytest.mark.lidc
+@pytest.mark.parametrize("patient", sorted(EXPECTED))
+def test_real_case_geometry(lidc_root: Path, patient: str) -> None:
+    n, dz, dxy = EXPECTED[patient]
+    vol = load_ct(lidc_root / patient)
+    assert vol.n_slices == n
+    assert vol.shape == (n, 512, 512)
+    assert vol.spacing[0] == pytest.approx(dz, abs=1e-3)
+    assert vol.spacing[1] == pytest.approx(dxy, abs=1e-5)
+    assert vol.spacing[2] == pytest.approx(dxy, abs=1e-5)
+    assert vol.orientation == "SPL"  # feet->head stacking, rows A->P, columns R->L
+    assert vol.hu.dtype == np.int16
+    assert vol.patient_id == patient
+    assert len(set(vol.sop_instance_uids)) == n
+    assert not {"gap", "duplicate_position", "gantry_tilt", "oblique"} & codes(vol)
+    # Slices are sorted along +z (superior) by position, not by file name.
+    z = vol.slice_positions[:, 2]
+    assert np.all(np.diff(z) > 0)
+    # Air outside the body, inside the reconstruction circle: the top-centre strip
+    # in front of the chest wall.
+    mid = vol.hu[n // 2]
+    air = mid[60:90, 236:276]
+    assert -1050 < float(np.median(air)) < -950
+    assert vol.quality.noise_sigma_hu is not None and 3 < vol.quality.noise_sigma_hu < 60
+
+
+@pytest.mark.lidc
+@pytest.mark.parametrize("patient", sorted(EXPECTED))
+def test_matches_simpleitk(lidc_root: Path, patient: str) -> None:
+    """Geometry and voxel values against SimpleITK's reader (an independent implementation)."""
+    sitk = pytest.importorskip("SimpleITK")
+    vol = load_ct(lidc_root / patient)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(lidc_root / patient / "ct")))
+    img = reader.Execute()
+    ref = sitk.GetArrayFromImage(img)  # z-y-x, HU
+    assert ref.shape == vol.shape
+    np.testing.assert_allclose(img.GetOrigin(), vol.origin, atol=1e-3)
+    np.testing.assert_allclose(img.GetSpacing()[::-1], vol.spacing, atol=1e-3)
+    np.testing.assert_allclose(sitk_direction_to_zyx(img.GetDirection()), vol.direction, atol=1e-6)
+    # LungFuse maps PixelPaddingValue (outside the reconstruction circle) to air,
+    # -1024 HU; ITK keeps it.  Everywhere else the values must be identical.
+    first = pydicom.dcmread(next((lidc_root / patient / "ct").glob("*.dcm")), stop_before_pixels=True)
+    ref = ref.astype(np.int32)
+    if "PixelPaddingValue" in first:
+        pad = np.array(first.PixelPaddingValue).astype(np.int16 if first.PixelRepresentation else np.uint16)
+        pad_hu = int(pad) * int(first.RescaleSlope) + int(first.RescaleIntercept)
+        padded = ref == pad_hu
+        assert np.all(vol.hu[padded] == -1024)
+        ref[padded] = -1024
+    np.testing.assert_array_equal(ref, vol.hu.astype(np.int32))
+    # Voxel -> LPS agrees with ITK's TransformIndexToPhysicalPoint at a few voxels.
+    for k, j, i in [(0, 0, 0), (vol.n_slices - 1, 100, 400), (10, 511, 3)]:
+        ours = voxel_to_lps(vol.affine, [k, j, i])
+        theirs = img.TransformIndexToPhysicalPoint((i, j, k))
+        np.testing.assert_allclose(ours, theirs, atol=1e-3)
+        np.testing.assert_allclose(lps_to_voxel(vol.affine, theirs), [k, j, i], atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Corrupted copies of a real series
+# ---------------------------------------------------------------------------
+N_SUB = 24
+
+
+@pytest.fixture(scope="module")
+def subset(lidc_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 consecutive real slices of LIDC-IDRI-0001 (in geometric order), copied once."""
+    src = lidc_root / "LIDC-IDRI-0001" / "ct"
+    files = sorted(src.glob("*.dcm"), key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]))
+    out = tmp_path_factory.mktemp("subset")
+    for f in files[50 : 50 + N_SUB]:
+        shutil.copy(f, out / f.name)
+    return out
+
+
+@pytest.fixture
+def case(subset: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "case"
+    shutil.copytree(subset, dst)
+    return dst
+
+
+def by_z(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("*.dcm"), key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]))
+
+
+@pytest.fixture(scope="module")
+def reference(subset: Path):
+    return load_ct(subset)
+
+
+def test_subset_clean(reference) -> None:
+    assert reference.n_slices == N_SUB
+    assert not reference.warnings
+
+
+def test_shuffled_names_and_nested_folders(case: Path, reference) -> None:
+    files = list(case.glob("*.dcm"))
+    random.Random(3).shuffle(files)
+    names = [f"x{i}" for i in range(len(files))]  # no extension, random order
+    for i, (f, name) in enumerate(zip(files, names, strict=True)):
+        sub = case / f"d{i % 3}" / "deeper"
+        sub.mkdir(parents=True, exist_ok=True)
+        f.rename(sub / name)
+    vol = load_ct(case)
+    np.testing.assert_array_equal(vol.hu, reference.hu)
+    assert vol.sop_instance_uids == reference.sop_instance_uids
+    assert not vol.warnings
+
+
+def test_removed_slice_reports_gap(case: Path, reference) -> None:
+    victim = by_z(case)[10]
+    victim.unlink()
+    vol = load_ct(case)
+    assert vol.n_slices == N_SUB - 1
+    assert "gap" in codes(vol)
+    assert vol.quality.gaps and vol.quality.gaps[0][0] == 9
+    assert vol.quality.gaps[0][1] == pytest.approx(2.5, abs=0.01)
+    assert not vol.quality.uniform
+    # Resampling fills the hole on a regular grid with the right number of slices.
+    res = vol.resample_uniform()
+    assert res.n_slices == N_SUB
+    assert res.quality.uniform
+    np.testing.assert_allclose(res.hu[0], reference.hu[0])
+    np.testing.assert_allclose(res.hu[-1], reference.hu[-1])
+
+
+def test_duplicated_slice(case: Path, reference) -> None:
+    f = by_z(case)[5]
+    shutil.copy(f, case / "copy_of_slice.dcm")
+    vol = load_ct(case)
+    assert vol.n_slices == N_SUB
+    assert "duplicate_position" in codes(vol)
+    np.testing.assert_array_equal(vol.hu, reference.hu)
+
+
+def _write_variant(src: Path, dst: Path, **changes) -> pydicom.Dataset:
+    ds = pydicom.dcmread(src)
+    for k, v in changes.items():
+        setattr(ds, k, v)
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.save_as(dst)
+    return ds
+
+
+def test_scout_images_excluded(case: Path, reference) -> None:
+    src = by_z(case)[0]
+    # A labelled localizer in the same series, coronal, and an unlabelled single
+    # slice of another geometry in its own series.
+    _write_variant(src, case / "scout1.dcm", ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"],
+                   ImageOrientationPatient=[1, 0, 0, 0, 0, -1], SeriesInstanceUID=generate_uid())
+    _write_variant(src, case / "scout2.dcm", ImageOrientationPatient=[1, 0, 0, 0, 0, -1],
+                   SeriesInstanceUID=generate_uid())
+    _write_variant(src, case / "scout3.dcm", ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"],
+                   ImageOrientationPatient=[0, 1, 0, 0, 0, -1])  # same series UID, sagittal
+    vol = load_ct(case)
+    np.testing.assert_array_equal(vol.hu, reference.hu)
+    assert "scout_excluded" in codes(vol)
+
+
+def test_second_series_in_folder(case: Path, reference) -> None:
+    other = case / "other"
+    other.mkdir()
+    uid = generate_uid()
+    for f in by_z(case)[:8]:
+        _write_variant(f, other / f.name, SeriesInstanceUID=uid, SeriesDescription="thin recon")
+    vol = load_ct(case)
+    np.testing.assert_array_equal(vol.hu, reference.hu)
+    assert "other_series" in codes(vol)
+    series = list_series(case)
+    assert {s.series_uid for s in series} == {uid, reference.series_instance_uid}
+    picked = load_ct(case, series_uid=uid)
+    assert picked.n_slices == 8 and picked.series_instance_uid == uid
+    with pytest.raises(IngestError, match="not found"):
+        load_ct(case, series_uid="1.2.3.4")
+
+
+def test_truncated_file_skipped_with_warning(case: Path) -> None:
+    victim = by_z(case)[7]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    vol = load_ct(case)
+    assert vol.n_slices == N_SUB - 1
+    skipped = [w for w in vol.warnings if w.code == "skipped_file"]
+    assert skipped and str(victim) in skipped[0].message
+    assert "gap" in codes(vol)
+
+
+def test_garbage_file_skipped(case: Path, reference) -> None:
+    (case / "broken.dcm").write_bytes(b"\x00" * 128 + b"DICM" + b"\xff" * 50)
+    (case / "notes.txt").write_text("not an image")
+    vol = load_ct(case)
+    np.testing.assert_array_equal(vol.hu, reference.hu)
+    assert any("broken.dcm" in w.message for w in vol.warnings if w.code == "skipped_file")
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless], ids=["rle", "jpegls", "j2k"])
+def test_compressed_transfer_syntaxes(case: Path, reference, syntax) -> None:
+    for f in case.glob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        ds.compress(syntax)
+        ds.save_as(f)
+    assert pydicom.dcmread(next(case.glob("*.dcm"))).file_meta.TransferSyntaxUID == syntax
+    vol = load_ct(case)
+    np.testing.assert_array_equal(vol.hu, reference.hu)
+    assert vol.meta["transfer_syntax"] == str(syntax)
+
+
+def test_mixed_size_slice(case: Path, reference) -> None:
+    f = by_z(case)[3]
+    ds = pydicom.dcmread(f)
+    small = ds.pixel_array[::2, ::2].copy()
+    ds.Rows, ds.Columns = small.shape
+    ds.PixelData = small.tobytes()
+    ds.save_as(f)
+    vol = load_ct(case)
+    assert vol.n_slices == N_SUB - 1
+    assert "mixed_size" in codes(vol)
+    assert vol.shape[1:] == (512, 512)
+
+
+def test_uneven_spacing(case: Path) -> None:
+    f = by_z(case)[12]
+    ds = pydicom.dcmread(f)
+    ipp = [float(v) for v in ds.ImagePositionPatient]
+    ipp[2] += 0.6
+    ds.ImagePositionPatient = ipp
+    ds.save_as(f)
+    vol = load_ct(case)
+    assert "uneven_spacing" in codes(vol)
+    assert not vol.quality.uniform
+
+
+def test_gantry_tilt(case: Path) -> None:
+    angle = np.radians(15)
+    files = by_z(case)
+    z0 = float(pydicom.dcmread(files[0]).ImagePositionPatient[2])
+    for f in files:
+        ds = pydicom.dcmread(f)
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        ds.ImagePositionPatient = [x, y + (z - z0) * np.tan(angle), z]
+        ds.GantryDetectorTilt = 15
+        ds.save_as(f)
+    vol = load_ct(case)
+    assert "gantry_tilt" in codes(vol)
+    assert vol.quality.tilt_deg == pytest.approx(15, abs=0.1)
+    # The affine follows the real slice positions (sheared stack).
+    last = voxel_to_lps(vol.affine, [vol.n_slices - 1, 0, 0])
+    np.testing.assert_allclose(last, vol.slice_positions[-1], atol=1e-3)
+
+
+def test_oblique_orientation(case: Path) -> None:
+    a = np.radians(10)
+    row = [np.cos(a), np.sin(a), 0.0]
+    col = [-np.sin(a), np.cos(a), 0.0]
+    for f in case.glob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        ds.ImageOrientationPatient = row + col
+        ds.save_as(f)
+    vol = load_ct(case)
+    assert "oblique" in codes(vol)
+    assert vol.quality.oblique
+
+
+def test_non_ct_modality(case: Path, tmp_path: Path) -> None:
+    mr = tmp_path / "mr"
+    mr.mkdir()
+    for f in by_z(case)[:5]:
+        _write_variant(f, mr / f.name, Modality="MR")
+    with pytest.raises(IngestError, match="MR"):
+        load_ct(mr)
+    # An MR file lying among CT files is ignored, not fatal.
+    shutil.copy(next(mr.glob("*.dcm")), case / "stray_mr.dcm")
+    assert load_ct(case).n_slices == N_SUB
+
+
+def test_empty_folder_and_no_images(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(IngestError, match="empty folder"):
+        load_ct(empty)
+    txt = tmp_path / "txt"
+    txt.mkdir()
+    (txt / "report.txt").write_text("FINDINGS: none")
+    with pytest.raises(IngestError, match="no DICOM image data"):
+        load_ct(txt)
+    with pytest.raises(FileNotFoundError):
+        load_ct(tmp_path / "missing")
+
+
+def test_too_few_slices(case: Path, tmp_path: Path) -> None:
+    two = tmp_path / "two"
+    two.mkdir()
+    for f in by_z(case)[:2]:
+        shutil.copy(f, two / f.name)
+    with pytest.raises(IngestError, match="too few slices"):
+        load_ct(two)
+
+
+def test_no_pixel_data(case: Path, tmp_path: Path) -> None:
+    d = tmp_path / "nopix"
+    d.mkdir()
+    for f in by_z(case)[:4]:
+        ds = pydicom.dcmread(f)
+        del ds.PixelData
+        ds.save_as(d / f.name)
+    with pytest.raises(IngestError, match="pixel"):
+        load_ct(d)
+
+
+def test_single_file_path_loads_its_series(case: Path, reference) -> None:
+    vol = load_ct(by_z(case)[0])
+    assert vol.n_slices == N_SUB
+
+
+def test_multiframe_enhanced_ct(case: Path, reference, tmp_path: Path) -> None:
+    from highdicom.legacy import LegacyConvertedEnhancedCTImage
+
+    dss = [pydicom.dcmread(f) for f in case.glob("*.dcm")]
+    mf = LegacyConvertedEnhancedCTImage(dss, series_instance_uid=generate_uid(), series_number=99,
+                                        sop_instance_uid=generate_uid(), instance_number=1)
+    path = tmp_path / "multiframe.dcm"
+    mf.save_as(path)
+    vol = load_ct(path)
+    assert vol.n_slices == N_SUB
+    np.testing.assert_array_equal(vol.hu, reference.hu)
+    np.testing.assert_allclose(vol.spacing, reference.spacing, atol=1e-4)
+    np.testing.assert_allclose(vol.origin, reference.origin, atol=1e-3)
+    assert vol.frame_numbers is not None and len(vol.frame_numbers) == N_SUB
+
+
+def test_nifti_roundtrip(reference, tmp_path: Path) -> None:
+    nib = pytest.importorskip("nibabel")
+    from lungfuse.pipelines.geometry import ras_affine_to_lps_zyx
+
+    # Write our volume as NIfTI (x-y-z array, RAS affine) and read it back.
+    aff_zyx = reference.affine
+    perm = np.zeros((4, 4))
+    perm[0, 2] = perm[1, 1] = perm[2, 0] = perm[3, 3] = 1
+    aff_ijk_lps = aff_zyx @ perm
+    aff_ras = np.diag([-1, -1, 1, 1]) @ aff_ijk_lps
+    np.testing.assert_allclose(ras_affine_to_lps_zyx(aff_ras), aff_zyx)
+    img = nib.Nifti1Image(np.transpose(reference.hu, (2, 1, 0)), aff_ras)
+    path = tmp_path / "ct.nii.gz"
+    nib.save(img, path)
+    vol = load_ct(path)
+    np.testing.assert_array_equal(vol.hu, reference.hu)
+    np.testing.assert_allclose(vol.affine, reference.affine, atol=1e-4)
+    assert vol.orientation == reference.orientation
+
+
+def test_memory_stays_int16(reference) -> None:
+    """No float64 volume is made: the HU array is int16 for integer rescale."""
+    assert reference.hu.dtype == np.int16
+    assert reference.hu.nbytes == reference.n_slices * 512 * 512 * 2
