@@ -102,10 +102,17 @@ class InsertedNodule:
     lobe: str | None
     noise_sigma_hu: float
     slice_thickness_mm: float
+    alpha: np.ndarray | None = None  # fill fraction on the block grid (kept only when asked)
+    diameter_mm: float = 0.0
+
+    @property
+    def block_origin(self) -> tuple[int, int, int]:
+        """Voxel index in the background volume of ``block[0, 0, 0]``."""
+        return tuple(int(round(a - b)) for a, b in zip(self.center_in_volume, self.center_in_block, strict=True))  # type: ignore[return-value]
 
 
 def insert_nodule(nod: LibraryNodule, bg: Background, rng: np.random.Generator, block_mm: float = 64.0,
-                  reserve: bool = True) -> InsertedNodule | None:
+                  reserve: bool = True, keep_alpha: bool = False) -> InsertedNodule | None:
     """Insert ``nod`` at a random lung site of ``bg`` (once) and return the block around it.
 
     The site is marked forbidden for later insertions when ``reserve``.
@@ -124,7 +131,7 @@ def insert_nodule(nod: LibraryNodule, bg: Background, rng: np.random.Generator, 
     app = appearance_from_ratings(nod.median_ratings(), rng)
     alpha, value = render_patch(nod.mask, app, rng)
     cib = tuple(float(v) for v in center - lo)
-    insert_into(block, bg.spacing, cib, alpha, value, bg.noise_sigma_hu, rng)  # type: ignore[arg-type]
+    fill = insert_into(block, bg.spacing, cib, alpha, value, bg.noise_sigma_hu, rng)  # type: ignore[arg-type]
     if reserve:
         csp = np.array(bg.spacing) * step
         r = (radius + 6.0) / csp
@@ -133,8 +140,9 @@ def insert_nodule(nod: LibraryNodule, bg: Background, rng: np.random.Generator, 
         fhi = np.minimum(np.ceil(c + r).astype(int) + 1, bg.forbidden.shape)
         bg.forbidden[flo[0] : fhi[0], flo[1] : fhi[1], flo[2] : fhi[2]] = True
     side, lobe = estimate_lobe(tuple(center), bg.lung)  # type: ignore[arg-type]
-    return InsertedNodule(nod.key, bg.patient_id, block, bg.spacing, cib, tuple(center), side, lobe,  # type: ignore[arg-type]
-                          bg.noise_sigma_hu, bg.slice_thickness_mm)
+    return InsertedNodule(nod.key, bg.patient_id, block, bg.spacing, cib, tuple(float(v) for v in lo + np.array(cib)),  # type: ignore[arg-type]
+                          side, lobe, bg.noise_sigma_hu, bg.slice_thickness_mm,
+                          fill.astype(np.float16) if keep_alpha else None, nod.diameter_mm)
 
 
 def real_nodule_block(n: ScanNodule, bg: Background, block_mm: float = 64.0) -> InsertedNodule:
@@ -147,7 +155,7 @@ def real_nodule_block(n: ScanNodule, bg: Background, block_mm: float = 64.0) -> 
     side, lobe = estimate_lobe(n.center_zyx, bg.lung)
     return InsertedNodule(f"{n.patient_id}#{n.nodule_index}", bg.patient_id, block, bg.spacing,
                           tuple(float(v) for v in center - lo), n.center_zyx, side, lobe,  # type: ignore[arg-type]
-                          bg.noise_sigma_hu, bg.slice_thickness_mm)
+                          bg.noise_sigma_hu, bg.slice_thickness_mm, None, n.diameter_mm)
 
 
 def crops_for(ins: InsertedNodule, rng: np.random.Generator | None, n: int = 1, *, thickness_mm: float | None = None,
@@ -223,3 +231,33 @@ def insert_all(nodules: Sequence[LibraryNodule], bgs: Sequence[Background], rng:
         counts[b] += 1
         out.append(ins)
     return out
+
+
+def volume_with_insertions(bg: Background, nodules: Sequence[LibraryNodule], rng: np.random.Generator
+                           ) -> tuple[np.ndarray, list[InsertedNodule]]:
+    """A float32 copy of the whole background with ``nodules`` inserted (detection data).
+
+    Each nodule's block is pasted back only where the nodule fills the voxel
+    (alpha > 0.002), so neighbouring blocks never erase each other.  The
+    background's placement map is restored afterwards.  Returns the volume
+    (z-y-x, background spacing) and the inserted nodules (blocks dropped).
+    """
+    vol = bg.hu.astype(np.float32)
+    saved = bg.forbidden.copy()
+    placed: list[InsertedNodule] = []
+    try:
+        for nod in nodules:
+            ins = insert_nodule(nod, bg, rng, keep_alpha=True)
+            if ins is None:
+                continue
+            o = ins.block_origin
+            sl = tuple(slice(a, a + s) for a, s in zip(o, ins.block.shape, strict=True))
+            a = ins.alpha
+            assert a is not None
+            vol[sl] = np.where(a > 0.002, ins.block, vol[sl])
+            ins.alpha = None
+            ins.block = np.empty((0, 0, 0), np.float32)
+            placed.append(ins)
+    finally:
+        bg.forbidden[...] = saved
+    return vol, placed
