@@ -386,3 +386,16 @@ def test_memory_stays_int16(reference) -> None:
     """No float64 volume is made: the HU array is int16 for integer rescale."""
     assert reference.hu.dtype == np.int16
     assert reference.hu.nbytes == reference.n_slices * 512 * 512 * 2
+
+
+@pytest.mark.lidc
+def test_fast_path_needs_no_pydicom(lidc_root: Path) -> None:
+    """Uncompressed series load through the fast header reader without importing pydicom."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from lungfuse.pipelines.ingest import load_ct; "
+            f"v = load_ct({str(lidc_root / 'LIDC-IDRI-0001')!r}); "
+            "print(v.n_slices, 'pydicom' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["133", "False"]
