@@ -189,6 +189,124 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+
+# ---------------------------------------------------------------------------
+def _local_cases(arg: str | None) -> Path:
+    """The three bundled LIDC cases: --cases DIR, $LUNGFUSE_LIDC, or ../shared/data/get-lidc."""
+    import subprocess
+
+    if arg:
+        return Path(arg)
+    if os.environ.get("LUNGFUSE_LIDC"):
+        return Path(os.environ["LUNGFUSE_LIDC"])
+    getter = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "get-lidc"
+    if not getter.exists():
+        raise FileNotFoundError(f"the LIDC cases are needed: pass --cases DIR (no {getter})")
+    out = subprocess.run([str(getter)], check=True, capture_output=True, text=True).stdout.strip()
+    return Path(out.splitlines()[-1])
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but no CUDA device is available")
+    return name
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import time
+
+    from lungfuse.pipelines.fusion_train import (
+        TrainConfig,
+        calibrate,
+        calibrate_noise_threshold,
+        load_or_build,
+        save_fusion,
+        train_fusion,
+    )
+    from lungfuse.pipelines.resources import models_dir
+
+    if args.lidc_root:
+        raise ValueError("--lidc-root (training on a full local LIDC-IDRI download, real scans without insertion) "
+                         "is not implemented yet; train on the bundled cases without it")
+    con = _console()
+    cases = _local_cases(args.cases)
+    out = Path(args.out) if args.out else models_dir()
+    work = Path(args.work) if args.work else out / ".train"
+    device = _device(args.device)
+    t0 = time.time()
+
+    def say(msg: str) -> None:
+        con.print(f"[{time.time() - t0:7.0f} s] {msg}")
+
+    train = load_or_build("train", cases, args.seed, progress=say, n_aug=4, p_missing=0.1)
+    val = load_or_build("val", cases, args.seed, progress=say)
+    say(f"examples: train {len(train.label)} reports / {train.crops.shape[0]} nodules, val {len(val.label)} reports")
+    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, device=device, threads=args.threads)
+    model = train_fusion(cfg, train, work, progress=say)
+    calib = calibrate(model, val, device)
+    thr = calibrate_noise_threshold(model, val, device)
+    temps = ", ".join(f"{k} {v['temperature']:.2f}" for k, v in calib.items())
+    say(f"calibrated on val: temperatures {temps}; EAF noise threshold {thr:.0f} HU")
+    path = save_fusion(model, calib, out, {"train_config": cfg.__dict__, "train_seconds": time.time() - t0,
+                                          "examples": {"train": int(len(train.label)), "val": int(len(val.label))}})
+    say(f"wrote {path} and {path.with_suffix('.json')} (manifest updated)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import time
+
+    from lungfuse.pipelines.fusion_train import evaluate_fusion, load_fusion, load_or_build
+    from lungfuse.pipelines.model_card import write_model_card
+    from lungfuse.pipelines.resources import models_dir
+
+    if args.split != "test":
+        raise ValueError("only --split test is scored (val is used for calibration)")
+    con = _console()
+    cases = _local_cases(args.cases)
+    mdir = Path(args.models) if args.models else models_dir()
+    t0 = time.time()
+    model, meta = load_fusion(mdir)
+    train = load_or_build("train", cases, args.seed, n_aug=4, p_missing=0.1)
+    test = load_or_build("test", cases, args.seed)
+    res = evaluate_fusion(model, meta["calibration"], train, test, _device(args.device))
+    res["detection"] = _detection_results(mdir, cases, args)
+    res["localization_accuracy"] = (res["detection"] or {}).get("localization_accuracy")
+    res["eaf_noise_threshold_hu"] = model.policy.noise_threshold_hu
+    res["seconds"] = time.time() - t0
+    res["notice"] = NOTICE
+    _write_json(res, args.json)
+    if not args.no_model_card:
+        write_model_card(res, mdir / "MODEL_CARD.md", meta)
+    from rich.table import Table
+
+    t = Table(title="Malignancy on held-out test reports (per report)")
+    for col in ("variant", "AUC", "error", "sens.", "spec.", "ECE"):
+        t.add_column(col)
+    for k, v in res["malignancy"].items():
+        t.add_row(k, f"{v['auc']:.3f}", f"{v['error_rate']:.3f}", f"{v['sensitivity']:.3f}",
+                  f"{v['specificity']:.3f}", f"{v['ece']:.3f}")
+    con.print(t)
+    for k, v in res["degraded"].items():
+        con.print(f"{k}: concat AUC {v['concat']['auc']:.3f} · afa_eaf AUC {v['afa_eaf']['auc']:.3f}")
+    con.print(f"detection: {res['detection']}")
+    return 0
+
+
+def _detection_results(mdir: Path, cases: Path, args: argparse.Namespace) -> dict | None:
+    """Detection figures when detector weights are shipped (``detector.pt``), else None."""
+    if not (mdir / "detector.pt").exists():
+        return None
+    try:
+        from lungfuse.pipelines.detection import evaluate_shipped_detector
+    except ImportError:
+        return None
+    return evaluate_shipped_detector(mdir, cases, seed=args.seed)
+
 # ---------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -221,6 +339,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, metavar="DIR")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("train", help="train the models on LIDC (resumable)", description="Build the training "
+                       "examples (LIDC nodules inserted into the bundled real CTs, generated reports), train the fusion "
+                       "model, calibrate it on val, and write the weights with their SHA-256 manifest.")
+    s.add_argument("--lidc-root", metavar="DIR", help="a full local LIDC-IDRI download (NBIA layout) - not implemented yet")
+    s.add_argument("--cases", metavar="DIR", help="folder with LIDC-IDRI-0001..0003 (default: ../shared/data/get-lidc)")
+    s.add_argument("--out", metavar="DIR", help="where the weights go (default resources/models)")
+    s.add_argument("--work", metavar="DIR", help="checkpoint folder (default OUT/.train); training resumes from it")
+    s.add_argument("--epochs", type=int, default=12)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="score the shipped models on held-out test patients", description="Deterministic "
+                       "evaluation on test patients' nodules (inserted into LIDC-IDRI-0003) and their generated reports; "
+                       "writes the JSON and regenerates resources/models/MODEL_CARD.md.")
+    s.add_argument("--split", default="test", choices=("test",))
+    s.add_argument("--json", metavar="FILE", required=True)
+    s.add_argument("--cases", metavar="DIR")
+    s.add_argument("--models", metavar="DIR", help="weights folder (default resources/models)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.add_argument("--no-model-card", action="store_true", help="do not rewrite MODEL_CARD.md")
+    s.set_defaults(func=cmd_evaluate)
     return p
 
 

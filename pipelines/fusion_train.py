@@ -24,16 +24,20 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .claims import extract_claims
 from .crops import normalize_hu
 from .library import LibraryNodule, cache_dir, load_library
-from .lidc import RATING_NAMES
+from .lidc import RATING_NAMES, NoduleRatings
 from .reportgen import ReportSpec, generate_report, sample_style
 from .text_features import CLAIM_FEATURES, claim_features, pick_target_claim
 from .training_data import backgrounds_for, crops_for, insert_all
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,16 @@ class ExampleSet:
             kw = {k: z[k] for k in z.files if k not in ("version", "variant_names", "texts")}
             return cls(**kw, variant_names=tuple(json.loads(str(z["variant_names"]))),
                        texts=json.loads(str(z["texts"])))
+
+
+_SCALE_MAX = {"texture": 5, "calcification": 6, "margin": 5, "spiculation": 5, "lobulation": 5, "sphericity": 5,
+              "internalStructure": 4, "subtlety": 5}
+
+
+def _valid_ratings(r: NoduleRatings) -> NoduleRatings:
+    """Clip a reader's ratings to their LIDC scales: a handful of database entries lie
+    outside them (e.g. internalStructure 5 on a 1..4 scale)."""
+    return NoduleRatings(**{k: float(min(max(round(v), 1), _SCALE_MAX[k])) for k, v in r.as_dict().items()})
 
 
 def _focus_text(text: str) -> tuple[str, object]:
@@ -141,7 +155,7 @@ def build_examples(split: str, lidc_root: Path, seed: int, n_aug: int = 4, p_mis
                 present.append(False)
                 env_r.append([0.0, 0.0, 0.0, 0.0, 1.0])
                 continue
-            spec = ReportSpec(ratings=ratings, diameter_mm=max(float(diam), 1.0), side=ins.side, lobe=ins.lobe,
+            spec = ReportSpec(ratings=_valid_ratings(ratings), diameter_mm=max(float(diam), 1.0), side=ins.side, lobe=ins.lobe,
                               image_ref=(2, int(rng.integers(20, 200))))
             rep = generate_report(spec, sample_style(rng), rng)
             ftext, cl = _focus_text(rep.text)
@@ -177,3 +191,311 @@ def load_or_build(split: str, lidc_root: Path, seed: int, progress: Callable[[st
     ex = build_examples(split, lidc_root, seed, progress=progress, **kw)  # type: ignore[arg-type]
     ex.save(path)
     return ex
+
+
+# ---------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------
+@dataclass
+class TrainConfig:
+    """Malignancy training settings (CPU defaults sized for a 2-core machine)."""
+
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 2
+    p_noise_aug: float = 0.25  # extra white noise, sigma ~ U(20, 300) HU
+    p_thick: float = 0.2  # use the 5 mm crop
+    p_drop_report: float = 0.1  # on top of the examples' own missing reports
+    infonce_weight: float = 0.1
+    max_steps: int | None = None  # smoke tests
+
+
+def _env_raw(noise: np.ndarray, thick: np.ndarray, env_report: np.ndarray) -> np.ndarray:
+    """(B, 9) raw environment in ``models.eaf.ENV_FIELDS`` order (quality and detection confidence 1:
+    examples sit on ground-truth nodule centres)."""
+    b = len(noise)
+    return np.column_stack([noise, thick, np.ones(b), np.ones(b), env_report]).astype(np.float32)
+
+
+def make_batch(ex: ExampleSet, idx: np.ndarray, rng: np.random.Generator | None, cfg: TrainConfig | None = None,
+               variant: int = 0, drop_report: bool = False) -> dict[str, torch.Tensor | list]:
+    """Tensors for rows ``idx``.  With ``rng`` (training) variants/noise/report dropout are random."""
+    import torch
+
+    nod = ex.nodule[idx]
+    if rng is not None and cfg is not None:
+        nv = ex.crops.shape[1]
+        thick_i = ex.variant_names.index("thick5") if "thick5" in ex.variant_names else None
+        aug = [i for i, n in enumerate(ex.variant_names) if n.startswith("aug")] or [0]
+        v = np.array([thick_i if (thick_i is not None and rng.random() < cfg.p_thick) else aug[rng.integers(len(aug))]
+                      for _ in idx])
+        v = np.clip(v, 0, nv - 1)
+    else:
+        v = np.full(len(idx), variant)
+    crops = ex.crops[nod, v].astype(np.float32)
+    env_img = ex.crop_env[nod, v].copy()
+    if rng is not None and cfg is not None:
+        noisy = rng.random(len(idx)) < cfg.p_noise_aug
+        sig = rng.uniform(20, 300, len(idx)) * noisy
+        crops += rng.normal(0, 1, crops.shape).astype(np.float32) * (sig / 1400.0)[:, None, None, None]
+        env_img[:, 0] = np.hypot(env_img[:, 0], sig)
+    present = ex.present[idx].copy()
+    sentence = ex.sentence[idx].astype(np.float32)
+    claims = ex.claims[idx].copy()
+    env_rep = ex.env_report[idx].copy()
+    drop = np.full(len(idx), drop_report)
+    if rng is not None and cfg is not None:
+        drop |= rng.random(len(idx)) < cfg.p_drop_report
+    if drop.any():
+        present[drop] = False
+        sentence[drop] = 0
+        claims[drop] = 0
+        env_rep[drop] = [0, 0, 0, 0, 1]
+    env = _env_raw(env_img[:, 0], env_img[:, 1], env_rep)
+    return {
+        "crop": torch.from_numpy(crops[:, None]),
+        "sentence": torch.from_numpy(sentence),
+        "claims": torch.from_numpy(claims),
+        "present": torch.from_numpy(present),
+        "env_raw": torch.from_numpy(env),
+        "label": torch.from_numpy(ex.label[idx].astype(np.float32)),
+    }
+
+
+def _forward(model: torch.nn.Module, b: dict, device: str):  # noqa: ANN202
+    from lungfuse.models.eaf import normalise_env
+
+    strategies = model.policy.decide_batch(b["env_raw"])
+    return model(b["crop"].to(device), b["sentence"].to(device), b["claims"].to(device), b["present"].to(device),
+                 normalise_env(b["env_raw"]).to(device), strategies)
+
+
+def new_model(n_claims: int = len(CLAIM_FEATURES)):  # noqa: ANN201
+    from lungfuse.models.fusion import FusionModel, FusionModelConfig
+    from lungfuse.models.text import TextAdapterConfig
+
+    return FusionModel(FusionModelConfig(text=TextAdapterConfig(n_claim_features=n_claims)))
+
+
+def train_fusion(cfg: TrainConfig, train: ExampleSet, out_dir: Path, progress: Callable[[str], None] = log.info):  # noqa: ANN201
+    """Train all variants jointly; checkpoint every epoch and resume from ``out_dir/fusion_ckpt.pt``."""
+    import torch
+    import torch.nn.functional as F
+
+    from lungfuse.models.eaf import eaf_loss
+
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    rng = np.random.default_rng(cfg.seed)
+    model = new_model(train.claims.shape[1]).to(cfg.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rows = np.nonzero(train.label >= 0)[0]
+    steps_per_epoch = int(np.ceil(len(rows) / cfg.batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * steps_per_epoch),
+                                                pct_start=0.15)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = out_dir / "fusion_ckpt.pt"
+    start = 0
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location=cfg.device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        start = state["epoch"] + 1
+        progress(f"resumed from {ckpt} at epoch {start}")
+    t0 = time.time()
+    step = 0
+    for epoch in range(start, cfg.epochs):
+        model.train()
+        order = rng.permutation(rows)
+        tot = 0.0
+        for s in range(0, len(order), cfg.batch_size):
+            b = make_batch(train, order[s : s + cfg.batch_size], rng, cfg)
+            y = b["label"].to(cfg.device)
+            out = _forward(model, b, cfg.device)
+            present = b["present"].to(cfg.device)
+            loss = F.binary_cross_entropy_with_logits(out.logits["image_only"], y)
+            loss = loss + F.binary_cross_entropy_with_logits(out.logits["concat"], y)
+            if present.any():
+                loss = loss + F.binary_cross_entropy_with_logits(out.logits["text_only"][present], y[present])
+            loss = loss + eaf_loss(out.eaf, y)
+            loss = loss + cfg.infonce_weight * model.afa.info_nce(out.afa.z_img, out.afa.z_txt, present)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            sched.step()
+            tot += float(loss.detach()) * len(y)
+            step += 1
+            if cfg.max_steps is not None and step >= cfg.max_steps:
+                break
+        progress(f"epoch {epoch + 1}/{cfg.epochs}: loss {tot / max(1, len(order)):.4f} ({time.time() - t0:.0f} s)")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                    "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "epoch": epoch,
+                    "config": asdict(cfg)}, ckpt)
+        if cfg.max_steps is not None and step >= cfg.max_steps:
+            break
+    return model
+
+
+# ---------------------------------------------------------------------------
+# Prediction, calibration, metrics
+# ---------------------------------------------------------------------------
+def predict(model: torch.nn.Module, ex: ExampleSet, rows: np.ndarray, variant: int = 0, drop_report: bool = False,
+            device: str = "cpu", batch: int = 256) -> dict[str, np.ndarray]:
+    """Uncalibrated logits of every variant for ``rows`` (deterministic)."""
+    import torch
+
+    model.eval()
+    outs: dict[str, list[np.ndarray]] = {}
+    with torch.inference_mode():
+        for s in range(0, len(rows), batch):
+            b = make_batch(ex, rows[s : s + batch], None, None, variant=variant, drop_report=drop_report)
+            o = _forward(model, b, device)
+            for k, v in o.logits.items():
+                outs.setdefault(k, []).append(v.float().cpu().numpy())
+    return {k: np.concatenate(v) for k, v in outs.items()}
+
+
+def binary_metrics(prob: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """AUC, error rate / sensitivity / specificity at 0.5, ECE (10 bins)."""
+    from sklearn.metrics import roc_auc_score
+
+    from lungfuse.models.calibration import expected_calibration_error
+
+    pred = prob >= 0.5
+    pos, neg = y == 1, y == 0
+    return {
+        "auc": float(roc_auc_score(y, prob)),
+        "error_rate": float(np.mean(pred != pos)),
+        "sensitivity": float(pred[pos].mean()) if pos.any() else float("nan"),
+        "specificity": float((~pred[neg]).mean()) if neg.any() else float("nan"),
+        "ece": float(expected_calibration_error(prob, y.astype(int), n_bins=10)),
+        "n": int(len(y)),
+    }
+
+
+def calibrate(model: torch.nn.Module, val: ExampleSet, device: str = "cpu") -> dict[str, dict]:
+    """Temperature per variant on ``val`` (clean crops, reports as generated)."""
+    from lungfuse.models.calibration import TemperatureScaler
+
+    rows = np.nonzero(val.label >= 0)[0]
+    logits = predict(model, val, rows, device=device)
+    y = val.label[rows].astype(np.float32)
+    return {k: TemperatureScaler().fit(v, y).to_dict() for k, v in logits.items()}
+
+
+def calibrate_noise_threshold(model: torch.nn.Module, val: ExampleSet, device: str = "cpu",
+                              candidates: tuple[float, ...] = (25, 40, 60, 100, 150, 200)) -> float:
+    """EAF's noise threshold: the candidate maximising val AUC of ``afa_eaf`` over clean + 20 %-noise crops."""
+    from sklearn.metrics import roc_auc_score
+
+    rows = np.nonzero(val.label >= 0)[0]
+    noisy = val.variant_names.index("noise20")
+    y = np.concatenate([val.label[rows], val.label[rows]])
+    best, best_auc = model.policy.noise_threshold_hu, -1.0
+    for thr in candidates:
+        model.policy.noise_threshold_hu = float(thr)
+        p = np.concatenate([predict(model, val, rows, 0, device=device)["afa_eaf"],
+                            predict(model, val, rows, noisy, device=device)["afa_eaf"]])
+        auc = roc_auc_score(y, p)
+        if auc > best_auc + 1e-4:
+            best, best_auc = float(thr), auc
+    model.policy.noise_threshold_hu = best
+    return best
+
+
+def structured_baseline(train: ExampleSet, test: ExampleSet, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient boosting on one reader's 8 ratings + diameter (database values; no text, no image)."""
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    tr = train.label >= 0
+    gb = GradientBoostingClassifier(random_state=seed).fit(train.structured[tr], train.label[tr])
+    rows = np.nonzero(test.label >= 0)[0]
+    return gb.predict_proba(test.structured[rows])[:, 1], rows
+
+
+def evaluate_fusion(model: torch.nn.Module, calib: dict[str, dict], train: ExampleSet, test: ExampleSet,
+                    device: str = "cpu") -> dict:
+    """``malignancy`` and ``degraded`` sections of ``lungfuse evaluate``'s JSON (per report)."""
+    from lungfuse.models.calibration import TemperatureScaler
+
+    def probs(logits: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: np.asarray(TemperatureScaler.from_dict(calib[k]).transform(v), dtype=np.float64)
+                for k, v in logits.items()}
+
+    rows = np.nonzero(test.label >= 0)[0]
+    y = test.label[rows]
+    clean = probs(predict(model, test, rows, 0, device=device))
+    mal = {k: binary_metrics(clean[k], y) for k in ("image_only", "text_only", "concat", "afa", "afa_eaf")}
+    p_sb, rows_sb = structured_baseline(train, test)
+    mal["structured_baseline"] = binary_metrics(p_sb, test.label[rows_sb])
+
+    from sklearn.metrics import roc_auc_score
+
+    def pair(p: dict[str, np.ndarray], yy: np.ndarray) -> dict[str, dict[str, float]]:
+        return {k: {"auc": float(roc_auc_score(yy, p[k]))} for k in ("concat", "afa_eaf")}
+
+    degraded = {
+        "image_noise": pair(probs(predict(model, test, rows, test.variant_names.index("noise20"), device=device)), y),
+        "thick_slices": pair(probs(predict(model, test, rows, test.variant_names.index("thick5"), device=device)), y),
+    }
+    inc = rows[(test.env_report[rows, 0] < 0.85) & test.present[rows]]
+    degraded["report_incomplete"] = pair(probs(predict(model, test, inc, 0, device=device)), test.label[inc])
+    degraded["report_incomplete"]["n"] = int(len(inc))  # type: ignore[assignment]
+    degraded["report_missing"] = pair(probs(predict(model, test, rows, 0, drop_report=True, device=device)), y)
+    return {"malignancy": mal, "degraded": degraded, "n_test_reports": int(len(rows)),
+            "n_test_nodules": int(len(np.unique(test.nodule[rows])))}
+
+
+# ---------------------------------------------------------------------------
+# Weights on disk (resources/models) with a SHA-256 manifest
+# ---------------------------------------------------------------------------
+def save_fusion(model: torch.nn.Module, calib: dict[str, dict], out_dir: Path, extra: dict | None = None) -> Path:
+    """Write ``fusion.pt`` (float32 state_dict) + ``fusion.json`` and record both in ``manifest.json``."""
+    import torch
+
+    from .resources import sha256_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pt = out_dir / "fusion.pt"
+    torch.save({k: v.detach().float().cpu() for k, v in model.state_dict().items()}, pt)
+    meta = {"model": "lungfuse-fusion", "version": 1, "config": model.config.to_dict(),
+            "policy": model.policy.to_dict(), "calibration": calib, **(extra or {})}
+    js = out_dir / "fusion.json"
+    js.write_text(json.dumps(meta, indent=2, default=str))
+    man_path = out_dir / "manifest.json"
+    manifest = json.loads(man_path.read_text()) if man_path.exists() else {"files": {}}
+    for p, desc in ((pt, "fusion model weights (nodule encoder, text adapter, AFA, EAF, baseline heads)"),
+                    (js, "fusion model config, EAF policy and calibration")):
+        manifest["files"][p.name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size, "description": desc}
+    man_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return pt
+
+
+def load_fusion(models_dir: Path, verify: bool = True):  # noqa: ANN201
+    """Load the shipped fusion model; returns ``(model, meta)``.  Verifies SHA-256 against the manifest."""
+    import torch
+
+    from lungfuse.models.eaf import FusionPolicy
+    from lungfuse.models.fusion import FusionModel, FusionModelConfig
+
+    from .resources import sha256_file
+
+    pt, js = models_dir / "fusion.pt", models_dir / "fusion.json"
+    if verify:
+        manifest = json.loads((models_dir / "manifest.json").read_text())["files"]
+        for p in (pt, js):
+            if manifest.get(p.name, {}).get("sha256") != sha256_file(p):
+                raise ValueError(f"{p}: SHA-256 does not match {models_dir / 'manifest.json'}")
+    meta = json.loads(js.read_text())
+    model = FusionModel(FusionModelConfig.from_dict(meta["config"]), FusionPolicy.from_dict(meta["policy"]))
+    model.load_state_dict(torch.load(pt, map_location="cpu", weights_only=True))
+    model.eval()
+    return model, meta

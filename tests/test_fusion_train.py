@@ -1,0 +1,91 @@
+"""Fusion training smoke test (tiny synthetic data, fixed seeds), weights I/O, shipped weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lungfuse.pipelines.fusion_train import (
+    ExampleSet,
+    TrainConfig,
+    binary_metrics,
+    load_fusion,
+    predict,
+    save_fusion,
+    train_fusion,
+)
+from lungfuse.pipelines.resources import list_weights, models_dir
+from lungfuse.pipelines.text_features import CLAIM_FEATURES
+
+
+def tiny_examples(n_nod: int = 12, seed: int = 0) -> ExampleSet:
+    rng = np.random.default_rng(seed)
+    label_nod = rng.integers(0, 2, n_nod)
+    crops = rng.random((n_nod, 2, 32, 32, 32)).astype(np.float16) * 0.1
+    crops[label_nod == 1, :, 12:20, 12:20, 12:20] = 0.8  # malignant ones carry a bright blob
+    nodule = np.repeat(np.arange(n_nod), 2)
+    n = len(nodule)
+    claims = np.zeros((n, len(CLAIM_FEATURES)), np.float32)
+    claims[:, 1] = label_nod[nodule] * 0.8
+    return ExampleSet(
+        nodule=nodule.astype(np.int32), label=label_nod[nodule].astype(np.int8),
+        sentence=rng.normal(size=(n, 384)).astype(np.float16), claims=claims, present=rng.random(n) > 0.2,
+        env_report=np.tile([0.9, 100, 0, 0, 0], (n, 1)).astype(np.float32),
+        structured=rng.random((n, 9)).astype(np.float32), crops=crops,
+        crop_env=np.tile([15.0, 1.25], (n_nod, 2, 1)).astype(np.float32), variant_names=("aug0", "thick5"),
+        texts=[""] * n,
+    )
+
+
+def test_two_step_training_is_reproducible(tmp_path: Path) -> None:
+    ex = tiny_examples()
+    cfg = TrainConfig(epochs=1, batch_size=8, max_steps=2, threads=1, seed=3)
+    m1 = train_fusion(cfg, ex, tmp_path / "a")
+    m2 = train_fusion(cfg, ex, tmp_path / "b")
+    for (k, a), (_, b) in zip(m1.state_dict().items(), m2.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    assert (tmp_path / "a" / "fusion_ckpt.pt").exists()
+    # Resuming a finished run does not train further and gives the same weights.
+    m3 = train_fusion(cfg, ex, tmp_path / "a")
+    for (k, a), (_, b) in zip(m1.state_dict().items(), m3.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    logits = predict(m1, ex, np.arange(len(ex.label)))
+    assert set(logits) == {"image_only", "text_only", "concat", "afa", "afa_eaf"}
+    assert all(np.isfinite(v).all() and v.shape == (len(ex.label),) for v in logits.values())
+
+
+def test_save_and_load_verify_hashes(tmp_path: Path) -> None:
+    ex = tiny_examples()
+    m = train_fusion(TrainConfig(epochs=1, batch_size=8, max_steps=1, threads=1), ex, tmp_path / "w")
+    calib = {k: {"temperature": 1.0} for k in ("image_only", "text_only", "concat", "afa", "afa_eaf")}
+    save_fusion(m, calib, tmp_path / "out")
+    loaded, meta = load_fusion(tmp_path / "out")
+    x = predict(m, ex, np.arange(4))["afa_eaf"]
+    y = predict(loaded, ex, np.arange(4))["afa_eaf"]
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    (tmp_path / "out" / "fusion.json").write_text(json.dumps(meta) + " ")
+    with pytest.raises(ValueError, match="SHA-256"):
+        load_fusion(tmp_path / "out")
+
+
+def test_binary_metrics_known_values() -> None:
+    y = np.array([0, 0, 1, 1])
+    m = binary_metrics(np.array([0.1, 0.6, 0.4, 0.9]), y)
+    assert m["auc"] == pytest.approx(0.75)
+    assert m["error_rate"] == pytest.approx(0.5)
+    assert m["sensitivity"] == pytest.approx(0.5) and m["specificity"] == pytest.approx(0.5)
+
+
+def test_shipped_weights_match_manifest() -> None:
+    weights = list_weights()
+    if not any(w.name == "fusion.pt" for w in weights):
+        pytest.skip(f"no shipped fusion weights in {models_dir()} yet")
+    assert all(w.verified for w in weights), [(w.name, w.sha256, w.expected_sha256) for w in weights]
+    total = sum(w.bytes for w in weights)
+    assert total <= 50 * 1024 * 1024
+    model, meta = load_fusion(models_dir())
+    assert meta["model"] == "lungfuse-fusion"
