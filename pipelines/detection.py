@@ -1,0 +1,640 @@
+"""Nodule detection: training data, training loop, sliding-window inference and FROC evaluation.
+
+Research software, NOT for diagnostic use.
+
+Data (see :mod:`.training_data`): each split's real CT backgrounds (train/val: LIDC-IDRI-0001/0002,
+test: LIDC-IDRI-0003 only) are copied several times, each copy with a different random subset of
+that split's library nodules inserted (:func:`volume_with_insertions`), resampled to the detector's
+1.5 mm grid (:func:`to_model_grid`) and windowed to [0, 1] (:func:`normalize_hu`, kept as float16).
+The backgrounds' own real nodules are positives too (their centres mapped with
+``ModelGrid.from_source_voxel``; real nodules whose centres lie < 10 mm apart are merged, keeping the
+one most readers marked).
+
+Training (:func:`train_detector`): 3-D patches (default 64^3) drawn from those volumes, a share
+``positive_fraction`` centred near a nodule (random offset, nodule at least ``patch/8`` voxels from
+the border), the rest around random lung voxels; random flips on all axes and 90-degree in-plane
+(y-x) rotations, a small intensity jitter; CenterNet focal loss + log-diameter L1
+(:func:`detector_loss` on :func:`render_detector_targets`); AdamW with a cosine learning rate.
+A checkpoint (model, optimiser, step, RNG states) is written every epoch and training resumes from it.
+
+Inference (:func:`detect`): MONAI ``SlidingWindowInferer`` (Gaussian blending) over the bounding box of
+the lung mask dilated by 10 mm, sigmoid heatmap, peak decoding with NMS, peaks kept only inside the
+dilated lung mask.
+
+Evaluation (:func:`evaluate_detection`, :func:`froc`): FROC in the LUNA16 style.  A detection *hits* a
+true nodule when its centre lies within ``max(diameter / 2, 5 mm)`` of the nodule centre (the 5 mm
+floor keeps tiny nodules from demanding sub-voxel precision on a 1.5 mm grid).  Per scan, detections
+are taken by decreasing score; each one is assigned to the nearest still-unmatched nodule it hits
+(a true positive), a detection that hits only already-matched nodules is a duplicate and ignored
+(neither TP nor FP, as in LUNA16), any other detection is a false positive.  Sensitivity is read at
+1/8, 1/4, 1/2, 1, 2, 4 and 8 false positives per scan; CPM is their mean.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lungfuse.models.image import (
+    DetectorConfig,
+    NoduleDetector,
+    decode_peaks,
+    detector_loss,
+    render_detector_targets,
+)
+
+from .crops import normalize_hu
+from .library import LibraryNodule, load_library
+from .lidc import ScanNodule
+from .lung import segment_lungs
+from .preprocess import DETECTION_SPACING_MM, to_model_grid
+from .training_data import BACKGROUNDS, Background, prepare_background, volume_with_insertions
+
+__all__ = [
+    "DetectionTrainConfig",
+    "DetectionVolume",
+    "Detections",
+    "FROC_FP_RATES",
+    "make_detection_data",
+    "train_detector",
+    "load_detector",
+    "detect",
+    "froc",
+    "evaluate_detection",
+]
+
+FROC_FP_RATES: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+HIT_MIN_RADIUS_MM = 5.0
+REAL_MERGE_MM = 10.0
+LUNG_MARGIN_MM = 10.0
+CKPT_NAME = "detector_ckpt.pt"
+WEIGHTS_NAME = "detector.pt"
+CONFIG_NAME = "detector.json"
+
+
+@dataclass
+class DetectionTrainConfig:
+    """Detector training settings.
+
+    Attributes:
+        epochs: number of epochs; one epoch is ``steps_per_epoch`` optimiser steps.
+        steps_per_epoch: optimiser steps per epoch (a checkpoint is written after each epoch).
+        n_volumes: copies of each background, each with its own random nodule subset.
+        nodules_per_volume: library nodules inserted per copy.
+        patch_size: cubic training patch edge (voxels, a multiple of the detector's size divisor).
+        batch_size: patches per step.
+        positive_fraction: share of patches that contain a nodule by construction.
+        lr, weight_decay: AdamW settings (cosine decay to 5 % of ``lr`` over all steps).
+        seed: seeds data generation and patch sampling (separate streams).
+        device: torch device.
+        threads: ``torch.set_num_threads`` during training.
+        channels, strides, num_res_units: the detector's UNet (see :class:`DetectorConfig`).
+        log_every: log the running loss every this many steps.
+        max_minutes: stop (after checkpointing) once training ran this long; None = no limit.
+        max_backgrounds: use only the first N backgrounds of the split (smoke tests); None = all.
+        split: the training split (never ``test``).
+    """
+
+    epochs: int = 10
+    steps_per_epoch: int = 100
+    n_volumes: int = 4
+    nodules_per_volume: int = 25
+    patch_size: int = 64
+    batch_size: int = 2
+    positive_fraction: float = 0.6
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 1
+    channels: tuple[int, ...] = (16, 32, 64, 96)
+    strides: tuple[int, ...] = (2, 2, 2)
+    num_res_units: int = 1
+    log_every: int = 10
+    max_minutes: float | None = None
+    max_backgrounds: int | None = None
+    split: str = "train"
+
+    def detector_config(self) -> DetectorConfig:
+        p = int(self.patch_size)
+        return DetectorConfig(channels=tuple(self.channels), strides=tuple(self.strides),
+                              num_res_units=self.num_res_units, patch_size=(p, p, p),
+                              spacing_mm=DETECTION_SPACING_MM)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(eq=False)
+class DetectionVolume:
+    """One detection volume on the 1.5 mm model grid (z-y-x).
+
+    Attributes:
+        image: HU windowed to [0, 1] (:func:`normalize_hu`), float16.
+        lung: lung mask on the same grid (shared by all copies of one background).
+        centres: ``(N, 3)`` nodule centres, grid voxels (float).
+        diameters_mm: ``(N,)`` diameters.
+        real: per nodule, the background's :class:`ScanNodule` (real nodules) or None (inserted).
+        to_source: 4x4 map grid voxel -> background (source) voxel.
+        background: patient id of the background.
+    """
+
+    image: np.ndarray
+    lung: np.ndarray
+    centres: np.ndarray
+    diameters_mm: np.ndarray
+    real: list[ScanNodule | None]
+    to_source: np.ndarray
+    background: str
+    lung_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def source_voxel(self, zyx: Sequence[float]) -> np.ndarray:
+        return np.asarray(zyx, float) @ self.to_source[:3, :3].T + self.to_source[:3, 3]
+
+
+def _merge_real(nodules: Sequence[ScanNodule], spacing: Sequence[float]) -> list[ScanNodule]:
+    """Real nodules with n_readers >= 1; clusters whose centres are < 10 mm apart count once."""
+    order = sorted((n for n in nodules if n.n_readers >= 1), key=lambda n: (-n.n_readers, -n.diameter_mm))
+    kept: list[ScanNodule] = []
+    sp = np.asarray(spacing, float)
+    for n in order:
+        c = np.asarray(n.center_zyx, float) * sp
+        if all(np.linalg.norm(c - np.asarray(k.center_zyx, float) * sp) >= REAL_MERGE_MM for k in kept):
+            kept.append(n)
+    return kept
+
+
+def _backgrounds(split: str, lidc_root: Path, limit: int | None) -> list[Background]:
+    ids = BACKGROUNDS[split][: limit if limit else None]
+    if split != "test" and "LIDC-IDRI-0003" in ids:
+        raise RuntimeError("the test background must never be used for training")
+    return [prepare_background(Path(lidc_root) / pid, pid) for pid in ids]
+
+
+def make_detection_data(split: str, lidc_root: Path, cfg: DetectionTrainConfig, rng: np.random.Generator,
+                        log: Callable[[str], None] | None = None,
+                        library_nodules: Sequence[LibraryNodule] | None = None) -> list[DetectionVolume]:
+    """``cfg.n_volumes`` copies of each of ``split``'s backgrounds with that split's nodules inserted.
+
+    Each copy gets a different random subset of ``cfg.nodules_per_volume`` library nodules; the
+    background's real nodules are added as positives.  The lung mask is segmented
+    (:func:`segment_lungs` at 1.5 mm) once per background, on its first copy's grid, and shared
+    by all copies (insertions stay inside the lungs and the grid geometry is identical).
+    Memory: about 25 MB per copy (float16) plus one mask per background.
+    """
+    nods = list(library_nodules) if library_nodules is not None else load_library().split(split)
+    if not nods:
+        raise RuntimeError(f"no library nodules in split {split!r}")
+    out: list[DetectionVolume] = []
+    for bg in _backgrounds(split, lidc_root, cfg.max_backgrounds):
+        aff = np.diag([*bg.spacing, 1.0])
+        reals = _merge_real(bg.real_nodules, bg.spacing)
+        lung = lung_index = None
+        for copy in range(cfg.n_volumes):
+            t0 = time.perf_counter()
+            pick = rng.choice(len(nods), size=min(cfg.nodules_per_volume, len(nods)), replace=False)
+            vol, placed = volume_with_insertions(bg, [nods[i] for i in pick], rng)
+            grid = to_model_grid(vol, bg.spacing, aff, target_mm=DETECTION_SPACING_MM)
+            del vol
+            if lung is None:
+                lung = segment_lungs(grid.array, (DETECTION_SPACING_MM,) * 3).lungs
+                lung_index = np.flatnonzero(lung)
+            centres = [grid.from_source_voxel(p.center_in_volume) for p in placed]
+            diams = [p.diameter_mm for p in placed]
+            real_of: list[ScanNodule | None] = [None] * len(placed)
+            for n in reals:
+                centres.append(grid.from_source_voxel(n.center_zyx))
+                diams.append(n.diameter_mm)
+                real_of.append(n)
+            out.append(DetectionVolume(
+                image=normalize_hu(grid.array).astype(np.float16), lung=lung,
+                centres=np.asarray(centres, float).reshape(-1, 3), diameters_mm=np.asarray(diams, float),
+                real=real_of, to_source=grid.to_source, background=bg.patient_id, lung_index=lung_index,
+            ))
+            if log:
+                log(f"[data] {split} {bg.patient_id} copy {copy + 1}/{cfg.n_volumes}: grid {grid.array.shape}, "
+                    f"{len(placed)} inserted + {len(reals)} real nodules, {time.perf_counter() - t0:.1f} s")
+            del grid
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Patch sampling
+# ----------------------------------------------------------------------------------------------
+
+
+def _extract(arr: np.ndarray, start: Sequence[int], size: int, fill: float = 0.0) -> np.ndarray:
+    """``arr[start : start + size]`` on each axis, padded with ``fill`` outside the array."""
+    out = np.full((size,) * 3, fill, dtype=np.float32)
+    src, dst = [], []
+    for s, n in zip(start, arr.shape, strict=True):
+        lo, hi = max(s, 0), min(s + size, n)
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - s, hi - s))
+    out[tuple(dst)] = arr[tuple(src)]
+    return out
+
+
+def _clip_start(start: np.ndarray, shape: Sequence[int], size: int) -> np.ndarray:
+    hi = np.maximum(np.asarray(shape) - size, 0)
+    return np.clip(start, 0, hi)
+
+
+def _sample_patch(vols: Sequence[DetectionVolume], positives: Sequence[tuple[int, int]], cfg: DetectionTrainConfig,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    p = int(cfg.patch_size)
+    if positives and rng.random() < cfg.positive_fraction:
+        vi, ni = positives[int(rng.integers(len(positives)))]
+        v = vols[vi]
+        margin = max(1, p // 8)
+        offset = rng.integers(margin, p - margin, 3)
+        start = np.rint(v.centres[ni]).astype(int) - offset
+    else:
+        v = vols[int(rng.integers(len(vols)))]
+        if len(v.lung_index):
+            centre = np.array(np.unravel_index(int(v.lung_index[rng.integers(len(v.lung_index))]), v.lung.shape))
+        else:
+            centre = np.array([int(rng.integers(s)) for s in v.image.shape])
+        start = centre - rng.integers(0, p, 3)
+    start = _clip_start(start, v.image.shape, p)
+    img = _extract(v.image, start, p)
+    heat, logd, mask = render_detector_targets((p, p, p), v.centres - start, v.diameters_mm,
+                                               spacing_mm=DETECTION_SPACING_MM)
+    # augmentation: flips on every axis, 90-degree rotation in the axial (y-x) plane, intensity jitter
+    arrs = [img, heat, logd, mask]
+    for ax in range(3):
+        if rng.random() < 0.5:
+            arrs = [np.flip(a, axis=ax) for a in arrs]
+    k = int(rng.integers(4))
+    if k:
+        arrs = [np.rot90(a, k=k, axes=(1, 2)) for a in arrs]
+    img, heat, logd, mask = (np.ascontiguousarray(a) for a in arrs)
+    img = img * np.float32(rng.uniform(0.95, 1.05)) + np.float32(rng.uniform(-0.02, 0.02))
+    return img, heat, logd, mask
+
+
+def _sample_batch(vols: Sequence[DetectionVolume], positives: Sequence[tuple[int, int]], cfg: DetectionTrainConfig,
+                  rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
+    parts = [_sample_patch(vols, positives, cfg, rng) for _ in range(cfg.batch_size)]
+    return tuple(torch.from_numpy(np.stack([pt[i] for pt in parts]))[:, None] for i in range(4))
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------
+
+
+def _save_atomic(obj: object, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train_detector(cfg: DetectionTrainConfig, lidc_root: Path, out_dir: Path,
+                   log: Callable[[str], None] = print,
+                   data: Sequence[DetectionVolume] | None = None) -> Path:
+    """Train :class:`NoduleDetector`; returns the path of the final weights (``out_dir/detector.pt``).
+
+    Resumes from ``out_dir/detector_ckpt.pt`` when present (model, optimiser, step, RNG states).
+    ``data`` skips :func:`make_detection_data` (tests); otherwise the data are regenerated
+    deterministically from ``cfg.seed`` (so a resumed run sees the same volumes).
+    When ``cfg.max_minutes`` stops the run early the weights are still written, and
+    ``detector.json`` records ``"completed": false``.
+    """
+    if cfg.split == "test":
+        raise ValueError("never train on the test split")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(cfg.threads)))
+    try:
+        return _train(cfg, Path(lidc_root), out_dir, log, data)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _train(cfg: DetectionTrainConfig, lidc_root: Path, out_dir: Path, log: Callable[[str], None],
+           data: Sequence[DetectionVolume] | None) -> Path:
+    t_start = time.perf_counter()
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model = NoduleDetector(cfg.detector_config()).to(device)
+    if cfg.patch_size % model.size_divisor:
+        raise ValueError(f"patch_size {cfg.patch_size} must be a multiple of {model.size_divisor}")
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng([cfg.seed, 1])
+    step = 0
+    ckpt_path = out_dir / CKPT_NAME
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        step = int(ck["step"])
+        rng.bit_generator.state = ck["rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        log(f"[train] resumed from {ckpt_path} at step {step} (epoch {ck['epoch']})")
+    total = cfg.epochs * cfg.steps_per_epoch
+    if data is None:
+        data = make_detection_data(cfg.split, lidc_root, cfg, np.random.default_rng([cfg.seed, 0]), log=log)
+    positives = [(vi, ni) for vi, v in enumerate(data) for ni in range(len(v.centres))]
+    log(f"[train] {len(data)} volumes, {len(positives)} nodules, {sum(p.numel() for p in model.parameters())} "
+        f"params, steps {step}/{total}, data ready after {time.perf_counter() - t_start:.1f} s")
+
+    def save_ckpt() -> None:
+        _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                      "epoch": step // cfg.steps_per_epoch, "rng": rng.bit_generator.state,
+                      "torch_rng": torch.get_rng_state(), "config": cfg.to_json()}, ckpt_path)
+
+    model.train()
+    t_loop = time.perf_counter()
+    start_step = step
+    run_loss = run_heat = run_size = 0.0
+    n_run = 0
+    stopped_early = False
+    while step < total:
+        frac = step / max(total, 1)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac)))
+        x, th, tl, tm = (t.to(device) for t in _sample_batch(data, positives, cfg, rng))
+        pred = model(x)
+        loss, parts = detector_loss(pred, th, tl, tm, return_parts=True)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        step += 1
+        run_loss += float(loss.detach())
+        run_heat += float(parts["heatmap"])
+        run_size += float(parts["size"])
+        n_run += 1
+        if step % cfg.log_every == 0 or step == total:
+            el = time.perf_counter() - t_loop
+            log(f"[train] step {step}/{total} epoch {(step - 1) // cfg.steps_per_epoch + 1} loss {run_loss / n_run:.4f} "
+                f"(heat {run_heat / n_run:.4f}, size {run_size / n_run:.4f}) lr {opt.param_groups[0]['lr']:.2e} "
+                f"elapsed {time.perf_counter() - t_start:.0f} s ({el / max(step - start_step, 1):.2f} s/step this run)")
+            run_loss = run_heat = run_size = 0.0
+            n_run = 0
+        if step % cfg.steps_per_epoch == 0:
+            save_ckpt()
+            log(f"[train] epoch {step // cfg.steps_per_epoch}/{cfg.epochs} checkpoint -> {ckpt_path}")
+        if cfg.max_minutes is not None and time.perf_counter() - t_start > 60.0 * cfg.max_minutes and step < total:
+            save_ckpt()
+            log(f"[train] time budget of {cfg.max_minutes} min reached at step {step}/{total}; checkpointed")
+            stopped_early = True
+            break
+
+    weights = out_dir / WEIGHTS_NAME
+    _save_atomic({k: v.detach().float().cpu() for k, v in model.state_dict().items()}, weights)
+    meta = {"train": cfg.to_json(), "detector": asdict(model.config), "steps": step, "completed": not stopped_early,
+            "seconds": round(time.perf_counter() - t_start, 1)}
+    (out_dir / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+    log(f"[train] weights -> {weights} ({step} steps, {time.perf_counter() - t_start:.0f} s)")
+    return weights
+
+
+def load_detector(weights: Path, device: str = "cpu") -> NoduleDetector:
+    """A :class:`NoduleDetector` from ``detector.pt`` and the ``detector.json`` beside it."""
+    weights = Path(weights)
+    meta = json.loads((weights.parent / CONFIG_NAME).read_text())
+    d = meta["detector"]
+    cfg = DetectorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    model = NoduleDetector(cfg)
+    model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+    return model.to(device).eval()
+
+
+# ----------------------------------------------------------------------------------------------
+# Inference
+# ----------------------------------------------------------------------------------------------
+
+
+class Detections(list):
+    """``[(z, y, x, score, diameter_mm), ...]`` (grid voxels, by decreasing score) with ``.seconds``."""
+
+    seconds: float = 0.0
+
+
+def _ball(r: int) -> np.ndarray:
+    z, y, x = np.ogrid[-r : r + 1, -r : r + 1, -r : r + 1]
+    return (z * z + y * y + x * x) <= r * r
+
+
+def detect(model: NoduleDetector, grid_array_hu: np.ndarray, lung_mask: np.ndarray | None = None,
+           threshold: float = 0.1, device: str = "cpu", *, roi_size: int | Sequence[int] | None = None,
+           nms_radius_vox: int = 4, max_peaks: int = 64, sw_batch_size: int = 2, overlap: float = 0.25,
+           normalized: bool = False) -> Detections:
+    """Nodule candidates in a CT on the model grid (HU, z-y-x, 1.5 mm).
+
+    Runs a MONAI ``SlidingWindowInferer`` (``roi_size`` default: the model's training patch,
+    overlap 0.25, Gaussian blending) over the bounding box of ``lung_mask`` dilated by 10 mm
+    (the whole array without a mask), decodes peaks of the sigmoid heatmap (NMS radius
+    ``nms_radius_vox``, default 4 voxels = 6 mm) and keeps those within 10 mm of the lung mask.
+    ``normalized`` says the array is already windowed to [0, 1].
+    Returns :class:`Detections` (a list of ``(z, y, x, score, diameter_mm)`` in full-array voxels)
+    whose ``.seconds`` is the wall time.
+    """
+    from monai.inferers import SlidingWindowInferer
+
+    t0 = time.perf_counter()
+    arr = np.asarray(grid_array_hu)
+    if arr.ndim != 3:
+        raise ValueError(f"expected a (D, H, W) array, got {arr.shape}")
+    margin = int(math.ceil(LUNG_MARGIN_MM / DETECTION_SPACING_MM))
+    if lung_mask is not None and np.any(lung_mask):
+        nz = np.nonzero(np.asarray(lung_mask).any(axis=(1, 2)))[0], np.nonzero(np.asarray(lung_mask).any(axis=(0, 2)))[0], \
+            np.nonzero(np.asarray(lung_mask).any(axis=(0, 1)))[0]
+        lo = np.array([max(int(a[0]) - margin, 0) for a in nz])
+        hi = np.array([min(int(a[-1]) + margin + 1, s) for a, s in zip(nz, arr.shape, strict=True)])
+    else:
+        lo, hi = np.zeros(3, int), np.array(arr.shape)
+    crop = arr[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+    img = crop.astype(np.float32) if normalized else normalize_hu(crop)
+    if roi_size is None:
+        roi = tuple(int(s) for s in model.config.patch_size)
+    else:
+        roi = (int(roi_size),) * 3 if isinstance(roi_size, int) else tuple(int(s) for s in roi_size)
+    inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian",
+                                   padding_mode="constant", cval=0.0)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(img))[None, None].to(device)
+            pred = inferer(x, model)[0].float().cpu()
+    finally:
+        model.train(was_training)
+    prob = torch.sigmoid(pred[NoduleDetector.HEATMAP])
+    logd = pred[NoduleDetector.LOG_DIAMETER]
+    peaks = decode_peaks(prob, threshold=threshold, nms_radius_vox=nms_radius_vox, max_peaks=10 * max_peaks)
+    out = Detections()
+    ball = _ball(margin)
+    for z, y, x_, s in peaks:
+        g = (z + int(lo[0]), y + int(lo[1]), x_ + int(lo[2]))
+        if lung_mask is not None and np.any(lung_mask):
+            sl = tuple(slice(c - margin, c + margin + 1) for c in g)
+            local = np.asarray(lung_mask)[tuple(slice(max(c.start, 0), c.stop) for c in sl)]
+            b = ball[tuple(slice(max(0, -c.start), max(0, -c.start) + n) for c, n in zip(sl, local.shape, strict=True))]
+            if not np.any(local & b):
+                continue
+        out.append((g[0], g[1], g[2], float(s), float(torch.exp(logd[z, y, x_]))))
+        if len(out) >= max_peaks:
+            break
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------
+
+
+def froc(detections_per_scan: Sequence[Sequence[Sequence[float]]], truths_per_scan: Sequence[Sequence[Sequence[float]]],
+         spacing_mm: float = DETECTION_SPACING_MM, fp_rates: Sequence[float] = FROC_FP_RATES,
+         min_radius_mm: float = HIT_MIN_RADIUS_MM) -> dict:
+    """FROC / CPM (pure function).
+
+    Args:
+        detections_per_scan: per scan, ``(z, y, x, score, ...)`` in voxels.
+        truths_per_scan: per scan, ``(z, y, x, diameter_mm)`` in voxels / mm.
+        spacing_mm: isotropic voxel size.
+        fp_rates: false positives per scan at which sensitivity is read.
+        min_radius_mm: hit radius floor: a hit is a centre within ``max(d / 2, min_radius_mm)``.
+
+    Returns:
+        ``{"froc": {rate: sensitivity}, "cpm", "sensitivity_at_1fp", "n_truths", "n_scans", "n_tp", "n_fp",
+        "n_duplicates", "assignments"}``; ``assignments[s][t]`` is the index (in scan ``s``'s list) of
+        the detection matched to truth ``t`` (the highest-scoring one that hits it) or None.
+    """
+    if len(detections_per_scan) != len(truths_per_scan):
+        raise ValueError("detections_per_scan and truths_per_scan must have one entry per scan")
+    n_scans = len(truths_per_scan)
+    n_truths = sum(len(t) for t in truths_per_scan)
+    scored: list[tuple[float, bool]] = []  # (score, is_tp) of every non-duplicate detection
+    assignments: list[list[int | None]] = []
+    n_dup = 0
+    for dets, truths in zip(detections_per_scan, truths_per_scan, strict=True):
+        tc = np.asarray([t[:3] for t in truths], float).reshape(-1, 3)
+        rad = np.asarray([max(float(t[3]) / 2.0, min_radius_mm) for t in truths], float)
+        matched: list[int | None] = [None] * len(truths)
+        order = sorted(range(len(dets)), key=lambda i: -float(dets[i][3]))
+        for i in order:
+            d = dets[i]
+            dist = np.linalg.norm((tc - np.asarray(d[:3], float)) * spacing_mm, axis=1) if len(tc) else np.zeros(0)
+            hits = np.nonzero(dist <= rad)[0]
+            free = [int(h) for h in hits if matched[int(h)] is None]
+            if free:
+                j = min(free, key=lambda h: dist[h])
+                matched[j] = i
+                scored.append((float(d[3]), True))
+            elif len(hits):
+                n_dup += 1
+            else:
+                scored.append((float(d[3]), False))
+        assignments.append(matched)
+    scored.sort(key=lambda s: -s[0])
+    # operating points: after the last detection of every distinct score
+    points: list[tuple[int, int]] = [(0, 0)]
+    tp = fp = 0
+    for k, (s, is_tp) in enumerate(scored):
+        tp += int(is_tp)
+        fp += int(not is_tp)
+        if k + 1 == len(scored) or scored[k + 1][0] != s:
+            points.append((tp, fp))
+    curve = {}
+    for r in fp_rates:
+        best = max((t for t, f in points if f <= r * n_scans + 1e-9), default=0)
+        curve[float(r)] = best / n_truths if n_truths else 0.0
+    cpm = float(np.mean(list(curve.values()))) if curve else 0.0
+    return {"froc": curve, "cpm": cpm, "sensitivity_at_1fp": curve.get(1.0, float("nan")), "n_truths": n_truths,
+            "n_scans": n_scans, "n_tp": sum(int(t) for _, t in scored), "n_fp": sum(int(not t) for _, t in scored),
+            "n_duplicates": n_dup, "assignments": assignments}
+
+
+def evaluate_detection(model: NoduleDetector, lidc_root: Path, n_volumes: int = 2, nodules_per_volume: int = 25,
+                       seed: int = 0, *, threshold: float = 0.02, device: str = "cpu", max_peaks: int = 64,
+                       log: Callable[[str], None] | None = print) -> dict:
+    """FROC of ``model`` on the TEST split only: LIDC-IDRI-0003 with test nodules inserted.
+
+    ``n_volumes`` copies of LIDC-IDRI-0003 (deterministic in ``seed``), each with
+    ``nodules_per_volume`` test-library nodules plus 0003's own real nodules (n_readers >= 1,
+    clusters < 10 mm apart merged), so every real nodule counts once per copy.  Hit criterion and
+    matching: see :func:`froc` (centre within ``max(d/2, 5 mm)``, each truth matched once).
+    ``localization_accuracy``: share of all true nodules whose matched detection (the
+    highest-scoring one that hits it) has its centre INSIDE the nodule: for inserted nodules the
+    distance to the centre is < d/2, for real ones :meth:`ScanNodule.contains` of the detection
+    mapped to the source voxel; ``localization_accuracy_detected`` uses the matched nodules only.
+    ``recall_any_score``: share of inserted / real nodules matched by any candidate (at most
+    ``max_peaks`` per scan above ``threshold``).
+    """
+    cfg = DetectionTrainConfig(n_volumes=n_volumes, nodules_per_volume=nodules_per_volume, seed=seed)
+    vols = make_detection_data("test", lidc_root, cfg, np.random.default_rng([seed, 2]), log=log)
+    dets_all, truths_all, secs = [], [], []
+    for k, v in enumerate(vols):
+        dets = detect(model, v.image, v.lung, threshold=threshold, device=device, max_peaks=max_peaks, normalized=True)
+        secs.append(dets.seconds)
+        dets_all.append(list(dets))
+        truths_all.append([(*c, d) for c, d in zip(v.centres, v.diameters_mm, strict=True)])
+        if log:
+            log(f"[eval] test copy {k + 1}/{len(vols)}: {len(dets)} candidates, {dets.seconds:.1f} s")
+    res = froc(dets_all, truths_all)
+    inside = matched = 0
+    found = {"inserted": [0, 0], "real": [0, 0]}  # [matched at any score, total]
+    for v, dets, assign in zip(vols, dets_all, res["assignments"], strict=True):
+        for t, j in enumerate(assign):
+            kind = "inserted" if v.real[t] is None else "real"
+            found[kind][1] += 1
+            if j is None:
+                continue
+            found[kind][0] += 1
+            matched += 1
+            d = dets[j]
+            real = v.real[t]
+            if real is None:
+                ok = np.linalg.norm((np.asarray(d[:3], float) - v.centres[t]) * DETECTION_SPACING_MM) < v.diameters_mm[t] / 2
+            else:
+                ok = real.contains(v.source_voxel(d[:3]))
+            inside += int(ok)
+    n = res["n_truths"]
+    return {
+        "sensitivity_at_1fp": res["sensitivity_at_1fp"],
+        "cpm": res["cpm"],
+        "froc": res["froc"],
+        "localization_accuracy": inside / n if n else 0.0,
+        "localization_accuracy_detected": inside / matched if matched else 0.0,
+        "n_test_nodules": n,
+        "n_real_nodules": found["real"][1],
+        "recall_any_score": {k: (a / b if b else None) for k, (a, b) in found.items()},
+        "candidates_per_scan": float(np.mean([len(d) for d in dets_all])) if dets_all else 0.0,
+        "n_scans": res["n_scans"],
+        "n_tp": res["n_tp"],
+        "n_fp": res["n_fp"],
+        "seconds_per_scan": float(np.mean(secs)) if secs else 0.0,
+        "hit_criterion": f"centre within max(d/2, {HIT_MIN_RADIUS_MM} mm); duplicates ignored (LUNA16)",
+    }
+
+
+
+def evaluate_shipped_detector(models_dir: Path, lidc_root: Path, seed: int = 0, n_volumes: int = 2) -> dict:
+    """``lungfuse evaluate``'s ``detection`` section for ``models_dir/detector.pt`` (SHA-256 checked)."""
+    import json
+
+    from .resources import sha256_file
+
+    pt = models_dir / "detector.pt"
+    manifest = json.loads((models_dir / "manifest.json").read_text())["files"]
+    if manifest.get(pt.name, {}).get("sha256") != sha256_file(pt):
+        raise ValueError(f"{pt}: SHA-256 does not match {models_dir / 'manifest.json'}")
+    model = load_detector(pt)
+    res = evaluate_detection(model, lidc_root, n_volumes=n_volumes, seed=seed)
+    res.pop("assignments", None)
+    return res

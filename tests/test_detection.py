@@ -1,0 +1,142 @@
+"""Detection pipeline: FROC/CPM on known answers, and a tiny train -> checkpoint -> resume -> detect smoke run."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lungfuse.pipelines.detection import (
+    Detections,
+    DetectionTrainConfig,
+    DetectionVolume,
+    detect,
+    froc,
+    load_detector,
+    make_detection_data,
+    train_detector,
+)
+
+SP = 1.5  # mm per voxel in the FROC tests
+
+
+def test_froc_known_answers() -> None:
+    # scan 0: two truths; scan 1: one truth.  d = 6 mm -> hit radius max(3, 5) = 5 mm = 3.33 voxels.
+    truths = [[(10, 10, 10, 6.0), (50, 50, 50, 20.0)], [(30, 30, 30, 6.0)]]
+    dets = [
+        [
+            (10, 10, 12, 0.9),  # 3 mm from truth 0 -> TP
+            (10, 10, 13, 0.8),  # also hits truth 0 (already matched) -> duplicate, ignored
+            (50, 50, 56, 0.7),  # 9 mm from truth 1, radius 10 mm -> TP
+            (90, 90, 90, 0.6),  # FP
+        ],
+        [
+            (80, 80, 80, 0.95),  # FP (highest score)
+            (30, 30, 34, 0.5),  # 6 mm > 5 mm: miss -> FP
+            (30, 31, 31, 0.4),  # hit -> TP
+        ],
+    ]
+    r = froc(dets, truths, spacing_mm=SP)
+    assert r["n_truths"] == 3 and r["n_scans"] == 2
+    assert (r["n_tp"], r["n_fp"], r["n_duplicates"]) == (3, 3, 1)
+    # global order: .95 FP, .9 TP, .7 TP, .6 FP, .5 FP, .4 TP
+    # FP budget = rate * 2 scans: 0.25 -> 0 FPs: 0 TPs; 0.5 -> 1 FP: 2/3; 1 -> 2 FPs: 2/3; 2 -> 4 FPs: 3/3
+    f = r["froc"]
+    assert f[0.125] == 0.0 and f[0.25] == 0.0
+    assert f[0.5] == pytest.approx(2 / 3) and f[1.0] == pytest.approx(2 / 3)
+    assert f[2.0] == 1.0 and f[4.0] == 1.0 and f[8.0] == 1.0
+    assert r["sensitivity_at_1fp"] == pytest.approx(2 / 3)
+    assert r["cpm"] == pytest.approx((0 + 0 + 2 / 3 + 2 / 3 + 1 + 1 + 1) / 7)
+    assert r["assignments"] == [[0, 2], [2]]
+
+
+def test_froc_each_truth_once_and_ties() -> None:
+    # one detection between two close truths goes to the nearer; equal scores form one operating point
+    truths = [[(0, 0, 0, 4.0), (0, 0, 4, 4.0)]]
+    dets = [[(0, 0, 3, 0.5), (0, 0, 0, 0.5), (40, 0, 0, 0.5)]]
+    r = froc(dets, truths, spacing_mm=SP)
+    assert r["assignments"] == [[1, 0]]
+    assert (r["n_tp"], r["n_fp"]) == (2, 1)
+    # the tied FP comes with the TPs: with 0 FPs allowed nothing counts, with 1 FP everything
+    assert r["froc"][0.5] == 0.0 and r["froc"][1.0] == 1.0
+    empty = froc([[], []], [[(5, 5, 5, 8.0)], []])
+    assert empty["cpm"] == 0.0 and empty["n_fp"] == 0
+
+
+def _synthetic_volume(rng: np.random.Generator) -> DetectionVolume:
+    img = np.full((48, 48, 48), 0.1, np.float16)
+    lung = np.zeros(img.shape, bool)
+    lung[8:40, 8:40, 8:40] = True
+    zz, yy, xx = np.ogrid[:48, :48, :48]
+    centres = np.array([[20.0, 20.0, 20.0], [30.0, 28.0, 26.0]])
+    for c in centres:
+        img[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 <= 9] = 0.7
+    return DetectionVolume(image=img, lung=lung, centres=centres, diameters_mm=np.array([9.0, 9.0]), real=[None, None],
+                           to_source=np.eye(4), background="synthetic", lung_index=np.flatnonzero(lung))
+
+
+def _tiny_cfg(**kw) -> DetectionTrainConfig:
+    base = dict(epochs=1, steps_per_epoch=2, n_volumes=1, nodules_per_volume=2, patch_size=32, batch_size=1,
+                channels=(4, 8), strides=(2,), num_res_units=0, log_every=1, max_backgrounds=1, threads=1)
+    base.update(kw)
+    return DetectionTrainConfig(**base)
+
+
+def _smoke(tmp_path: Path, data: list[DetectionVolume], lidc_root: Path | None) -> None:
+    logs: list[str] = []
+    cfg = _tiny_cfg()
+    w = train_detector(cfg, lidc_root or Path("/nonexistent"), tmp_path, log=logs.append, data=data)
+    ck = torch.load(tmp_path / "detector_ckpt.pt", weights_only=False)
+    assert ck["step"] == 2 and ck["epoch"] == 1
+    assert w.exists() and json.loads((tmp_path / "detector.json").read_text())["completed"] is True
+    # resume: one more epoch continues from step 2
+    logs.clear()
+    train_detector(_tiny_cfg(epochs=2), lidc_root or Path("/nonexistent"), tmp_path, log=logs.append, data=data)
+    assert any("resumed" in m and "step 2" in m for m in logs), logs
+    ck = torch.load(tmp_path / "detector_ckpt.pt", weights_only=False)
+    assert ck["step"] == 4 and ck["epoch"] == 2
+    model = load_detector(w)
+    sd = torch.load(w, weights_only=True)
+    assert all(v.dtype == torch.float32 for v in sd.values() if v.is_floating_point())
+    v = data[0]
+    dets = detect(model, v.image, v.lung, threshold=0.0, normalized=True, max_peaks=5)
+    assert isinstance(dets, Detections) and dets.seconds > 0 and 0 < len(dets) <= 5
+    for z, y, x, s, d in dets:
+        assert all(0 <= c < n for c, n in zip((z, y, x), v.image.shape, strict=True))
+        assert 0.0 <= s <= 1.0 and d > 0
+    # HU input without a mask works too
+    hu = v.image.astype(np.float32)[:32, :32, :40] * 1400.0 - 1000.0
+    assert isinstance(detect(model, hu, None, threshold=0.0, max_peaks=3), list)
+
+
+def test_smoke_synthetic(tmp_path: Path) -> None:
+    t0 = time.perf_counter()
+    _smoke(tmp_path, [_synthetic_volume(np.random.default_rng(0))], None)
+    assert time.perf_counter() - t0 < 40
+
+
+def test_smoke_real_data(tmp_path: Path, lidc_root: Path) -> None:
+    """Real background + library nodules: 1 copy of LIDC-IDRI-0001 with 2 train nodules, then the smoke run."""
+    torch.set_num_threads(1)
+    cfg = _tiny_cfg()
+    data = make_detection_data("train", lidc_root, cfg, np.random.default_rng(0))
+    assert len(data) == 1
+    v = data[0]
+    assert v.background == "LIDC-IDRI-0001" and v.image.dtype == np.float16 and v.lung.shape == v.image.shape
+    assert len(v.centres) == len(v.diameters_mm) == len(v.real) >= 3  # 2 inserted + the real one
+    assert sum(r is not None for r in v.real) >= 1
+    for c in v.centres:
+        idx = tuple(int(round(a)) for a in c)
+        assert all(0 <= i < n for i, n in zip(idx, v.image.shape, strict=True))
+        # a nodule centre is dense tissue or at least not air
+        assert float(v.image[idx]) > 0.2
+    _smoke(tmp_path, data, lidc_root)
+
+
+def test_never_trains_on_test(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        train_detector(_tiny_cfg(split="test"), Path("/nonexistent"), tmp_path)
