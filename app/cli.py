@@ -166,8 +166,10 @@ def cmd_claims(args: argparse.Namespace) -> int:
     _write_json(d, args.json)
     con = _console()
     t = Table(title=f"Nodule claims in {args.report}")
-    for col in ("#", "size mm", "side", "lobe", "texture", "margin", "calc.", "neg.", "unc.", "text"):
-        t.add_column(col)
+    for col in ("#", "size mm", "side", "lobe", "texture", "margin", "calc.", "neg.", "unc."):
+        t.add_column(col, no_wrap=True, min_width=len(col))
+    # The mention text is the least important column: it is cut, never wrapped, on narrow terminals.
+    t.add_column("text", no_wrap=True, overflow="ellipsis", max_width=28)
     for i, n in enumerate(d["nodules"], 1):
         t.add_row(str(i), "—" if n["size_mm"] is None else f"{n['size_mm']:g}", str(n["side"] or "—"),
                   str(n["lobe"] or "—"), str(n["texture"] or "—"), str(n["margin"] or "—"),
