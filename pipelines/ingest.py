@@ -20,12 +20,11 @@ Design notes
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import struct
 import warnings
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -551,8 +550,6 @@ def _read_header(path: Path) -> _SliceHeader | None | str:
                 if "SOPClassUID" not in ds and "Rows" not in ds:
                     return None
             offset, nbytes = _native_pixel_location(fp, ds)
-    except (OSError, EOFError, ValueError, TypeError, KeyError, struct.error, AttributeError) as exc:
-        return f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # noqa: BLE001 - pydicom can raise almost anything on garbage
         return f"{type(exc).__name__}: {exc}"
     if "Rows" not in ds or "Columns" not in ds:
@@ -729,7 +726,8 @@ def _choose(
     if not candidates:
         raise IngestError(f"only localizer/scout CT images under {root}; no axial CT volume")
 
-    # A single slice whose geometry differs from the main stack is a scout even
+    # Stacks of >= 3 images beat single images, then the most axial, then the
+    # largest; a lone image of another geometry is reported below as a scout even
     # when ImageType does not say so (some scanners label scouts ORIGINAL\PRIMARY\AXIAL).
     def rank(k: str) -> tuple[int, float, int]:
         hs = candidates[k]
@@ -1219,17 +1217,3 @@ def _load_nifti(path: Path, estimate_noise: bool) -> CTVolume:
         sop_instance_uids=tuple("" for _ in range(hu.shape[0])), quality=quality, source=str(path),
         meta={"format": "nifti", "descrip": str(img.header.get("descrip", b""))},
     )
-
-
-def summary_json(vol: CTVolume) -> str:
-    return json.dumps(vol.summary(), indent=2, default=str)
-
-
-def transfer_syntax_counts(paths: Sequence[str]) -> Counter[str]:
-    """Transfer syntaxes seen among ``paths`` (diagnostics for ``lungfuse inspect``)."""
-    c: Counter[str] = Counter()
-    for p in paths:
-        res = _read_header(Path(p))
-        if isinstance(res, _SliceHeader):
-            c[res.transfer_syntax] += 1
-    return c

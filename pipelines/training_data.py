@@ -145,19 +145,6 @@ def insert_nodule(nod: LibraryNodule, bg: Background, rng: np.random.Generator, 
                           fill.astype(np.float16) if keep_alpha else None, nod.diameter_mm)
 
 
-def real_nodule_block(n: ScanNodule, bg: Background, block_mm: float = 64.0) -> InsertedNodule:
-    """A background's own real nodule, wrapped like an inserted one (nothing rendered)."""
-    center = np.array(n.center_zyx)
-    half = np.ceil((block_mm / 2) / np.array(bg.spacing)).astype(int)
-    lo = np.maximum(np.floor(center).astype(int) - half, 0)
-    hi = np.minimum(np.floor(center).astype(int) + half + 1, bg.hu.shape)
-    block = bg.hu[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].astype(np.float32)
-    side, lobe = estimate_lobe(n.center_zyx, bg.lung)
-    return InsertedNodule(f"{n.patient_id}#{n.nodule_index}", bg.patient_id, block, bg.spacing,
-                          tuple(float(v) for v in center - lo), n.center_zyx, side, lobe,  # type: ignore[arg-type]
-                          bg.noise_sigma_hu, bg.slice_thickness_mm, None, n.diameter_mm)
-
-
 def crops_for(ins: InsertedNodule, rng: np.random.Generator | None, n: int = 1, *, thickness_mm: float | None = None,
               extra_noise_hu: float = 0.0) -> tuple[np.ndarray, float, float]:
     """``n`` crops (n, S, S, S) float32 HU of an inserted nodule.
