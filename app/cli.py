@@ -259,6 +259,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_detector(args: argparse.Namespace) -> int:
+    import time
+
+    from lungfuse.pipelines.detection import DetectionTrainConfig, train_detector
+    from lungfuse.pipelines.resources import models_dir, write_manifest_entry
+
+    con = _console()
+    cases = _local_cases(args.cases)
+    out = Path(args.out) if args.out else models_dir()
+    work = Path(args.work) if args.work else out / ".train" / "detector"
+    t0 = time.time()
+
+    def say(msg: str) -> None:
+        con.print(f"[{time.time() - t0:7.0f} s] {msg}")
+
+    cfg = DetectionTrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
+                               device=_device(args.device), threads=args.threads, max_minutes=args.max_minutes,
+                               lr=args.lr, positive_fraction=args.positive_fraction, init_weights=args.init,
+                               log_every=25)
+    weights = train_detector(cfg, cases, work, log=say)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, desc in ((weights.name, f"nodule detector (MONAI UNet, CenterNet heatmap + size), "
+                        f"{cfg.epochs * cfg.steps_per_epoch} steps"),
+                       ("detector.json", "detector config and training settings")):
+        src = work / name
+        if src.resolve() != (out / name).resolve():
+            (out / name).write_bytes(src.read_bytes())
+        write_manifest_entry(out, name, desc)
+    say(f"wrote {out / weights.name} (manifest updated)")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import time
 
@@ -354,6 +386,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("train-detector", help="train the nodule detector (resumable)", description="Train the MONAI "
+                       "CenterNet detector on the training backgrounds (LIDC-IDRI-0001/0002) with train-split LIDC "
+                       "nodules inserted; checkpoints every epoch and resumes; copies the weights to OUT and updates "
+                       "the SHA-256 manifest.")
+    s.add_argument("--cases", metavar="DIR", help="folder with LIDC-IDRI-0001..0003 (default: ../shared/data/get-lidc)")
+    s.add_argument("--out", metavar="DIR", help="where the weights go (default resources/models)")
+    s.add_argument("--work", metavar="DIR", help="checkpoint folder (default OUT/.train/detector)")
+    s.add_argument("--epochs", type=int, default=12)
+    s.add_argument("--steps-per-epoch", type=int, default=50)
+    s.add_argument("--lr", type=float, default=1e-3)
+    s.add_argument("--positive-fraction", type=float, default=0.6)
+    s.add_argument("--init", metavar="PT", help="fine-tune from these detector weights")
+    s.add_argument("--max-minutes", type=float, help="stop (checkpointed, weights written) after this long")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.set_defaults(func=cmd_train_detector)
 
     s = sub.add_parser("evaluate", help="score the shipped models on held-out test patients", description="Deterministic "
                        "evaluation on test patients' nodules (inserted into LIDC-IDRI-0003) and their generated reports; "

@@ -101,6 +101,8 @@ class DetectionTrainConfig:
         max_minutes: stop (after checkpointing) once training ran this long; None = no limit.
         max_backgrounds: use only the first N backgrounds of the split (smoke tests); None = all.
         split: the training split (never ``test``).
+        init_weights: start a fresh run from these detector weights (fine-tuning) instead of
+            random initialisation; ignored when a checkpoint is resumed.
     """
 
     epochs: int = 10
@@ -122,6 +124,7 @@ class DetectionTrainConfig:
     max_minutes: float | None = None
     max_backgrounds: int | None = None
     split: str = "train"
+    init_weights: str | None = None
 
     def detector_config(self) -> DetectorConfig:
         p = int(self.patch_size)
@@ -343,6 +346,9 @@ def _train(cfg: DetectionTrainConfig, lidc_root: Path, out_dir: Path, log: Calla
         rng.bit_generator.state = ck["rng"]
         torch.set_rng_state(ck["torch_rng"])
         log(f"[train] resumed from {ckpt_path} at step {step} (epoch {ck['epoch']})")
+    elif cfg.init_weights:
+        model.load_state_dict(torch.load(cfg.init_weights, map_location=device, weights_only=True))
+        log(f"[train] initialised from {cfg.init_weights}")
     total = cfg.epochs * cfg.steps_per_epoch
     if data is None:
         data = make_detection_data(cfg.split, lidc_root, cfg, np.random.default_rng([cfg.seed, 0]), log=log)
@@ -626,14 +632,10 @@ def evaluate_detection(model: NoduleDetector, lidc_root: Path, n_volumes: int = 
 
 def evaluate_shipped_detector(models_dir: Path, lidc_root: Path, seed: int = 0, n_volumes: int = 2) -> dict:
     """``lungfuse evaluate``'s ``detection`` section for ``models_dir/detector.pt`` (SHA-256 checked)."""
-    import json
-
-    from .resources import sha256_file
+    from .resources import verify_manifest
 
     pt = models_dir / "detector.pt"
-    manifest = json.loads((models_dir / "manifest.json").read_text())["files"]
-    if manifest.get(pt.name, {}).get("sha256") != sha256_file(pt):
-        raise ValueError(f"{pt}: SHA-256 does not match {models_dir / 'manifest.json'}")
+    verify_manifest(pt, models_dir / CONFIG_NAME)
     model = load_detector(pt)
     res = evaluate_detection(model, lidc_root, n_volumes=n_volumes, seed=seed)
     res.pop("assignments", None)

@@ -461,7 +461,7 @@ def save_fusion(model: torch.nn.Module, calib: dict[str, dict], out_dir: Path, e
     """Write ``fusion.pt`` (float32 state_dict) + ``fusion.json`` and record both in ``manifest.json``."""
     import torch
 
-    from .resources import sha256_file
+    from .resources import write_manifest_entry
 
     out_dir.mkdir(parents=True, exist_ok=True)
     pt = out_dir / "fusion.pt"
@@ -470,12 +470,9 @@ def save_fusion(model: torch.nn.Module, calib: dict[str, dict], out_dir: Path, e
             "policy": model.policy.to_dict(), "calibration": calib, **(extra or {})}
     js = out_dir / "fusion.json"
     js.write_text(json.dumps(meta, indent=2, default=str))
-    man_path = out_dir / "manifest.json"
-    manifest = json.loads(man_path.read_text()) if man_path.exists() else {"files": {}}
     for p, desc in ((pt, "fusion model weights (nodule encoder, text adapter, AFA, EAF, baseline heads)"),
                     (js, "fusion model config, EAF policy and calibration")):
-        manifest["files"][p.name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size, "description": desc}
-    man_path.write_text(json.dumps(manifest, indent=2) + "\n")
+        write_manifest_entry(out_dir, p.name, desc)
     return pt
 
 
@@ -486,14 +483,11 @@ def load_fusion(models_dir: Path, verify: bool = True):  # noqa: ANN201
     from lungfuse.models.eaf import FusionPolicy
     from lungfuse.models.fusion import FusionModel, FusionModelConfig
 
-    from .resources import sha256_file
+    from .resources import verify_manifest
 
     pt, js = models_dir / "fusion.pt", models_dir / "fusion.json"
     if verify:
-        manifest = json.loads((models_dir / "manifest.json").read_text())["files"]
-        for p in (pt, js):
-            if manifest.get(p.name, {}).get("sha256") != sha256_file(p):
-                raise ValueError(f"{p}: SHA-256 does not match {models_dir / 'manifest.json'}")
+        verify_manifest(pt, js)
     meta = json.loads(js.read_text())
     model = FusionModel(FusionModelConfig.from_dict(meta["config"]), FusionPolicy.from_dict(meta["policy"]))
     model.load_state_dict(torch.load(pt, map_location="cpu", weights_only=True))

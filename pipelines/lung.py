@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["LungMask", "segment_lungs", "LOBES", "estimate_lobe"]
+__all__ = ["LungMask", "segment_lungs", "closing_edt", "LOBES", "estimate_lobe"]
 
 LOBES = ("RUL", "RML", "RLL", "LUL", "lingula", "LLL")
 
@@ -53,8 +53,31 @@ def _ball(radius_vox: tuple[int, int, int]) -> np.ndarray:
     return ((z / max(rz, 1)) ** 2 + (y / max(ry, 1)) ** 2 + (x / max(rx, 1)) ** 2) <= 1.0
 
 
+def _component_sizes(lab: np.ndarray, n: int) -> np.ndarray:
+    """Voxel count of labels 1..n (``bincount``: one pass, unlike ``ndimage.sum_labels``)."""
+    return np.bincount(lab.ravel(), minlength=n + 1)[1 : n + 1].astype(np.float64)
+
+
+def closing_edt(mask: np.ndarray, radius_mm: float, spacing: tuple[float, float, float]) -> np.ndarray:
+    """Binary closing by a Euclidean ball of ``radius_mm`` (anisotropic ``spacing``, mm, z-y-x).
+
+    Dilation and erosion are thresholds of exact Euclidean distance transforms, O(N) whatever the
+    radius, where ``ndimage.binary_closing`` with a ball costs O(N * ball volume) (seconds per lung
+    at 1.5 mm).  The volume is padded by the radius so structures at the border close as if the
+    outside were empty.
+    """
+    pad = [int(np.ceil(radius_mm / s)) + 1 for s in spacing]
+    m = np.pad(np.asarray(mask, bool), [(p, p) for p in pad])
+    if not m.any():
+        return np.asarray(mask, bool).copy()
+    dil = ndimage.distance_transform_edt(~m, sampling=spacing) <= radius_mm
+    closed = ndimage.distance_transform_edt(dil, sampling=spacing) > radius_mm
+    return closed[pad[0] : -pad[0], pad[1] : -pad[1], pad[2] : -pad[2]]
+
+
 def segment_lungs(
-    hu: np.ndarray, spacing: tuple[float, float, float], x_axis_sign: float = 1.0, closing_mm: float = 6.0
+    hu: np.ndarray, spacing: tuple[float, float, float], x_axis_sign: float = 1.0, closing_mm: float = 6.0,
+    working_mm: float = 2.0,
 ) -> LungMask:
     """Segment the lungs of a chest CT.
 
@@ -66,11 +89,14 @@ def segment_lungs(
             right from left.
         closing_mm: radius of the 3-D closing that brings vessels and
             juxtapleural nodules into the mask.
+        working_mm: the segmentation runs on a copy subsampled to about this voxel size
+            (case analysis uses 3 mm: the mask only bounds the detector's search region and
+            places findings in a lobe, and 3 mm is ~8x cheaper than 1.5 mm).
     """
     if hu.ndim != 3:
         raise ValueError(f"segment_lungs expects a 3-D z-y-x volume, got shape {hu.shape}")
-    step = max(1, int(round(2.0 / max(spacing[1], 1e-3))))  # ~2 mm in-plane
-    zstep = max(1, int(round(2.0 / max(spacing[0], 1e-3))))  # ~2 mm or coarser along z
+    step = max(1, int(round(working_mm / max(spacing[1], 1e-3))))  # ~working_mm in-plane
+    zstep = max(1, int(round(working_mm / max(spacing[0], 1e-3))))  # ~working_mm or coarser along z
     small = hu[::zstep, ::step, ::step]
     sp = (spacing[0] * zstep, spacing[1] * step, spacing[2] * step)
 
@@ -79,7 +105,7 @@ def segment_lungs(
     if n == 0:
         empty = np.zeros(hu.shape, bool)
         return LungMask(empty, empty, empty, 0.0)
-    sizes = ndimage.sum_labels(np.ones_like(lab, dtype=np.int32), lab, index=np.arange(1, n + 1))
+    sizes = _component_sizes(lab, n)
     body = lab == (int(np.argmax(sizes)) + 1)
     body = np.stack([ndimage.binary_fill_holes(s) for s in body])
 
@@ -90,7 +116,7 @@ def segment_lungs(
         empty = np.zeros(hu.shape, bool)
         return LungMask(empty, empty, empty, 0.0)
     voxel_ml = float(np.prod(sp)) / 1000.0
-    sizes = ndimage.sum_labels(np.ones_like(lab, dtype=np.int32), lab, index=np.arange(1, n + 1)) * voxel_ml
+    sizes = _component_sizes(lab, n) * voxel_ml
     order = np.argsort(sizes)[::-1]
     keep = [int(i) + 1 for i in order[:2] if sizes[i] > 30.0]  # > 30 mL: a lung, not a bowel loop
     lungs = np.isin(lab, keep) if keep else np.zeros_like(air)
@@ -108,7 +134,7 @@ def segment_lungs(
             eroded = ndimage.binary_erosion(eroded, structure=_ball((1, 1, 1)))
             lab2, n2 = ndimage.label(eroded)
             if n2 >= 2:
-                s2 = ndimage.sum_labels(np.ones_like(lab2, dtype=np.int32), lab2, index=np.arange(1, n2 + 1))
+                s2 = _component_sizes(lab2, n2)
                 o2 = np.argsort(s2)[::-1]
                 if s2[o2[1]] > 0.15 * s2[o2[0]]:
                     seeds = (lab2 == int(o2[0]) + 1, lab2 == int(o2[1]) + 1)
@@ -127,12 +153,9 @@ def segment_lungs(
 
     # Restore vessels / juxtapleural nodules in each lung separately (a closing
     # of the union would bridge the mediastinum): 3-D closing, per-slice fill.
-    r = (max(1, round(closing_mm / sp[0])), max(1, round(closing_mm / sp[1])), max(1, round(closing_mm / sp[2])))
     filled = []
     for part in parts:
-        c = ndimage.binary_closing(np.pad(part, [(rr, rr) for rr in r]), structure=_ball(r))[
-            r[0] : -r[0], r[1] : -r[1], r[2] : -r[2]
-        ]
+        c = closing_edt(part, closing_mm, sp)
         filled.append(np.stack([ndimage.binary_fill_holes(sl) for sl in c]) & body)
     both = filled[0] & filled[1]
     filled[0] &= ~both | parts[0]

@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["resources_dir", "models_dir", "WeightFile", "list_weights", "sha256_file"]
+__all__ = ["resources_dir", "models_dir", "WeightFile", "list_weights", "sha256_file", "write_manifest_entry",
+           "verify_manifest"]
 
 
 def resources_dir() -> Path:
@@ -63,3 +64,22 @@ def list_weights() -> list[WeightFile]:
                 entry = manifest.get(p.name, {})
                 out.append(WeightFile(p.name, p, p.stat().st_size, sha256_file(p), entry.get("sha256")))
     return out
+
+
+def write_manifest_entry(models: Path, name: str, description: str) -> None:
+    """Record ``models/name``'s SHA-256 and size in ``models/manifest.json`` (created when missing)."""
+    p = Path(models) / name
+    man_path = Path(models) / "manifest.json"
+    manifest = json.loads(man_path.read_text()) if man_path.exists() else {"files": {}}
+    manifest["files"][name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size, "description": description}
+    man_path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def verify_manifest(*paths: Path) -> None:
+    """Raise ``ValueError`` naming the file when a weight file's SHA-256 differs from its manifest entry."""
+    for p in paths:
+        p = Path(p)
+        man_path = p.parent / "manifest.json"
+        manifest = json.loads(man_path.read_text())["files"] if man_path.exists() else {}
+        if manifest.get(p.name, {}).get("sha256") != sha256_file(p):
+            raise ValueError(f"{p}: SHA-256 does not match {man_path}")
