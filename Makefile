@@ -39,8 +39,7 @@ demo: $(DEMO)/report.txt
 
 run: $(STAMP) $(DEMO)/report.txt
 	$(BIN)/lungfuse info
-	$(BIN)/lungfuse inspect $(DEMO)
-	$(BIN)/lungfuse claims $(DEMO)/report.txt
+	$(BIN)/lungfuse analyze $(DEMO) --json out/demo_result.json --profile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -51,6 +50,7 @@ test: $(STAMP) apt
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_ingest.py --out bench/results/ingest.json
+	$(BIN)/python bench/bench_analyze.py --out bench/results/analyze.json
 
 clean:
 	rm -rf $(VENV) $(DEMO) build *.egg-info

@@ -27,7 +27,8 @@ NOTICE = "LungFuse is research software — NOT FOR DIAGNOSTIC USE."
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(highlight=False)
+    # rich falls back to 80 columns when stdout is not a terminal; the findings table needs more
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 150)
 
 
 def _write_json(obj: Any, path: str | None) -> None:
@@ -90,16 +91,6 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------
-def find_report_beside(path: Path) -> Path | None:
-    """The free-text report that travels with a case: ``report.txt``/``.md`` in or beside ``path``."""
-    folder = path if path.is_dir() else path.parent
-    for cand in (folder, folder.parent):
-        for name in ("report.txt", "report.md", "REPORT.txt"):
-            if (cand / name).is_file():
-                return cand / name
-    return None
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
     from rich.table import Table
 
@@ -109,7 +100,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     vol = load_ct(path, series_uid=args.series)
     summary = vol.summary()
     summary["series_found"] = [s.to_dict() for s in list_series(path)] if path.is_dir() else []
-    rep = find_report_beside(path)
+    from lungfuse.pipelines.analyze import find_report
+
+    rep = find_report(path)
     if rep is not None:
         from lungfuse.pipelines.claims import extract_claims
         from lungfuse.pipelines.report import load_report
@@ -291,6 +284,86 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from lungfuse.pipelines.analyze import AnalysisSettings, Case, analyze_case
+
+    con = _console()
+    settings = AnalysisSettings(device=args.device, threads=args.threads, explain=not args.no_explain,
+                                detection_threshold=args.threshold)
+    case = Case(args.path, report=args.report, find_report=not args.no_report)
+    if args.report and not Path(args.report).is_file():
+        raise FileNotFoundError(f"{args.report}: report file not found")
+    t0 = time.perf_counter()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=con, transient=True, disable=args.quiet) as prog:
+        task = prog.add_task("loading models", total=9)
+
+        def progress(stage: str, i: int, n: int) -> None:
+            prog.update(task, completed=i, total=n, description=f"{stage}")
+
+        result = analyze_case(case, settings, progress=progress)
+    wall = time.perf_counter() - t0
+    if args.json:
+        result.save(args.json)
+    t = Table(title=f"LungFuse findings: {result.case_id}")
+    for col in ("#", "centre LPS mm (x, y, z)", "size mm", "volume mm³", "side/lobe", "texture", "det.", "malig.",
+                "EAF", "Lung-RADS", "consist.", "report"):
+        t.add_column(col)
+    for f in result.findings:
+        t.add_row(str(f.index), ", ".join(f"{v:.1f}" for v in f.center_lps_mm), f"{f.diameter_mm:.1f}",
+                  f"{f.volume_mm3:.0f}", f"{f.side or '?'}/{f.lobe or '?'}", f.texture + (" calc." if f.calcified else ""),
+                  f"{f.detection_score:.2f}",
+                  f"{f.malignancy_probability:.2f}" if f.malignancy_probability is not None else "—",
+                  f.eaf.get("strategy", "—"), f.lung_rads or "—",
+                  f"{f.consistency:.2f}" if f.consistency is not None else "—",
+                  f"claim {f.claim_index}" if f.claim_index is not None else ("—" if not result.report_present else "not mentioned"))
+    con.print(t)
+    if not result.findings:
+        con.print("no nodule above the detection threshold "
+                  f"({result.volume['detection_threshold']:.2f})")
+    colour = {"concordant": "green", "realigned": "cyan", "discordant": "red"}[result.status]
+    con.print(f"status: [bold {colour}]{result.status}[/bold {colour}]"
+              + ("" if result.report_present else " (no report: image only, consistency not assessed)"))
+    for r in result.reasons:
+        con.print(f"  • {r}")
+    if len(result.consistency_trajectory) > 1:
+        con.print(f"realignment: {len(result.consistency_trajectory) - 1} iteration(s)")
+        for e in result.consistency_trajectory[1:]:
+            con.print(f"  {e['iteration']}. {e['region']}: {e.get('changed', '')} -> "
+                      f"{'accepted' if e.get('accepted') else 'rejected'}")
+    for fl in result.flags:
+        con.print(f"[yellow]flag[/yellow] {fl}")
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in result.timings_s.items() if k != "total")
+    con.print(f"time: {result.timings_s['total']:.1f} s in analysis ({wall:.1f} s wall) on {result.device}")
+    if args.profile:
+        con.print(f"stages (s): {stages}")
+    if args.json:
+        con.print(f"wrote {args.json}" + (" (+ heatmaps .npz)" if result.arrays else ""))
+    con.print(f"[bold yellow]{NOTICE}[/bold yellow]")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from lungfuse.pipelines.calibrate import calibrate_consistency, calibrate_detector_threshold
+    from lungfuse.pipelines.resources import models_dir
+
+    con = _console()
+    cases = _local_cases(args.cases)
+    mdir = Path(args.models) if args.models else models_dir()
+    device = _device(args.device)
+    if args.what in ("consistency", "all"):
+        calibrate_consistency(mdir, cases, seed=args.seed, device=device, progress=con.print)
+    if args.what in ("detector", "all"):
+        calibrate_detector_threshold(mdir, cases, fp_per_scan=args.fp_per_scan, seed=args.seed, device=device,
+                                     progress=con.print)
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import time
 
@@ -386,6 +459,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("analyze", help="analyse one case: nodules, malignancy, heatmaps, report consistency",
+                       description="Load a CT (DICOM folder, multi-frame DICOM or NIfTI) and its report, find the "
+                       "nodules, estimate malignancy with AFA + EAF fusion, explain, check image/report consistency "
+                       "(with the realignment loop) and print the findings. NOT FOR DIAGNOSTIC USE.")
+    s.add_argument("path", metavar="PATH")
+    s.add_argument("--report", metavar="FILE", help="the report (.txt/.md/DICOM SR); default: report.txt beside PATH")
+    s.add_argument("--no-report", action="store_true", help="ignore any report beside PATH (image only)")
+    s.add_argument("--json", metavar="FILE", help="write the CaseResult JSON (heatmaps go to FILE's .npz)")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
+    s.add_argument("--threshold", type=float, help="detection threshold (default: the val-calibrated one)")
+    s.add_argument("--no-explain", action="store_true", help="skip heatmaps and word attributions")
+    s.add_argument("--profile", action="store_true", help="print per-stage timings")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_analyze)
+
+    s = sub.add_parser("calibrate", help="fit the val-split calibrations used by analyze",
+                       description="On the VALIDATION split only: the AFA consistency calibration "
+                       "(consistency.json) and/or the detector's operating threshold (detector.json); updates "
+                       "the SHA-256 manifest.")
+    s.add_argument("what", choices=("consistency", "detector", "all"))
+    s.add_argument("--cases", metavar="DIR")
+    s.add_argument("--models", metavar="DIR", help="weights folder (default resources/models)")
+    s.add_argument("--fp-per-scan", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.set_defaults(func=cmd_calibrate)
 
     s = sub.add_parser("train-detector", help="train the nodule detector (resumable)", description="Train the MONAI "
                        "CenterNet detector on the training backgrounds (LIDC-IDRI-0001/0002) with train-split LIDC "

@@ -425,9 +425,17 @@ def load_detector(weights: Path, device: str = "cpu") -> NoduleDetector:
 
 
 class Detections(list):
-    """``[(z, y, x, score, diameter_mm), ...]`` (grid voxels, by decreasing score) with ``.seconds``."""
+    """``[(z, y, x, score, diameter_mm), ...]`` (grid voxels, by decreasing score) with ``.seconds``.
+
+    ``prob_map`` / ``diameter_map`` (float32, the searched box of the grid, z-y-x) hold the centre
+    probability and diameter (mm) of every voxel, ``map_offset`` the grid voxel of the box's
+    first voxel: case analysis re-localises in them with a report's prior.
+    """
 
     seconds: float = 0.0
+    prob_map: np.ndarray | None = None
+    diameter_map: np.ndarray | None = None
+    map_offset: tuple[int, int, int] = (0, 0, 0)
 
 
 def _ball(r: int) -> np.ndarray:
@@ -438,14 +446,15 @@ def _ball(r: int) -> np.ndarray:
 def detect(model: NoduleDetector, grid_array_hu: np.ndarray, lung_mask: np.ndarray | None = None,
            threshold: float = 0.1, device: str = "cpu", *, roi_size: int | Sequence[int] | None = None,
            nms_radius_vox: int = 4, max_peaks: int = 64, sw_batch_size: int = 2, overlap: float = 0.25,
-           normalized: bool = False) -> Detections:
+           normalized: bool = False, amp: bool = False) -> Detections:
     """Nodule candidates in a CT on the model grid (HU, z-y-x, 1.5 mm).
 
     Runs a MONAI ``SlidingWindowInferer`` (``roi_size`` default: the model's training patch,
     overlap 0.25, Gaussian blending) over the bounding box of ``lung_mask`` dilated by 10 mm
     (the whole array without a mask), decodes peaks of the sigmoid heatmap (NMS radius
     ``nms_radius_vox``, default 4 voxels = 6 mm) and keeps those within 10 mm of the lung mask.
-    ``normalized`` says the array is already windowed to [0, 1].
+    ``normalized`` says the array is already windowed to [0, 1].  ``amp`` runs the network in
+    float16 autocast (CUDA only).
     Returns :class:`Detections` (a list of ``(z, y, x, score, diameter_mm)`` in full-array voxels)
     whose ``.seconds`` is the wall time.
     """
@@ -474,7 +483,8 @@ def detect(model: NoduleDetector, grid_array_hu: np.ndarray, lung_mask: np.ndarr
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        use_amp = bool(amp) and str(device).startswith("cuda")
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
             x = torch.from_numpy(np.ascontiguousarray(img))[None, None].to(device)
             pred = inferer(x, model)[0].float().cpu()
     finally:
@@ -495,6 +505,9 @@ def detect(model: NoduleDetector, grid_array_hu: np.ndarray, lung_mask: np.ndarr
         out.append((g[0], g[1], g[2], float(s), float(torch.exp(logd[z, y, x_]))))
         if len(out) >= max_peaks:
             break
+    out.prob_map = prob.numpy()
+    out.diameter_map = torch.exp(logd).numpy()
+    out.map_offset = (int(lo[0]), int(lo[1]), int(lo[2]))
     out.seconds = time.perf_counter() - t0
     return out
 
@@ -518,7 +531,8 @@ def froc(detections_per_scan: Sequence[Sequence[Sequence[float]]], truths_per_sc
 
     Returns:
         ``{"froc": {rate: sensitivity}, "cpm", "sensitivity_at_1fp", "n_truths", "n_scans", "n_tp", "n_fp",
-        "n_duplicates", "assignments"}``; ``assignments[s][t]`` is the index (in scan ``s``'s list) of
+        "n_duplicates", "assignments", "labels"}``; ``labels[s][i]`` is ``"tp"``, ``"fp"`` or
+        ``"duplicate"`` for detection ``i`` of scan ``s``; ``assignments[s][t]`` is the index (in scan ``s``'s list) of
         the detection matched to truth ``t`` (the highest-scoring one that hits it) or None.
     """
     if len(detections_per_scan) != len(truths_per_scan):
@@ -527,11 +541,13 @@ def froc(detections_per_scan: Sequence[Sequence[Sequence[float]]], truths_per_sc
     n_truths = sum(len(t) for t in truths_per_scan)
     scored: list[tuple[float, bool]] = []  # (score, is_tp) of every non-duplicate detection
     assignments: list[list[int | None]] = []
+    labels: list[list[str]] = []
     n_dup = 0
     for dets, truths in zip(detections_per_scan, truths_per_scan, strict=True):
         tc = np.asarray([t[:3] for t in truths], float).reshape(-1, 3)
         rad = np.asarray([max(float(t[3]) / 2.0, min_radius_mm) for t in truths], float)
         matched: list[int | None] = [None] * len(truths)
+        lab = ["fp"] * len(dets)
         order = sorted(range(len(dets)), key=lambda i: -float(dets[i][3]))
         for i in order:
             d = dets[i]
@@ -541,12 +557,15 @@ def froc(detections_per_scan: Sequence[Sequence[Sequence[float]]], truths_per_sc
             if free:
                 j = min(free, key=lambda h: dist[h])
                 matched[j] = i
+                lab[i] = "tp"
                 scored.append((float(d[3]), True))
             elif len(hits):
                 n_dup += 1
+                lab[i] = "duplicate"
             else:
                 scored.append((float(d[3]), False))
         assignments.append(matched)
+        labels.append(lab)
     scored.sort(key=lambda s: -s[0])
     # operating points: after the last detection of every distinct score
     points: list[tuple[int, int]] = [(0, 0)]
@@ -563,7 +582,7 @@ def froc(detections_per_scan: Sequence[Sequence[Sequence[float]]], truths_per_sc
     cpm = float(np.mean(list(curve.values()))) if curve else 0.0
     return {"froc": curve, "cpm": cpm, "sensitivity_at_1fp": curve.get(1.0, float("nan")), "n_truths": n_truths,
             "n_scans": n_scans, "n_tp": sum(int(t) for _, t in scored), "n_fp": sum(int(not t) for _, t in scored),
-            "n_duplicates": n_dup, "assignments": assignments}
+            "n_duplicates": n_dup, "assignments": assignments, "labels": labels}
 
 
 def evaluate_detection(model: NoduleDetector, lidc_root: Path, n_volumes: int = 2, nodules_per_volume: int = 25,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-__all__ = ["LungMask", "segment_lungs", "closing_edt", "LOBES", "estimate_lobe"]
+__all__ = ["LungMask", "segment_lungs", "closing_edt", "LOBES", "estimate_lobe", "LobeLocator"]
 
 LOBES = ("RUL", "RML", "RLL", "LUL", "lingula", "LLL")
 
@@ -198,38 +198,57 @@ def estimate_lobe(point_zyx: tuple[float, float, float], lung: LungMask, y_axis_
     Returns:
         (side, lobe) with side "right"/"left", or (None, None) if no lung.
     """
-    k, j, i = (int(round(v)) for v in point_zyx)
-    best = None
-    for side, m in (("right", lung.right), ("left", lung.left)):
-        if not m.any():
-            continue
-        inside = 0 <= k < m.shape[0] and 0 <= j < m.shape[1] and 0 <= i < m.shape[2] and bool(m[k, j, i])
-        if inside:
-            best = (side, m)
-            break
-        # distance to the lung's bounding box centre as a fallback
-        zz, yy, xx = np.nonzero(m[:: 4, :: 4, :: 4])
-        d = (np.mean(zz) * 4 - k) ** 2 + (np.mean(yy) * 4 - j) ** 2 + (np.mean(xx) * 4 - i) ** 2
-        if best is None or d < best[2]:  # type: ignore[misc]
-            best = (side, m, d)  # type: ignore[assignment]
-    if best is None:
-        return None, None
-    side, m = best[0], best[1]
-    zs = np.nonzero(m.any(axis=(1, 2)))[0]
-    zlo, zhi = zs.min(), zs.max()
-    h = (k - zlo) / max(zhi - zlo, 1)
-    if z_axis_sign < 0:
-        h = 1 - h
-    kk = int(np.clip(k, zlo, zhi))
-    ys = np.nonzero(m[kk].any(axis=1))[0]
-    if ys.size == 0:
-        ys = np.nonzero(m.any(axis=(0, 2)))[0]
-    ylo, yhi = ys.min(), ys.max()
-    a = (yhi - j) / max(yhi - ylo, 1)  # 1 = most anterior when +y is posterior
-    if y_axis_sign < 0:
-        a = 1 - a
-    if side == "right":
-        lobe = "RUL" if h > 0.62 else ("RML" if h > 0.3 and a > 0.5 else "RLL")
-    else:
-        lobe = "LUL" if h > 0.55 else ("lingula" if h > 0.3 and a > 0.55 else "LLL")
-    return side, lobe
+    return LobeLocator(lung, y_axis_sign, z_axis_sign)(point_zyx)
+
+
+class LobeLocator:
+    """:func:`estimate_lobe` with the per-lung extents precomputed once (O(1) per point).
+
+    Case analysis asks for the lobe of dozens of candidate peaks; each plain
+    :func:`estimate_lobe` call would rescan the whole mask.
+    """
+
+    def __init__(self, lung: LungMask, y_axis_sign: float = 1.0, z_axis_sign: float = 1.0) -> None:
+        self.y_axis_sign, self.z_axis_sign = y_axis_sign, z_axis_sign
+        self.sides: list[tuple[str, np.ndarray, tuple[int, int], np.ndarray, np.ndarray, np.ndarray]] = []
+        for side, m in (("right", lung.right), ("left", lung.left)):
+            if not m.any():
+                continue
+            zs = np.nonzero(m.any(axis=(1, 2)))[0]
+            rows = m.any(axis=2)  # (z, y): which rows of each slice hold lung
+            has = rows.any(axis=1)
+            ylo = np.where(has, rows.argmax(axis=1), 0)
+            yhi = np.where(has, rows.shape[1] - 1 - rows[:, ::-1].argmax(axis=1), 0)
+            allys = np.nonzero(m.any(axis=(0, 2)))[0]
+            ylo[~has], yhi[~has] = allys.min(), allys.max()
+            zz, yy, xx = np.nonzero(m[::4, ::4, ::4])
+            centre = np.array([zz.mean(), yy.mean(), xx.mean()]) * 4
+            self.sides.append((side, m, (int(zs.min()), int(zs.max())), ylo, yhi, centre))
+
+    def __call__(self, point_zyx: tuple[float, float, float] | np.ndarray) -> tuple[str | None, str | None]:
+        k, j, i = (int(round(float(v))) for v in point_zyx)
+        best, best_d = None, float("inf")
+        for entry in self.sides:
+            m = entry[1]
+            if 0 <= k < m.shape[0] and 0 <= j < m.shape[1] and 0 <= i < m.shape[2] and bool(m[k, j, i]):
+                best = entry
+                break
+            d = float(np.sum((entry[5] - np.array([k, j, i])) ** 2))  # nearest lung centre as a fallback
+            if d < best_d:
+                best, best_d = entry, d
+        if best is None:
+            return None, None
+        side, _, (zlo, zhi), ylo_a, yhi_a, _ = best
+        h = (k - zlo) / max(zhi - zlo, 1)
+        if self.z_axis_sign < 0:
+            h = 1 - h
+        kk = int(np.clip(k, zlo, zhi))
+        ylo, yhi = int(ylo_a[kk]), int(yhi_a[kk])
+        a = (yhi - j) / max(yhi - ylo, 1)  # 1 = most anterior when +y is posterior
+        if self.y_axis_sign < 0:
+            a = 1 - a
+        if side == "right":
+            lobe = "RUL" if h > 0.62 else ("RML" if h > 0.3 and a > 0.5 else "RLL")
+        else:
+            lobe = "LUL" if h > 0.55 else ("lingula" if h > 0.3 and a > 0.55 else "LLL")
+        return side, lobe
