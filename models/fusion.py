@@ -24,7 +24,7 @@ from torch import nn
 
 from .afa import AFA, AFAConfig, AFAOutput
 from .eaf import EAF, EAFConfig, EAFOutput, FusionPolicy
-from .image import NoduleEncoder, NoduleEncoderConfig
+from .image import NoduleEncoder, NoduleEncoderConfig, NoduleEncoderOutput
 from .text import TextAdapter, TextAdapterConfig
 
 __all__ = ["FusionModelConfig", "FusionModel", "FusionOutput", "VARIANTS"]
@@ -89,11 +89,14 @@ class FusionModel(nn.Module):
         txt_present: torch.Tensor,
         env: torch.Tensor,
         strategies: list[str],
+        encoded: NoduleEncoderOutput | None = None,
     ) -> FusionOutput:
         """Args: crop (B,1,32,32,32) in [0,1]; sentence (B,384) frozen MiniLM embedding
         (zeros when missing); claims (B, n_claim_features); txt_present (B,) bool;
-        env (B, 9) normalised environment; strategies: B names from the policy."""
-        enc = self.encoder(crop)
+        env (B, 9) normalised environment; strategies: B names from the policy.
+        ``encoded``: the encoder's output for these crops when the caller already has it (the
+        same crop scored against many report variants); ``crop`` is then ignored."""
+        enc = self.encoder(crop) if encoded is None else encoded
         text_feat, _ = self.text_adapter(sentence, claims)
         present = txt_present.to(torch.bool)
         text_feat = torch.where(present[:, None], text_feat, torch.zeros_like(text_feat))

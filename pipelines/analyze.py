@@ -131,8 +131,8 @@ class AnalysisSettings:
         realign_min_score: a re-localised candidate needs at least this detector score.
         size_tol_mm, size_tol_rel: the size rule (both must be exceeded).
         explain: compute heatmaps, phrase maps and word attributions.
-        max_word_findings: word occlusion for at most this many findings (it re-encodes the
-            report once per word).
+        max_word_findings: word occlusion for at most this many report-matched findings (it
+            re-encodes the report once per word).
         models_dir: weights folder (default ``resources/models``).
         threads: ``torch.set_num_threads`` during the call (None: unchanged).
         amp: float16 autocast for the detector on CUDA.
@@ -547,6 +547,32 @@ def _fuse(models: _Models, crop01: np.ndarray, sentence: np.ndarray | None, clai
                   out.feature_map if need_map else None, float(out.logits["afa_eaf"][0]))
 
 
+def _fused_probability_batch(models: _Models, crop01: np.ndarray, sentences: np.ndarray, claim_vecs: np.ndarray,
+                             env: Any) -> np.ndarray:
+    """Calibrated ``afa_eaf`` probability of one crop with N report variants (one forward pass)."""
+    import torch
+
+    from lungfuse.models.eaf import normalise_env
+
+    n = len(sentences)
+    dev = models.device
+    strategy = models.fusion.policy.decide(env)
+    t = float(models.calibration.get("afa_eaf", {}).get("temperature", 1.0))
+    from lungfuse.models.image import NoduleEncoderOutput
+
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(crop01, np.float32))[None, None].to(dev)
+        e = models.fusion.encoder(x)  # once: every variant shares the crop
+        enc = NoduleEncoderOutput(e.embedding.expand(n, -1), e.feature_map.expand(n, *e.feature_map.shape[1:]),
+                                  e.logit.expand(n))
+        out = models.fusion(
+            x.expand(n, 1, *crop01.shape),
+            torch.from_numpy(np.asarray(sentences, np.float32)).to(dev),
+            torch.from_numpy(np.asarray(claim_vecs, np.float32)).to(dev), torch.ones(n, dtype=torch.bool, device=dev),
+            normalise_env(env.to_raw_tensor()[None]).expand(n, -1).to(dev), [strategy] * n, encoded=enc)
+    return torch.sigmoid(out.logits["afa_eaf"].float().cpu() / t).numpy()
+
+
 def _crop_affine(vol_affine: np.ndarray, spacing: Sequence[float], centre_src: Sequence[float]) -> np.ndarray:
     """4x4 map crop voxel (z-y-x) -> LPS of a CROP_SIZE^3 crop at CROP_SPACING_MM around ``centre_src``."""
     from .crops import CROP_SIZE, CROP_SPACING_MM
@@ -765,8 +791,10 @@ class _Analysis:
     def explain(self) -> None:
         t0 = self._stage("explain", 5)
         if self.s.explain:
+            # word occlusion re-encodes the report once per word: only for findings the report describes
+            word_findings = [i for i, f in enumerate(self.findings) if f.claim_index is not None][: self.s.max_word_findings]
             for i in range(len(self.findings)):
-                self._explain_finding(i, words=i < self.s.max_word_findings or self.findings[i].claim_index is not None)
+                self._explain_finding(i, words=i in word_findings)
         self._done("explain", t0)
 
     def _explain_finding(self, i: int, words: bool) -> None:
@@ -835,12 +863,11 @@ class _Analysis:
 
         def score(texts: list[str]) -> np.ndarray:
             enc = encode_texts(texts, max_length=96, batch_size=64, device=self.models.device)
-            out = []
-            for t, sent in zip(texts, enc.sentence.numpy(), strict=True):
+            vecs = []
+            for t in texts:
                 cl = extract_claims(t)
-                vec = claim_features(cl, pick_target_claim(cl))
-                out.append(_fuse(self.models, crop, sent, vec, env).probs["afa_eaf"])
-            return np.asarray(out)
+                vecs.append(claim_features(cl, pick_target_claim(cl)))
+            return _fused_probability_batch(self.models, crop, enc.sentence.numpy(), np.stack(vecs), env)
 
         ws = word_occlusion(self.text.focus, score)
         f.word_attributions = []
