@@ -364,6 +364,42 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_fpr(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    from lungfuse.pipelines.fpr import CONFIG_NAME, WEIGHTS_NAME, FPRConfig, mine_examples, train_fpr
+    from lungfuse.pipelines.resources import models_dir, write_manifest_entry
+
+    con = _console()
+    cases = _local_cases(args.cases)
+    out = Path(args.out) if args.out else models_dir()
+    det = Path(args.detector) if args.detector else out / "detector.pt"
+    cache = Path(args.examples) if args.examples else None
+    t0 = time.time()
+
+    def say(msg: str) -> None:
+        con.print(f"[{time.time() - t0:7.0f} s] {msg}")
+
+    cfg = FPRConfig(steps=args.steps, seed=args.seed, threads=args.threads)
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            patches, labels = z["patches"], z["labels"]
+        say(f"examples from {cache}")
+    else:
+        patches, labels = mine_examples(det, cases, cfg, log=say)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cache, patches=patches, labels=labels)
+    say(f"{len(labels)} examples, {int(labels.sum())} positive")
+    train_fpr(patches, labels, cfg, out, log=say)
+    write_manifest_entry(out, WEIGHTS_NAME, "false-positive-reduction classifier (MONAI residual CNN, 32^3 at 1.5 mm)")
+    write_manifest_entry(out, CONFIG_NAME, "false-positive-reduction config and training settings")
+    say(f"wrote {out / WEIGHTS_NAME} (manifest updated)")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import time
 
@@ -487,6 +523,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     s.set_defaults(func=cmd_calibrate)
+
+    s = sub.add_parser("train-fpr", help="train the false-positive-reduction classifier",
+                       description="Mine candidates with the detector on its training volumes (train split only), "
+                       "then train the second-stage nodule/not-nodule classifier; updates the SHA-256 manifest.")
+    s.add_argument("--cases", metavar="DIR")
+    s.add_argument("--out", metavar="DIR", help="where the weights go (default resources/models)")
+    s.add_argument("--detector", metavar="PT", help="detector weights used for mining (default OUT/detector.pt)")
+    s.add_argument("--examples", metavar="NPZ", help="cache of the mined examples (read if present, else written)")
+    s.add_argument("--steps", type=int, default=1200)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_train_fpr)
 
     s = sub.add_parser("train-detector", help="train the nodule detector (resumable)", description="Train the MONAI "
                        "CenterNet detector on the training backgrounds (LIDC-IDRI-0001/0002) with train-split LIDC "

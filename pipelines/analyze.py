@@ -136,7 +136,7 @@ class AnalysisSettings:
         models_dir: weights folder (default ``resources/models``).
         threads: ``torch.set_num_threads`` during the call (None: unchanged).
         amp: float16 autocast for the detector on CUDA.
-        sw_batch_size: sliding windows per forward pass.
+        sw_batch_size: sliding windows per forward pass (None: 8 on CUDA, 2 on the CPU).
         cache_image: keep the preprocessed grid, lung mask and detector maps of the last two CTs
             in memory, so that analysing the same CT again with another report (the GUI's
             "re-check" after a report edit, the tests) skips preprocessing and detection.
@@ -155,7 +155,7 @@ class AnalysisSettings:
     models_dir: str | None = None
     threads: int | None = None
     amp: bool = True
-    sw_batch_size: int = 2
+    sw_batch_size: int | None = None
     cache_image: bool = True
 
     def __post_init__(self) -> None:
@@ -167,6 +167,8 @@ class AnalysisSettings:
                 raise ValueError(f"AnalysisSettings.{name}={v!r} must lie in (0, 1)")
         for name in ("max_findings", "realign_max_iter", "max_word_findings", "sw_batch_size"):
             v = getattr(self, name)
+            if v is None and name == "sw_batch_size":
+                continue
             if not isinstance(v, int) or v < (0 if name in ("realign_max_iter", "max_word_findings") else 1):
                 raise ValueError(f"AnalysisSettings.{name}={v!r} must be a non-negative integer")
         if self.size_tol_mm < 0 or self.size_tol_rel < 0:
@@ -346,6 +348,7 @@ class _Models:
     operating_threshold: float
     info: dict[str, Any]
     device: str
+    fpr: Any = None  # second-stage classifier (pipelines.fpr), None when not shipped
 
 
 _MODEL_CACHE: dict[tuple[str, str], _Models] = {}
@@ -415,6 +418,14 @@ def load_models(models_dir: str | os.PathLike[str] | None = None, device: str = 
         else:
             consistency = ConsistencyCalibration()
         op = float(det_meta.get("operating_threshold", DEFAULT_OPERATING_THRESHOLD))
+        fpr = None
+        fpr_pt = mdir / "fpr.pt"
+        if fpr_pt.exists():
+            from .fpr import CONFIG_NAME as FPR_CONFIG
+            from .fpr import load_fpr
+
+            verify_manifest(fpr_pt, mdir / FPR_CONFIG)
+            fpr = load_fpr(fpr_pt, device=device)
         info = {
             "detector": {"name": "lungfuse-detector (MONAI UNet, CenterNet)", "file": det_pt.name,
                          "sha256": sha256_file(det_pt), "steps": det_meta.get("steps"),
@@ -427,7 +438,10 @@ def load_models(models_dir: str | os.PathLike[str] | None = None, device: str = 
                             "sha256": sha256_file(cons_path) if cons_path.exists() else None,
                             **consistency.to_dict()},
         }
-        m = _Models(detector, fusion, meta["calibration"], consistency, op, info, device)
+        if fpr is not None:
+            info["fpr"] = {"name": "lungfuse-fpr (MONAI residual CNN, 32^3 at 1.5 mm)", "file": fpr_pt.name,
+                           "sha256": sha256_file(fpr_pt), "combine": "sqrt(detector score x classifier probability)"}
+        m = _Models(detector, fusion, meta["calibration"], consistency, op, info, device, fpr)
         _MODEL_CACHE[key] = m
         return m
 
@@ -677,7 +691,11 @@ class _Analysis:
             self.dets = self.cached[3]
         else:
             self.dets = detect(m.detector, self.grid.array, lung, threshold=self.s.candidate_threshold, device=m.device,
-                               max_peaks=64, sw_batch_size=self.s.sw_batch_size, amp=self.s.amp)
+                               max_peaks=64, sw_batch_size=self.s.sw_batch_size or (8 if m.device.startswith("cuda") else 2),
+                               amp=self.s.amp)
+            if m.fpr is not None:  # second stage: re-score every candidate (see pipelines.fpr)
+                self.dets.raw = list(self.dets)
+                self.dets[:] = self._rescore(self.dets.raw)
             if self.s.cache_image:
                 with _MODEL_LOCK:
                     _IMAGE_CACHE[self.image_key] = (self.grid, self.lung, self.lobes, self.dets)
@@ -700,6 +718,23 @@ class _Analysis:
             for z, y, x, s, d in self.dets
         ]
         self._done("localise", t0)
+
+    @property
+    def norm_grid(self) -> np.ndarray:
+        """The grid windowed to [0, 1] (computed once)."""
+        from .crops import normalize_hu
+
+        if not hasattr(self, "_norm_grid"):
+            self._norm_grid = normalize_hu(self.grid.array)
+        return self._norm_grid
+
+    def _rescore(self, dets: Sequence[Sequence[float]]) -> list[tuple[int, int, int, float, float]]:
+        """Detector candidates re-scored by the second-stage classifier (unchanged without one)."""
+        if self.models.fpr is None:
+            return [tuple(d) for d in dets]  # type: ignore[misc]
+        from .fpr import rescore
+
+        return rescore(self.models.fpr, self.norm_grid, dets, device=self.models.device)
 
     def _inside_existing(self, g: Sequence[float]) -> bool:
         for me in self.meas:
@@ -804,16 +839,13 @@ class _Analysis:
         from lungfuse.models.image import grad_cam
         from lungfuse.models.text import tokens_in_span
 
-        from .crops import normalize_hu
         from .explain import detection_attribution, patch_around
 
         f = self.findings[i]
         m = self.models
         key = f"finding{i}"
         # detector attribution on the 1.5 mm grid
-        if not hasattr(self, "_norm_grid"):
-            self._norm_grid = normalize_hu(self.grid.array)
-        patch, start = patch_around(self._norm_grid, self.grid_centres[i])
+        patch, start = patch_around(self.norm_grid, self.grid_centres[i])
         att, _ = detection_attribution(m.detector, patch, device=m.device)
         aff = self.grid.affine.copy()
         aff[:3, 3] = self.grid.lps(start)
@@ -982,8 +1014,10 @@ class _Analysis:
                     if not self._region_ok(side, lobe, claim, level):
                         continue
                     d = float(dmap[z, y, x]) if dmap is not None else 6.0
-                    prior = math.exp(-0.5 * (math.log(max(d, 1.0) / size) / 0.35) ** 2) if size else 1.0
-                    ranked.append((sc * prior, g, sc, d))
+                    ranked.append((g, sc, d))
+                ranked = [(sc2 * (math.exp(-0.5 * (math.log(max(d2, 1.0) / size) / 0.35) ** 2) if size else 1.0), g2, sc2, d2)
+                          for *g2, sc2, d2 in self._rescore([(*g, sc, d) for g, sc, d in ranked])]
+                ranked = [(r, tuple(g2), sc2, d2) for r, g2, sc2, d2 in ranked]
                 ranked.sort(key=lambda r: -r[0])
                 best = ranked[0] if ranked else None
             if best is None:

@@ -88,11 +88,23 @@ def calibrate_detector_threshold(models_dir: Path, cases: Path, fp_per_scan: flo
     pt = models_dir / "detector.pt"
     verify_manifest(pt, models_dir / CONFIG_NAME)
     model = load_detector(pt, device=device)
+    fpr = None
+    if (models_dir / "fpr.pt").exists():
+        from .fpr import CONFIG_NAME as FPR_CONFIG
+        from .fpr import load_fpr
+
+        verify_manifest(models_dir / "fpr.pt", models_dir / FPR_CONFIG)
+        fpr = load_fpr(models_dir / "fpr.pt", device=device)
     cfg = DetectionTrainConfig(n_volumes=1, nodules_per_volume=25, seed=seed, split="val")
     vols = make_detection_data("val", cases, cfg, np.random.default_rng([seed, 3]), log=progress)
     dets, truths = [], []
     for v in vols:
-        d = detect(model, v.image, v.lung, threshold=0.02, device=device, max_peaks=64, normalized=True)
+        img = v.image.astype(np.float32)
+        d = detect(model, img, v.lung, threshold=0.02, device=device, max_peaks=64, normalized=True)
+        if fpr is not None:
+            from .fpr import rescore
+
+            d = rescore(fpr, img, d, device=device)
         dets.append(list(d))
         truths.append([(*c, dm) for c, dm in zip(v.centres, v.diameters_mm, strict=True)])
     res = froc(dets, truths)
@@ -110,6 +122,7 @@ def calibrate_detector_threshold(models_dir: Path, cases: Path, fp_per_scan: flo
         thr = s
     meta = json.loads((models_dir / CONFIG_NAME).read_text())
     meta["operating_threshold"] = float(thr)
+    meta["operating_threshold_score"] = "detector x fpr (geometric mean)" if fpr is not None else "detector"
     meta["operating_threshold_source"] = (f"val split (val nodules in LIDC-IDRI-0001/0002, {len(vols)} scans): "
                                           f"lowest score with <= {fp_per_scan:g} FP/scan")
     meta["val_detection"] = {"cpm": res["cpm"], "froc": res["froc"], "sensitivity_at_threshold": tp / max(res["n_truths"], 1),

@@ -433,6 +433,7 @@ class Detections(list):
     """
 
     seconds: float = 0.0
+    raw: list | None = None  # the detector's own list when a second stage re-scored this one
     prob_map: np.ndarray | None = None
     diameter_map: np.ndarray | None = None
     map_offset: tuple[int, int, int] = (0, 0, 0)
@@ -587,7 +588,7 @@ def froc(detections_per_scan: Sequence[Sequence[Sequence[float]]], truths_per_sc
 
 def evaluate_detection(model: NoduleDetector, lidc_root: Path, n_volumes: int = 2, nodules_per_volume: int = 25,
                        seed: int = 0, *, threshold: float = 0.02, device: str = "cpu", max_peaks: int = 64,
-                       log: Callable[[str], None] | None = print) -> dict:
+                       log: Callable[[str], None] | None = print, fpr: torch.nn.Module | None = None) -> dict:
     """FROC of ``model`` on the TEST split only: LIDC-IDRI-0003 with test nodules inserted.
 
     ``n_volumes`` copies of LIDC-IDRI-0003 (deterministic in ``seed``), each with
@@ -599,7 +600,8 @@ def evaluate_detection(model: NoduleDetector, lidc_root: Path, n_volumes: int = 
     distance to the centre is < d/2, for real ones :meth:`ScanNodule.contains` of the detection
     mapped to the source voxel; ``localization_accuracy_detected`` uses the matched nodules only.
     ``recall_any_score``: share of inserted / real nodules matched by any candidate (at most
-    ``max_peaks`` per scan above ``threshold``).
+    ``max_peaks`` per scan above ``threshold``).  ``fpr``: the second-stage classifier
+    (:mod:`.fpr`); candidates are then ranked by the combined score.
     """
     cfg = DetectionTrainConfig(n_volumes=n_volumes, nodules_per_volume=nodules_per_volume, seed=seed)
     vols = make_detection_data("test", lidc_root, cfg, np.random.default_rng([seed, 2]), log=log)
@@ -607,10 +609,16 @@ def evaluate_detection(model: NoduleDetector, lidc_root: Path, n_volumes: int = 
     for k, v in enumerate(vols):
         dets = detect(model, v.image, v.lung, threshold=threshold, device=device, max_peaks=max_peaks, normalized=True)
         secs.append(dets.seconds)
+        if fpr is not None:
+            from .fpr import rescore
+
+            t1 = time.perf_counter()
+            dets = rescore(fpr, v.image.astype(np.float32), dets, device=device)
+            secs[-1] += time.perf_counter() - t1
         dets_all.append(list(dets))
         truths_all.append([(*c, d) for c, d in zip(v.centres, v.diameters_mm, strict=True)])
         if log:
-            log(f"[eval] test copy {k + 1}/{len(vols)}: {len(dets)} candidates, {dets.seconds:.1f} s")
+            log(f"[eval] test copy {k + 1}/{len(vols)}: {len(dets)} candidates, {secs[-1]:.1f} s")
     res = froc(dets_all, truths_all)
     inside = matched = 0
     found = {"inserted": [0, 0], "real": [0, 0]}  # [matched at any score, total]
@@ -656,6 +664,14 @@ def evaluate_shipped_detector(models_dir: Path, lidc_root: Path, seed: int = 0, 
     pt = models_dir / "detector.pt"
     verify_manifest(pt, models_dir / CONFIG_NAME)
     model = load_detector(pt)
-    res = evaluate_detection(model, lidc_root, n_volumes=n_volumes, seed=seed)
+    fpr = None
+    if (models_dir / "fpr.pt").exists():
+        from .fpr import CONFIG_NAME as FPR_CONFIG
+        from .fpr import load_fpr
+
+        verify_manifest(models_dir / "fpr.pt", models_dir / FPR_CONFIG)
+        fpr = load_fpr(models_dir / "fpr.pt")
+    res = evaluate_detection(model, lidc_root, n_volumes=n_volumes, seed=seed, fpr=fpr)
+    res["second_stage"] = fpr is not None
     res.pop("assignments", None)
     return res

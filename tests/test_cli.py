@@ -11,7 +11,8 @@ import pytest
 
 from lungfuse.app.cli import build_parser, main
 
-SUBCOMMANDS = ["info", "inspect", "claims", "demo"]
+SUBCOMMANDS = ["info", "inspect", "claims", "demo", "analyze", "calibrate", "train", "train-detector", "train-fpr",
+               "evaluate"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -59,3 +60,24 @@ def test_inspect_error_is_one_clean_line(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "empty folder" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_analyze_demo_case_json(tmp_path: Path) -> None:
+    """`make run`'s main job: lungfuse analyze on the demo case, with its report beside the series."""
+    demo = tmp_path / "demo"
+    assert main(["demo", "--out", str(demo)]) == 0
+    out = tmp_path / "result.json"
+    p = run("analyze", str(demo), "--json", str(out), "--no-explain", "--quiet", "--profile")
+    assert p.returncode == 0, p.stderr
+    assert "status:" in p.stdout and "NOT FOR DIAGNOSTIC USE" in p.stdout
+    d = json.loads(out.read_text())
+    assert d["report_present"] and d["status"] in ("concordant", "realigned", "discordant")
+    truth = json.loads((demo / "truth.json").read_text())
+    assert d["claims"]["nodules"], "the demo report's nodules were not parsed"
+    assert len(truth["nodules"]) >= 1
+
+
+def test_analyze_bad_path_is_one_line_error(tmp_path: Path) -> None:
+    p = run("analyze", str(tmp_path / "nowhere"))
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0 and "nowhere" in p.stderr

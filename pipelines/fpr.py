@@ -1,0 +1,189 @@
+"""False-positive reduction: a second-stage 3-D CNN that re-scores detector candidates.
+
+Research software, NOT for diagnostic use.
+
+The classic two-stage design of LUNA16-era detectors: the dense detector proposes candidates
+with high recall, a crop classifier decides nodule vs. not.  Here:
+
+* **model** - a :class:`~lungfuse.models.image.NoduleEncoder` (MONAI residual units) on a
+  32^3 patch of the detector's 1.5 mm grid (48 mm field of view, HU window [-1000, 400] -> [0, 1]),
+  whose logit is trained as "this candidate is a nodule";
+* **training data** (train split only) - the detector's own training volumes (train nodules
+  inserted into LIDC-IDRI-0001/0002 plus their real nodules), the detector run over each:
+  candidates that hit a nodule (centre within ``max(d/2, 5 mm)``) and the true centres with a
+  +-2 voxel jitter are positives; the other candidates (hard negatives: vessels, fissures, chest
+  wall) and random lung voxels are negatives.  Flips and axial 90-degree rotations;
+* **use** - :func:`rescore`: final score = ``sqrt(detector score x classifier probability)``
+  (a geometric mean: a candidate needs both a peak and a nodule-like neighbourhood).
+
+``lungfuse train-fpr`` trains it; ``lungfuse calibrate detector`` then picks the operating
+threshold of the combined score on val.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lungfuse.models.image import NoduleEncoder, NoduleEncoderConfig
+
+from .detection import HIT_MIN_RADIUS_MM, DetectionTrainConfig, detect, load_detector, make_detection_data
+from .explain import patch_around
+from .preprocess import DETECTION_SPACING_MM
+
+__all__ = ["FPRConfig", "FPR_PATCH", "mine_examples", "train_fpr", "load_fpr", "rescore", "classify"]
+
+FPR_PATCH = 32
+WEIGHTS_NAME = "fpr.pt"
+CONFIG_NAME = "fpr.json"
+
+
+@dataclass
+class FPRConfig:
+    """Training settings of the false-positive-reduction classifier (defaults sized for 2 CPU cores)."""
+
+    steps: int = 1200
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    threads: int = 1
+    mine_threshold: float = 0.05
+    random_negatives_per_volume: int = 60
+    jitter_per_nodule: int = 4
+    channels: tuple[int, ...] = (16, 32, 48, 64)
+    strides: tuple[int, ...] = (2, 2, 2)
+
+    def encoder_config(self) -> NoduleEncoderConfig:
+        return NoduleEncoderConfig(channels=tuple(self.channels), strides=tuple(self.strides), embed_dim=64,
+                                   crop_size=(FPR_PATCH,) * 3, spacing_mm=DETECTION_SPACING_MM, dropout=0.2)
+
+
+def _hits(c: np.ndarray, centres: np.ndarray, diams: np.ndarray) -> bool:
+    if len(centres) == 0:
+        return False
+    dist = np.linalg.norm((centres - c) * DETECTION_SPACING_MM, axis=1)
+    return bool(np.any(dist <= np.maximum(diams / 2.0, HIT_MIN_RADIUS_MM)))
+
+
+def mine_examples(detector_pt: Path, cases: Path, cfg: FPRConfig, log: Callable[[str], None] = print
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """``(patches (N, 32, 32, 32) float16, labels (N,) int8)`` from the train split (see module docstring)."""
+    rng = np.random.default_rng([cfg.seed, 11])
+    det = load_detector(detector_pt)
+    dcfg = DetectionTrainConfig(seed=cfg.seed)  # the detector's own training volumes
+    vols = make_detection_data("train", cases, dcfg, np.random.default_rng([dcfg.seed, 0]), log=log)
+    patches, labels = [], []
+    for k, v in enumerate(vols):
+        t0 = time.perf_counter()
+        img = v.image.astype(np.float32)
+        dets = detect(det, img, v.lung, threshold=cfg.mine_threshold, max_peaks=64, normalized=True)
+        n_pos = n_neg = 0
+        for z, y, x, _s, _d in dets:
+            c = np.array([z, y, x], float)
+            lab = _hits(c, v.centres, v.diameters_mm)
+            patches.append(patch_around(img, c, FPR_PATCH)[0].astype(np.float16))
+            labels.append(int(lab))
+            n_pos += int(lab)
+            n_neg += int(not lab)
+        for c in v.centres:
+            for _ in range(cfg.jitter_per_nodule):
+                patches.append(patch_around(img, c + rng.integers(-2, 3, 3), FPR_PATCH)[0].astype(np.float16))
+                labels.append(1)
+        if len(v.lung_index):
+            for idx in rng.choice(v.lung_index, cfg.random_negatives_per_volume, replace=False):
+                c = np.array(np.unravel_index(int(idx), v.lung.shape), float)
+                if not _hits(c, v.centres, v.diameters_mm):
+                    patches.append(patch_around(img, c, FPR_PATCH)[0].astype(np.float16))
+                    labels.append(0)
+        log(f"[fpr] volume {k + 1}/{len(vols)}: {len(dets)} candidates ({n_pos} nodules, {n_neg} false), "
+            f"{time.perf_counter() - t0:.1f} s")
+    return np.stack(patches), np.asarray(labels, np.int8)
+
+
+def _augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    for ax in range(3):
+        if rng.random() < 0.5:
+            x = np.flip(x, axis=ax)
+    k = int(rng.integers(4))
+    if k:
+        x = np.rot90(x, k=k, axes=(1, 2))
+    return np.ascontiguousarray(x) * np.float32(rng.uniform(0.95, 1.05))
+
+
+def train_fpr(patches: np.ndarray, labels: np.ndarray, cfg: FPRConfig, out_dir: Path,
+              log: Callable[[str], None] = print) -> Path:
+    """Train the classifier (balanced batches, AdamW, cosine LR); writes ``fpr.pt`` + ``fpr.json``."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng([cfg.seed, 12])
+    prev = torch.get_num_threads()
+    torch.set_num_threads(max(1, cfg.threads))
+    model = NoduleEncoder(cfg.encoder_config())
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    pos, neg = np.nonzero(labels == 1)[0], np.nonzero(labels == 0)[0]
+    t0 = time.perf_counter()
+    run = 0.0
+    try:
+        model.train()
+        for step in range(cfg.steps):
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
+            half = cfg.batch_size // 2
+            idx = np.concatenate([rng.choice(pos, half), rng.choice(neg, cfg.batch_size - half)])
+            x = np.stack([_augment(patches[i].astype(np.float32), rng) for i in idx])
+            y = torch.from_numpy(labels[idx].astype(np.float32))
+            out = model(torch.from_numpy(x)[:, None])
+            loss = F.binary_cross_entropy_with_logits(out.logit, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            run += float(loss)
+            if (step + 1) % 100 == 0:
+                log(f"[fpr] step {step + 1}/{cfg.steps} loss {run / 100:.4f} ({time.perf_counter() - t0:.0f} s)")
+                run = 0.0
+    finally:
+        torch.set_num_threads(prev)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pt = out_dir / WEIGHTS_NAME
+    torch.save({k: v.detach().float().cpu() for k, v in model.state_dict().items()}, pt)
+    meta = {"model": "lungfuse-fpr", "train": {**asdict(cfg), "n_examples": int(len(labels)), "n_positive": int(len(pos))},
+            "encoder": asdict(cfg.encoder_config()), "seconds": round(time.perf_counter() - t0, 1),
+            "combine": "sqrt(detector score x classifier probability)"}
+    (out_dir / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+    return pt
+
+
+def load_fpr(pt: Path, device: str = "cpu") -> NoduleEncoder:
+    meta = json.loads((Path(pt).parent / CONFIG_NAME).read_text())
+    cfg = NoduleEncoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["encoder"].items()})
+    model = NoduleEncoder(cfg)
+    model.load_state_dict(torch.load(pt, map_location=device, weights_only=True))
+    return model.to(device).eval()
+
+
+def classify(model: NoduleEncoder, norm_grid: np.ndarray, centres: Sequence[Sequence[float]], device: str = "cpu"
+             ) -> np.ndarray:
+    """Classifier probability that each centre (grid voxels) is a nodule."""
+    if len(centres) == 0:
+        return np.zeros(0, np.float32)
+    x = np.stack([patch_around(norm_grid, c, FPR_PATCH)[0] for c in centres])
+    with torch.inference_mode():
+        logit = model(torch.from_numpy(x)[:, None].to(device)).logit
+    return torch.sigmoid(logit.float()).cpu().numpy()
+
+
+def rescore(model: NoduleEncoder, norm_grid: np.ndarray, dets: Sequence[Sequence[float]], device: str = "cpu"
+            ) -> list[tuple[int, int, int, float, float]]:
+    """Detections ``(z, y, x, score, d)`` re-scored with the classifier, sorted by the new score."""
+    p = classify(model, norm_grid, [d[:3] for d in dets], device)
+    out = [(int(d[0]), int(d[1]), int(d[2]), float(math.sqrt(max(float(d[3]), 0.0) * float(q))), float(d[4]))
+           for d, q in zip(dets, p, strict=True)]
+    return sorted(out, key=lambda t: -t[3])
