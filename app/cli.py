@@ -531,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", metavar="DIR", help="where the weights go (default resources/models)")
     s.add_argument("--detector", metavar="PT", help="detector weights used for mining (default OUT/detector.pt)")
     s.add_argument("--examples", metavar="NPZ", help="cache of the mined examples (read if present, else written)")
-    s.add_argument("--steps", type=int, default=1200)
+    s.add_argument("--steps", type=int, default=800)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_train_fpr)

@@ -1064,9 +1064,9 @@ class _Analysis:
                 self.meas.pop()
                 self.grid_centres.pop()
             else:
-                cur = self.match.get(ci)
-                if cur is not None and cur != fi:
-                    self._fuse_finding(fi, None)  # restore the finding's own (image-only) fusion
+                own = next((c for c, k in self.match.items() if k == fi), None)
+                if own != ci:
+                    self._fuse_finding(fi, own)  # restore the finding's fusion with its own claim (or none)
 
     # -- 9. guidance --------------------------------------------------------------------------
     def guidance(self) -> None:

@@ -50,7 +50,7 @@ CONFIG_NAME = "fpr.json"
 class FPRConfig:
     """Training settings of the false-positive-reduction classifier (defaults sized for 2 CPU cores)."""
 
-    steps: int = 1200
+    steps: int = 800
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -59,7 +59,7 @@ class FPRConfig:
     mine_threshold: float = 0.05
     random_negatives_per_volume: int = 60
     jitter_per_nodule: int = 4
-    channels: tuple[int, ...] = (16, 32, 48, 64)
+    channels: tuple[int, ...] = (8, 16, 32, 48)
     strides: tuple[int, ...] = (2, 2, 2)
 
     def encoder_config(self) -> NoduleEncoderConfig:
@@ -145,7 +145,7 @@ def train_fpr(patches: np.ndarray, labels: np.ndarray, cfg: FPRConfig, out_dir: 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            run += float(loss)
+            run += loss.item()
             if (step + 1) % 100 == 0:
                 log(f"[fpr] step {step + 1}/{cfg.steps} loss {run / 100:.4f} ({time.perf_counter() - t0:.0f} s)")
                 run = 0.0

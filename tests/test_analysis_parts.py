@@ -1,0 +1,134 @@
+"""Building blocks of case analysis on synthetic inputs: measurement, matching and the
+discordance rules, the consistency calibration, word occlusion, the FP classifier."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lungfuse.pipelines.claims import NoduleClaim
+from lungfuse.pipelines.consistency import (
+    ConsistencyCalibration,
+    FindingView,
+    fit_consistency,
+    match_claims,
+    pair_discordances,
+)
+from lungfuse.pipelines.explain import patch_around, word_occlusion
+from lungfuse.pipelines.measure import measure_nodule
+
+
+def _phantom(radius_mm: float, hu: float = 40.0, sp: float = 1.5, shape: int = 48) -> tuple[np.ndarray, np.ndarray]:
+    vol = np.full((shape,) * 3, -850.0, np.float32)
+    c = np.array([shape / 2] * 3)
+    zz, yy, xx = np.ogrid[:shape, :shape, :shape]
+    d = np.sqrt((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2) * sp
+    vol[d <= radius_mm] = hu
+    return vol, c
+
+
+@pytest.mark.parametrize("diam", [6.0, 12.0, 20.0])
+def test_measure_sphere(diam: float) -> None:
+    vol, c = _phantom(diam / 2)
+    m = measure_nodule(vol, c, diameter_hint_mm=diam)
+    assert m.source == "segmentation"
+    assert abs(m.long_axis_mm - diam) <= 1.5 + 0.1 * diam
+    true_v = 4 / 3 * np.pi * (diam / 2) ** 3
+    assert 0.6 * true_v < m.volume_mm3 < 1.5 * true_v
+    assert m.texture == "solid" and not m.calcified
+    np.testing.assert_allclose(m.centroid_zyx, c, atol=1.0)
+    assert all(lo <= x < hi for lo, x, hi in zip(m.bbox_lo, c, m.bbox_hi, strict=True))
+
+
+def test_measure_texture_and_calcification() -> None:
+    ggo, c = _phantom(6.0, hu=-450.0)
+    assert measure_nodule(ggo, c, 12.0).texture == "ground-glass"
+    calc, c = _phantom(6.0, hu=600.0)
+    m = measure_nodule(calc, c, 12.0)
+    assert m.calcified and m.calcified_fraction > 0.9
+
+
+def test_measure_falls_back_when_nothing_is_there() -> None:
+    vol = np.full((40, 40, 40), -850.0, np.float32)
+    m = measure_nodule(vol, (20, 20, 20), 8.0)
+    assert m.source == "detector" and m.texture == "unknown" and m.long_axis_mm == 8.0
+
+
+def test_measure_clips_a_vessel() -> None:
+    vol, c = _phantom(5.0)
+    vol[:, 23:26, 23:26] = 40.0  # a long vessel through the nodule
+    m = measure_nodule(vol, c, 10.0)
+    assert m.long_axis_mm < 25.0  # clipped near the detector's size estimate, not the whole vessel
+
+
+def _claim(**kw: object) -> NoduleClaim:
+    return NoduleClaim(**kw)  # type: ignore[arg-type]
+
+
+def test_match_claims_by_side_and_size() -> None:
+    findings = [FindingView("left", "LUL", 30.0, "solid", 0.0, 0.8), FindingView("right", "RLL", 8.0, "solid", 0.0, 0.5)]
+    claims = [_claim(size_mm=8.0, side="right", lobe="RLL"), _claim(size_mm=31.0, side="left")]
+    assert match_claims(claims, findings) == [1, 0]
+    assert match_claims([], findings) == []
+    assert match_claims(claims, []) == [None, None]
+
+
+def test_discordance_rules() -> None:
+    f = FindingView("left", "LUL", 30.0, "solid", 0.0, 0.8)
+    assert pair_discordances(_claim(size_mm=31.0, side="left", texture="solid"), f) == []
+    reasons = pair_discordances(_claim(size_mm=31.0, side="right"), f)
+    assert len(reasons) == 1 and "right lung" in reasons[0] and "left lung" in reasons[0]
+    assert "lobe" in pair_discordances(_claim(side="left", lobe="LLL"), f)[0]
+    # size: both 3 mm and 30 % must be exceeded
+    assert pair_discordances(_claim(size_mm=26.0), f) == []  # 4 mm but 15 %
+    assert "size" in pair_discordances(_claim(size_mm=15.0), f)[0]
+    small = FindingView("left", None, 8.0, "solid", 0.0, 0.8)
+    assert pair_discordances(_claim(size_mm=6.0), small) == []  # 33 % but 2 mm
+    assert "texture" in pair_discordances(_claim(texture="ground-glass"), f)[0]
+    assert pair_discordances(_claim(texture="part-solid"), f) == []
+    assert "calcification" in pair_discordances(_claim(calcification=True), f)[0]
+    calc = FindingView("left", None, 8.0, "solid", 0.5, 0.8)
+    assert "calcification" in pair_discordances(_claim(calcification=False), calc)[0]
+
+
+def test_consistency_calibration_fit_and_validate() -> None:
+    rng = np.random.default_rng(0)
+    t, f = rng.normal(0.4, 0.1, 500), rng.normal(0.1, 0.1, 500)
+    cal = fit_consistency(t, f, false_alarm=0.05)
+    assert cal.fitted and cal.val_auc > 0.9 and cal.slope > 0
+    assert np.mean(cal.score(t) < cal.threshold) == pytest.approx(0.05, abs=0.01)
+    assert cal.mismatch_caught > 0.5
+    assert cal.score(0.5) > cal.score(0.0)
+    with pytest.raises(ValueError, match="threshold"):
+        ConsistencyCalibration(threshold=1.5)
+
+
+def test_word_occlusion_spans_and_sign() -> None:
+    text = "A spiculated solid mass."
+
+    def score(texts: list[str]) -> np.ndarray:
+        return np.array([1.0 if "spiculated" in t else 0.0 for t in texts])
+
+    ws = word_occlusion(text, score, offset=10)
+    by = {w.word: w for w in ws}
+    assert by["spiculated"].score == 1.0 and by["solid"].score == 0.0
+    assert (by["mass"].start, by["mass"].end) == (10 + text.index("mass"), 10 + text.index("mass") + 4)
+
+
+def test_patch_around_pads_with_air() -> None:
+    g = np.ones((10, 10, 10), np.float32)
+    p, start = patch_around(g, (0, 0, 0), size=8)
+    assert p.shape == (8, 8, 8) and tuple(start) == (-4, -4, -4)
+    assert p[0, 0, 0] == 0.0 and p[4, 4, 4] == 1.0
+
+
+def test_fpr_train_smoke(tmp_path) -> None:  # noqa: ANN001
+    from lungfuse.pipelines.fpr import FPRConfig, classify, load_fpr, train_fpr
+
+    rng = np.random.default_rng(0)
+    patches = rng.random((8, 32, 32, 32)).astype(np.float16)
+    labels = np.array([0, 1] * 4, np.int8)
+    pt = train_fpr(patches, labels, FPRConfig(steps=2, batch_size=4), tmp_path, log=lambda m: None)
+    model = load_fpr(pt)
+    p = classify(model, rng.random((40, 40, 40)).astype(np.float32), [(20, 20, 20), (5, 5, 5)])
+    assert p.shape == (2,) and np.all((p > 0) & (p < 1))
