@@ -997,6 +997,12 @@ class _Analysis:
         off = np.asarray(self.dets.map_offset)
         tried: set[tuple[int, int, int]] = set()
         size = claim.size_mm
+        # (n problems, -consistency, finding, problems) of every attempt whose finding stays: the
+        # closest one explains an unresolved claim best ("the 33 mm mass is there, but on the left")
+        start_fi = self.match.get(ci)
+        attempts: list[tuple[int, float, int | None, list[str]]] = [
+            (len(self.problems[ci]), -(self.findings[start_fi].consistency or 0.0) if start_fi is not None else 0.0,
+             start_fi, list(self.problems[ci]))]
         for it in range(1, self.s.realign_max_iter + 1):
             level = levels[min(it - 1, len(levels) - 1)]
             thr = max(self.s.candidate_threshold * 0.5 ** (it - 1), 1e-3)
@@ -1050,15 +1056,12 @@ class _Analysis:
             })
             self.trajectory.append(entry)
             if ok:
-                old = self.match.get(ci)
-                if old is not None and old != fi:
-                    self.findings[old].claim_index = None
-                    self.findings[old].discordances = []
-                    self._fuse_finding(old, None)
-                self.match[ci] = fi
+                self._rematch(ci, fi)
                 f.discordances = []
                 self.resolved.add(ci)
                 return
+            if not new and next((c for c, k in self.match.items() if k == fi and c != ci), None) is None:
+                attempts.append((len(probs), -(f.consistency or 0.0), fi, list(probs)))
             if new:  # a rejected new candidate does not stay a finding
                 self.findings.pop()
                 self.meas.pop()
@@ -1067,6 +1070,23 @@ class _Analysis:
                 own = next((c for c, k in self.match.items() if k == fi), None)
                 if own != ci:
                     self._fuse_finding(fi, own)  # restore the finding's fusion with its own claim (or none)
+        n_best, _, best_fi, best_probs = min(attempts, key=lambda a: (a[0], a[1]))
+        if best_fi is not None and best_fi != start_fi and n_best < attempts[0][0]:
+            self._rematch(ci, best_fi)
+            self.problems[ci] = best_probs
+            self.findings[best_fi].discordances = list(best_probs)
+            self.flags.append(f"claim_attributed: unresolved claim {ci} is attributed to its closest image finding "
+                              f"{best_fi} ({len(best_probs)} remaining discordance(s))")
+
+    def _rematch(self, ci: int, fi: int) -> None:
+        """Attribute claim ``ci`` to finding ``fi`` (the previous finding falls back to image-only)."""
+        old = self.match.get(ci)
+        if old is not None and old != fi:
+            self.findings[old].claim_index = None
+            self.findings[old].discordances = []
+            self._fuse_finding(old, None)
+        self.match[ci] = fi
+        self._fuse_finding(fi, ci)
 
     # -- 9. guidance --------------------------------------------------------------------------
     def guidance(self) -> None:
