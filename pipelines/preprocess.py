@@ -5,8 +5,12 @@
 1. **orientation** — array axes flipped (MONAI ``Flip``) so that z points
    Superior, y Posterior and x Left (the DICOM default "SPL" stack); oblique
    volumes keep their obliquity (only flips, no rotation);
-2. **spacing** — resampled to ``spacing`` mm isotropic with MONAI ``Spacing``
-   (trilinear);
+2. **spacing** — resampled to about ``spacing`` mm isotropic with MONAI ``Resize``
+   (trilinear, ``align_corners=True``: the first and last voxel centres of every axis are
+   kept, so each axis gets ``n = round(extent / spacing) + 1`` voxels and a true spacing within
+   a fraction of a percent of the target, recorded in ``ModelGrid.spacing``).  ``Resize`` runs
+   ``torch.nn.functional.interpolate``, ~9x faster than MONAI ``Spacing``'s general resampler
+   for this axis-aligned scaling (3.2 s -> 0.36 s on LIDC-IDRI-0003);
 3. the HU window is applied by the consumer (:func:`crops.normalize_hu`), so
    the grid keeps real HU for measurements.
 
@@ -20,8 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
-from monai.transforms import Flip, Spacing
+from monai.transforms import Flip, Resize
 
 from .geometry import voxel_to_lps
 
@@ -36,7 +39,7 @@ class ModelGrid:
 
     Attributes:
         array: HU, float32, z-y-x, canonical orientation (z->S, y->P, x->L).
-        spacing: voxel size (z, y, x), mm.
+        spacing: true voxel size (z, y, x), mm (within ~0.5 % of the target, see module docstring).
         affine: 4x4, model voxel (k, j, i) -> LPS (x, y, z) mm.
         to_source: 4x4, model voxel -> voxel of the source array (z-y-x).
     """
@@ -72,13 +75,13 @@ def to_model_grid(
             f[axis, axis] = -1.0
             f[axis, 3] = hu.shape[axis] - 1
             to_src = to_src @ f
-    # Spacing works in the array-index frame scaled by the voxel size: the
-    # output affine then tells exactly which input point each output voxel sits on.
-    in_aff = torch.as_tensor(np.diag([*spacing, 1.0]), dtype=torch.float64)
-    mt = MetaTensor(src, affine=in_aff)
-    out = Spacing(pixdim=(target_mm,) * 3, mode="bilinear", padding_mode="border", dtype=torch.float32)(mt)
-    out_aff = np.asarray(out.affine, dtype=np.float64)
-    model_to_flipped = np.linalg.inv(in_aff.numpy()) @ out_aff
+    n_in = np.asarray(hu.shape)
+    extent = (n_in - 1) * np.asarray(spacing, float)
+    n_out = np.maximum(np.rint(extent / target_mm).astype(int) + 1, 1)
+    scale = np.where(n_out > 1, (n_in - 1) / np.maximum(n_out - 1, 1), 0.0)  # output index -> input index
+    out = Resize(spatial_size=tuple(int(v) for v in n_out), mode="trilinear", align_corners=True)(src)
+    model_to_flipped = np.diag([*scale, 1.0])
     to_source = to_src @ model_to_flipped
     arr = np.ascontiguousarray(out.array[0] if hasattr(out, "array") else out[0].numpy(), dtype=np.float32)
-    return ModelGrid(arr, (target_mm,) * 3, affine @ to_source, to_source)  # type: ignore[arg-type]
+    true_sp = tuple(float(v) for v in np.where(n_out > 1, np.asarray(spacing) * scale, target_mm))
+    return ModelGrid(arr, true_sp, affine @ to_source, to_source)  # type: ignore[arg-type]
