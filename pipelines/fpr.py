@@ -57,6 +57,7 @@ class FPRConfig:
     seed: int = 0
     threads: int = 1
     mine_threshold: float = 0.05
+    mine_max_peaks: int = 128
     random_negatives_per_volume: int = 60
     jitter_per_nodule: int = 4
     channels: tuple[int, ...] = (8, 16, 32, 48)
@@ -85,7 +86,7 @@ def mine_examples(detector_pt: Path, cases: Path, cfg: FPRConfig, log: Callable[
     for k, v in enumerate(vols):
         t0 = time.perf_counter()
         img = v.image.astype(np.float32)
-        dets = detect(det, img, v.lung, threshold=cfg.mine_threshold, max_peaks=64, normalized=True)
+        dets = detect(det, img, v.lung, threshold=cfg.mine_threshold, max_peaks=cfg.mine_max_peaks, normalized=True)
         n_pos = n_neg = 0
         for z, y, x, _s, _d in dets:
             c = np.array([z, y, x], float)

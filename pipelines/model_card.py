@@ -53,6 +53,10 @@ def write_model_card(res: dict, path: Path, meta: dict) -> None:
         "negation, uncertainty, missing) -> policy (missing -> image only; noise > "
         f"{_f(res.get('eaf_noise_threshold_hu'))} HU -> late; completeness > 0.85 -> hybrid; else late) + learned gate.",
         "- Calibration: temperature scaling per variant on val.",
+        "- Detection: MONAI UNet (CenterNet heatmap + size) on a 1.5 mm grid, sliding window over the lungs, trained "
+        "on train nodules inserted into LIDC-IDRI-0001/0002 plus their real nodules; a second-stage MONAI residual "
+        "CNN on 32^3 patches (`fpr.pt`, trained on the detector's own candidates on the training volumes) re-scores "
+        "candidates as sqrt(detector x classifier). The operating threshold is picked on val (<= 1 FP/scan).",
         "",
         "## Evaluation (held-out test patients, scored per report)",
         "",
@@ -72,7 +76,10 @@ def write_model_card(res: dict, path: Path, meta: dict) -> None:
     if det:
         lines.append(f"- CPM {_f(det.get('cpm'))}, sensitivity at 1 FP/scan {_f(det.get('sensitivity_at_1fp'))}, "
                      f"localisation accuracy {_f(det.get('localization_accuracy'))}, "
-                     f"{det.get('n_test_nodules')} nodules in {det.get('n_scans')} scans.")
+                     f"{det.get('n_test_nodules')} nodules in {det.get('n_scans')} scans"
+                     f"{' (with the second-stage classifier)' if det.get('second_stage') else ''}; "
+                     f"found at any score: inserted {_f((det.get('recall_any_score') or {}).get('inserted'))}, "
+                     f"real {_f((det.get('recall_any_score') or {}).get('real'))}.")
     else:
         lines.append("- not evaluated: no detector weights are shipped yet.")
     lines += ["", "## Targets", ""] + [f"- {k}: {v}" for k, v in TARGETS.items()]
