@@ -17,9 +17,13 @@ the border), the rest around random lung voxels; random flips on all axes and 90
 (:func:`detector_loss` on :func:`render_detector_targets`); AdamW with a cosine learning rate.
 A checkpoint (model, optimiser, step, RNG states) is written every epoch and training resumes from it.
 
-Inference (:func:`detect`): MONAI ``SlidingWindowInferer`` (Gaussian blending) over the bounding box of
-the lung mask dilated by 10 mm, sigmoid heatmap, peak decoding with NMS, peaks kept only inside the
-dilated lung mask.
+Inference (:func:`detect`): MONAI ``SlidingWindowInferer`` (64^3 windows, overlap 0.1, Gaussian
+blending) over the bounding box of the lung mask dilated by 10 mm, sigmoid heatmap, peak decoding with
+NMS, peaks kept only inside the dilated lung mask.  Overlap 0.1 instead of 0.25 was chosen on val (2
+scans with val nodules): CPM 0.593 vs 0.599 and the same sensitivity at 1 FP/scan (0.673), with 36 %
+fewer windows; larger windows (96^3, 128^3) were no faster, and one window over the whole lung box
+was 2x faster but lost sensitivity (0.577 at 1 FP/scan: InstanceNorm statistics differ from the
+64^3 training patches).
 
 Evaluation (:func:`evaluate_detection`, :func:`froc`): FROC in the LUNA16 style.  A detection *hits* a
 true nodule when its centre lies within ``max(diameter / 2, 5 mm)`` of the nodule centre (the 5 mm
@@ -446,12 +450,12 @@ def _ball(r: int) -> np.ndarray:
 
 def detect(model: NoduleDetector, grid_array_hu: np.ndarray, lung_mask: np.ndarray | None = None,
            threshold: float = 0.1, device: str = "cpu", *, roi_size: int | Sequence[int] | None = None,
-           nms_radius_vox: int = 4, max_peaks: int = 64, sw_batch_size: int = 2, overlap: float = 0.25,
+           nms_radius_vox: int = 4, max_peaks: int = 64, sw_batch_size: int = 2, overlap: float = 0.1,
            normalized: bool = False, amp: bool = False) -> Detections:
     """Nodule candidates in a CT on the model grid (HU, z-y-x, 1.5 mm).
 
     Runs a MONAI ``SlidingWindowInferer`` (``roi_size`` default: the model's training patch,
-    overlap 0.25, Gaussian blending) over the bounding box of ``lung_mask`` dilated by 10 mm
+    overlap 0.1, Gaussian blending) over the bounding box of ``lung_mask`` dilated by 10 mm
     (the whole array without a mask), decodes peaks of the sigmoid heatmap (NMS radius
     ``nms_radius_vox``, default 4 voxels = 6 mm) and keeps those within 10 mm of the lung mask.
     ``normalized`` says the array is already windowed to [0, 1].  ``amp`` runs the network in
