@@ -744,7 +744,10 @@ class _Analysis:
 
     def _add_finding(self, g: Sequence[float], score: float, diam: float, source: str) -> Finding:
         me = measure_nodule(self.grid.array, g, diam)
-        gc = np.asarray(me.centroid_zyx, float)
+        # The finding's centre is the detector's peak, which is trained to sit on nodule centres; the
+        # segmentation's centroid (kept in ``measurement``) drifts when the region leaks into an
+        # attached vessel or the pleura.
+        gc = np.asarray(g, float)
         side, lobe = self.lobes(gc)
         src = self.grid.source_voxel(gc)
         corners = np.array([[a, b, c] for a in (me.bbox_lo[0], me.bbox_hi[0] - 1) for b in (me.bbox_lo[1], me.bbox_hi[1] - 1)
