@@ -132,8 +132,10 @@ def test_smoke_real_data(tmp_path: Path, lidc_root: Path) -> None:
     for c in v.centres:
         idx = tuple(int(round(a)) for a in c)
         assert all(0 <= i < n for i, n in zip(idx, v.image.shape, strict=True))
-        # a nodule centre is dense tissue or at least not air
-        assert float(v.image[idx]) > 0.2
+        # a nodule centre is dense tissue or at least not air (3^3 neighbourhood of the rounded
+        # continuous centre: a small ground-glass nodule's centre voxel is partial-volumed)
+        nb = v.image[tuple(slice(max(i - 1, 0), i + 2) for i in idx)]
+        assert float(nb.max()) > 0.2
     _smoke(tmp_path, data, lidc_root)
 
 
