@@ -344,6 +344,12 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         con.print(f"stages (s): {stages}")
     if args.json:
         con.print(f"wrote {args.json}" + (" (+ heatmaps .npz)" if result.arrays else ""))
+    if args.png:
+        from lungfuse.pipelines.figures import finding_figure
+        from lungfuse.pipelines.ingest import load_ct
+
+        finding_figure(result, load_ct(args.path).hu, args.png)
+        con.print(f"wrote {args.png}")
     con.print(f"[bold yellow]{NOTICE}[/bold yellow]")
     return 0
 
@@ -508,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
     s.add_argument("--threshold", type=float, help="detection threshold (default: the val-calibrated one)")
     s.add_argument("--no-explain", action="store_true", help="skip heatmaps and word attributions")
+    s.add_argument("--png", metavar="FILE", help="also draw the findings with their heatmaps to a PNG")
     s.add_argument("--profile", action="store_true", help="print per-stage timings")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_analyze)
