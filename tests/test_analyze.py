@@ -276,3 +276,12 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(IngestError, match="empty"):
         analyze_case(Case(tmp_path / "empty"), SETTINGS)
+
+
+def test_figure_png(r0001: CaseResult, lidc_root: Path, tmp_path: Path) -> None:
+    from lungfuse.pipelines.figures import finding_figure
+    from lungfuse.pipelines.ingest import load_ct
+
+    out = finding_figure(r0001, load_ct(lidc_root / "LIDC-IDRI-0001").hu, tmp_path / "f.png")
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
