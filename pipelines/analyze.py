@@ -188,7 +188,8 @@ class Finding:
     Coordinates: ``center_voxel`` in the *source* CT's voxels (z-y-x, ``CTVolume.hu`` indices),
     ``center_lps_mm`` in DICOM patient LPS (x, y, z) mm; ``bbox_voxel`` = ``[lo, hi)`` source
     voxels.  ``diameter_mm`` is the axial long axis, ``mean_diameter_mm`` the mean of long and
-    short axes (Lung-RADS v2022).  ``heatmaps`` maps a name to ``{"array": npz key,
+    short axes (Lung-RADS v2022).  ``lobes_possible``: the lobes the position allows given the
+    geometric lobe estimate's uncertainty (no fissure detection).  ``heatmaps`` maps a name to ``{"array": npz key,
     "affine_lps": 4x4 voxel->LPS, "kind": ...}``.
     """
 
@@ -206,6 +207,7 @@ class Finding:
     calcified: bool
     measurement: dict[str, Any]
     source: str = "detector"
+    lobes_possible: list[str] = field(default_factory=list)
     malignancy_probability: float | None = None
     malignancy_by_variant: dict[str, float] = field(default_factory=dict)
     eaf: dict[str, Any] = field(default_factory=dict)
@@ -749,6 +751,7 @@ class _Analysis:
         # attached vessel or the pleura.
         gc = np.asarray(g, float)
         side, lobe = self.lobes(gc)
+        possible = list(self.lobes.plausible(gc))
         src = self.grid.source_voxel(gc)
         corners = np.array([[a, b, c] for a in (me.bbox_lo[0], me.bbox_hi[0] - 1) for b in (me.bbox_lo[1], me.bbox_hi[1] - 1)
                             for c in (me.bbox_lo[2], me.bbox_hi[2] - 1)], float)
@@ -760,7 +763,7 @@ class _Analysis:
             center_lps_mm=[float(v) for v in self.grid.lps(gc)], bbox_voxel=[lo.tolist(), hi.tolist()],
             diameter_mm=float(me.long_axis_mm), mean_diameter_mm=float(me.mean_diameter_mm),
             volume_mm3=float(me.volume_mm3), side=side, lobe=lobe, detection_score=float(score), texture=me.texture,
-            calcified=bool(me.calcified), measurement=me.to_dict(), source=source,
+            calcified=bool(me.calcified), measurement=me.to_dict(), source=source, lobes_possible=possible,
         )
         self.findings.append(f)
         self.meas.append(me)
@@ -769,7 +772,8 @@ class _Analysis:
 
     def _view(self, i: int) -> FindingView:
         f, me = self.findings[i], self.meas[i]
-        return FindingView(f.side, f.lobe, f.diameter_mm, f.texture, me.calcified_fraction, f.detection_score)
+        return FindingView(f.side, f.lobe, f.diameter_mm, f.texture, me.calcified_fraction, f.detection_score,
+                           tuple(f.lobes_possible))
 
     # -- 4. report ----------------------------------------------------------------------------
     def read_report(self) -> None:
@@ -982,9 +986,10 @@ class _Analysis:
                                       f"score {f.detection_score:.2f}) is not described in the report")
         self._done("realign", t0)
 
-    def _region_ok(self, side: str | None, lobe: str | None, claim: NoduleClaim, level: str) -> bool:
+    def _region_ok(self, g: Sequence[float], side: str | None, claim: NoduleClaim, level: str) -> bool:
         if level == "lobe":
-            return (claim.lobe is None or lobe == claim.lobe) and (claim.side is None or side == claim.side)
+            return (claim.lobe is None or claim.lobe in self.lobes.plausible(g)) and \
+                (claim.side is None or side == claim.side)
         if level == "side":
             return claim.side is None or side == claim.side
         return True
@@ -1019,8 +1024,8 @@ class _Analysis:
                     g = (z + off[0], y + off[1], x + off[2])
                     if g in tried:
                         continue
-                    side, lobe = self.lobes(g)
-                    if not self._region_ok(side, lobe, claim, level):
+                    side, _ = self.lobes(g)
+                    if not self._region_ok(g, side, claim, level):
                         continue
                     d = float(dmap[z, y, x]) if dmap is not None else 6.0
                     ranked.append((g, sc, d))

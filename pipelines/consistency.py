@@ -26,7 +26,9 @@ above ``MAX_MATCH_COST`` stays unmatched.
 
 **Discordance rules** (:func:`pair_discordances`), each a plain-English reason:
 
-* side or lobe differs (lobe only when the side agrees);
+* side or lobe differs (lobe only when the side agrees, and only when the claimed lobe is not
+  among the lobes the finding's position allows once the geometric lobe estimate's uncertainty
+  is taken into account, :meth:`lung.LobeLocator.plausible`);
 * size differs by more than ``max(3 mm, 30 %)`` of the reported size (see
   ``SIZE_TOL_MM``/``SIZE_TOL_REL``: both tolerances must be exceeded, because diameter
   measurement varies by ~1.5-3 mm between readers for small nodules and proportionally for
@@ -131,6 +133,10 @@ class FindingView:
     texture: str
     calcified_fraction: float
     detection_score: float
+    plausible_lobes: tuple[str, ...] = ()  # lobes within the estimate's uncertainty (empty: only ``lobe``)
+
+    def lobe_agrees(self, lobe: str) -> bool:
+        return lobe in self.plausible_lobes if self.plausible_lobes else lobe == self.lobe
 
 
 def _claim_size(c: NoduleClaim) -> float | None:
@@ -143,7 +149,7 @@ def _cost(c: NoduleClaim, f: FindingView) -> float:
     cost = 0.0
     if c.side and f.side and c.side != f.side:
         cost += 2.0
-    elif c.lobe and f.lobe and c.lobe != f.lobe:
+    elif c.lobe and f.lobe and not f.lobe_agrees(c.lobe):
         cost += 1.0
     size = _claim_size(c)
     if size is not None and f.diameter_mm > 0:
@@ -179,7 +185,7 @@ def pair_discordances(c: NoduleClaim, f: FindingView, size_tol_mm: float = SIZE_
     out: list[str] = []
     if c.side and f.side and c.side != f.side:
         out.append(f"side: the report places the nodule in the {c.side} lung, the image finding is in the {f.side} lung")
-    elif c.lobe and f.lobe and c.lobe != f.lobe:
+    elif c.lobe and f.lobe and not f.lobe_agrees(c.lobe):
         out.append(f"lobe: the report says {_lobe_name(c.lobe)}, the image finding is in the {_lobe_name(f.lobe)} "
                    f"(lobe estimated from position, no fissure detection)")
     size = _claim_size(c)

@@ -225,7 +225,8 @@ class LobeLocator:
             centre = np.array([zz.mean(), yy.mean(), xx.mean()]) * 4
             self.sides.append((side, m, (int(zs.min()), int(zs.max())), ylo, yhi, centre))
 
-    def __call__(self, point_zyx: tuple[float, float, float] | np.ndarray) -> tuple[str | None, str | None]:
+    def _position(self, point_zyx: tuple[float, float, float] | np.ndarray) -> tuple[str, float, float] | None:
+        """(side, h, a) of a point: relative height in its lung (0 base, 1 apex) and anteriority."""
         k, j, i = (int(round(float(v))) for v in point_zyx)
         best, best_d = None, float("inf")
         for entry in self.sides:
@@ -237,7 +238,7 @@ class LobeLocator:
             if d < best_d:
                 best, best_d = entry, d
         if best is None:
-            return None, None
+            return None
         side, _, (zlo, zhi), ylo_a, yhi_a, _ = best
         h = (k - zlo) / max(zhi - zlo, 1)
         if self.z_axis_sign < 0:
@@ -247,8 +248,28 @@ class LobeLocator:
         a = (yhi - j) / max(yhi - ylo, 1)  # 1 = most anterior when +y is posterior
         if self.y_axis_sign < 0:
             a = 1 - a
+        return side, float(h), float(a)
+
+    @staticmethod
+    def _lobe(side: str, h: float, a: float) -> str:
         if side == "right":
-            lobe = "RUL" if h > 0.62 else ("RML" if h > 0.3 and a > 0.5 else "RLL")
-        else:
-            lobe = "LUL" if h > 0.55 else ("lingula" if h > 0.3 and a > 0.55 else "LLL")
-        return side, lobe
+            return "RUL" if h > 0.62 else ("RML" if h > 0.3 and a > 0.5 else "RLL")
+        return "LUL" if h > 0.55 else ("lingula" if h > 0.3 and a > 0.55 else "LLL")
+
+    def __call__(self, point_zyx: tuple[float, float, float] | np.ndarray) -> tuple[str | None, str | None]:
+        pos = self._position(point_zyx)
+        if pos is None:
+            return None, None
+        side, h, a = pos
+        return side, self._lobe(side, h, a)
+
+    def plausible(self, point_zyx: tuple[float, float, float] | np.ndarray, margin: float = 0.12) -> tuple[str, ...]:
+        """Every lobe the point could be in when its relative height and anteriority are uncertain
+        by ``margin`` (fissures vary between patients; this rule has none): the lobes of the
+        point moved by +-margin in h and a."""
+        pos = self._position(point_zyx)
+        if pos is None:
+            return ()
+        side, h, a = pos
+        out = {self._lobe(side, h + dh, a + da) for dh in (-margin, 0.0, margin) for da in (-margin, 0.0, margin)}
+        return tuple(sorted(out))

@@ -132,3 +132,10 @@ def test_fpr_train_smoke(tmp_path) -> None:  # noqa: ANN001
     model = load_fpr(pt)
     p = classify(model, rng.random((40, 40, 40)).astype(np.float32), [(20, 20, 20), (5, 5, 5)])
     assert p.shape == (2,) and np.all((p > 0) & (p < 1))
+
+
+def test_lobe_rule_respects_the_estimate_uncertainty() -> None:
+    near_fissure = FindingView("right", "RUL", 20.0, "solid", 0.0, 0.9, plausible_lobes=("RLL", "RML", "RUL"))
+    assert pair_discordances(_claim(side="right", lobe="RLL"), near_fissure) == []
+    apex = FindingView("right", "RUL", 20.0, "solid", 0.0, 0.9, plausible_lobes=("RUL",))
+    assert "lobe" in pair_discordances(_claim(side="right", lobe="RLL"), apex)[0]
