@@ -202,13 +202,9 @@ def _local_cases(arg: str | None) -> Path:
 
 
 def _device(name: str) -> str:
-    import torch
+    from lungfuse.pipelines.analyze import resolve_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but no CUDA device is available")
-    return name
+    return resolve_device(name)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

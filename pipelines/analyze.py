@@ -81,6 +81,7 @@ __all__ = [
     "analyze_case",
     "find_report",
     "load_models",
+    "resolve_device",
 ]
 
 SCHEMA_VERSION = "1.0"
@@ -369,7 +370,8 @@ def _image_key(vol: CTVolume, models: _Models, s: AnalysisSettings) -> tuple:
             models.info["detector"]["sha256"], models.device, s.candidate_threshold, s.sw_batch_size, s.amp)
 
 
-def _resolve_device(name: str) -> str:
+def resolve_device(name: str) -> str:
+    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda`` without a GPU is a ``ValueError``."""
     import torch
 
     if name == "auto":
@@ -420,14 +422,10 @@ def load_models(models_dir: str | os.PathLike[str] | None = None, device: str = 
         else:
             consistency = ConsistencyCalibration()
         op = float(det_meta.get("operating_threshold", DEFAULT_OPERATING_THRESHOLD))
-        fpr = None
-        fpr_pt = mdir / "fpr.pt"
-        if fpr_pt.exists():
-            from .fpr import CONFIG_NAME as FPR_CONFIG
-            from .fpr import load_fpr
+        from .fpr import load_shipped_fpr
 
-            verify_manifest(fpr_pt, mdir / FPR_CONFIG)
-            fpr = load_fpr(fpr_pt, device=device)
+        fpr = load_shipped_fpr(mdir, device)
+        fpr_pt = mdir / "fpr.pt"
         info = {
             "detector": {"name": "lungfuse-detector (MONAI UNet, CenterNet)", "file": det_pt.name,
                          "sha256": sha256_file(det_pt), "steps": det_meta.get("steps"),
@@ -1200,7 +1198,7 @@ def analyze_case(case: Case | str | os.PathLike[str], settings: AnalysisSettings
         torch.set_num_threads(int(s.threads))
     try:
         a = _Analysis(case, s, progress)
-        device = _resolve_device(s.device)
+        device = resolve_device(s.device)
         t0 = time.perf_counter()
         a.models = load_models(s.models_dir, device)
         a.timings["models"] = round(time.perf_counter() - t0, 4)

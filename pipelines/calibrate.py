@@ -88,13 +88,9 @@ def calibrate_detector_threshold(models_dir: Path, cases: Path, fp_per_scan: flo
     pt = models_dir / "detector.pt"
     verify_manifest(pt, models_dir / CONFIG_NAME)
     model = load_detector(pt, device=device)
-    fpr = None
-    if (models_dir / "fpr.pt").exists():
-        from .fpr import CONFIG_NAME as FPR_CONFIG
-        from .fpr import load_fpr
+    from .fpr import load_shipped_fpr
 
-        verify_manifest(models_dir / "fpr.pt", models_dir / FPR_CONFIG)
-        fpr = load_fpr(models_dir / "fpr.pt", device=device)
+    fpr = load_shipped_fpr(models_dir, device)
     cfg = DetectionTrainConfig(n_volumes=1, nodules_per_volume=25, seed=seed, split="val")
     vols = make_detection_data("val", cases, cfg, np.random.default_rng([seed, 3]), log=progress)
     dets, truths = [], []

@@ -668,13 +668,9 @@ def evaluate_shipped_detector(models_dir: Path, lidc_root: Path, seed: int = 0, 
     pt = models_dir / "detector.pt"
     verify_manifest(pt, models_dir / CONFIG_NAME)
     model = load_detector(pt)
-    fpr = None
-    if (models_dir / "fpr.pt").exists():
-        from .fpr import CONFIG_NAME as FPR_CONFIG
-        from .fpr import load_fpr
+    from .fpr import load_shipped_fpr
 
-        verify_manifest(models_dir / "fpr.pt", models_dir / FPR_CONFIG)
-        fpr = load_fpr(models_dir / "fpr.pt")
+    fpr = load_shipped_fpr(models_dir)
     res = evaluate_detection(model, lidc_root, n_volumes=n_volumes, seed=seed, fpr=fpr)
     res["second_stage"] = fpr is not None
     res.pop("assignments", None)

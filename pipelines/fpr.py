@@ -39,7 +39,7 @@ from .detection import HIT_MIN_RADIUS_MM, DetectionTrainConfig, detect, load_det
 from .explain import patch_around
 from .preprocess import DETECTION_SPACING_MM
 
-__all__ = ["FPRConfig", "FPR_PATCH", "mine_examples", "train_fpr", "load_fpr", "rescore", "classify"]
+__all__ = ["FPRConfig", "FPR_PATCH", "mine_examples", "train_fpr", "load_fpr", "load_shipped_fpr", "rescore", "classify"]
 
 FPR_PATCH = 32
 WEIGHTS_NAME = "fpr.pt"
@@ -168,6 +168,18 @@ def load_fpr(pt: Path, device: str = "cpu") -> NoduleEncoder:
     model = NoduleEncoder(cfg)
     model.load_state_dict(torch.load(pt, map_location=device, weights_only=True))
     return model.to(device).eval()
+
+
+def load_shipped_fpr(models_dir: Path, device: str = "cpu") -> NoduleEncoder | None:
+    """The classifier shipped in ``models_dir`` (SHA-256 checked against the manifest), or None
+    when the folder has none (detection then uses the detector's score alone)."""
+    from .resources import verify_manifest
+
+    pt = Path(models_dir) / WEIGHTS_NAME
+    if not pt.exists():
+        return None
+    verify_manifest(pt, pt.parent / CONFIG_NAME)
+    return load_fpr(pt, device=device)
 
 
 def classify(model: NoduleEncoder, norm_grid: np.ndarray, centres: Sequence[Sequence[float]], device: str = "cpu"
