@@ -833,25 +833,28 @@ class _Analysis:
         if self.s.explain:
             # word occlusion re-encodes the report once per word: only for findings the report describes
             word_findings = [i for i, f in enumerate(self.findings) if f.claim_index is not None][: self.s.max_word_findings]
+            from .explain import detection_attributions, patch_around
+
+            pats = [patch_around(self.norm_grid, c) for c in self.grid_centres]
+            atts, _ = detection_attributions(self.models.detector, np.stack([p for p, _ in pats]) if pats
+                                             else np.zeros((0, 1, 1, 1), np.float32), device=self.models.device)
             for i in range(len(self.findings)):
-                self._explain_finding(i, words=i in word_findings)
+                self._explain_finding(i, words=i in word_findings, attribution=(atts[i], pats[i][1]))
         self._done("explain", t0)
 
-    def _explain_finding(self, i: int, words: bool) -> None:
+    def _explain_finding(self, i: int, words: bool, attribution: tuple[np.ndarray, np.ndarray]) -> None:
+        """Heatmaps and phrase maps of finding ``i``; ``attribution`` = (detector attribution patch, its start voxel)."""
         import torch
 
         from lungfuse.models.afa import phrase_heatmap
         from lungfuse.models.image import grad_cam
         from lungfuse.models.text import tokens_in_span
 
-        from .explain import detection_attribution, patch_around
-
         f = self.findings[i]
         m = self.models
         key = f"finding{i}"
         # detector attribution on the 1.5 mm grid
-        patch, start = patch_around(self.norm_grid, self.grid_centres[i])
-        att, _ = detection_attribution(m.detector, patch, device=m.device)
+        att, start = attribution
         aff = self.grid.affine.copy()
         aff[:3, 3] = self.grid.lps(start)
         self.arrays[f"{key}_detection"] = att.astype(np.float16)

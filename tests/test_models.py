@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from lungfuse.models.afa import AFA, AFAConfig, phrase_heatmap
 from lungfuse.models.calibration import TemperatureScaler, expected_calibration_error
@@ -112,6 +113,23 @@ def test_detector_loss_finite_and_decreases() -> None:
     assert losses[-1] < 0.8 * losses[0], losses
     total, parts = detector_loss(det(x), th, tl, None, return_parts=True)
     assert set(parts) == {"heatmap", "size"} and torch.isfinite(total)
+
+
+def test_decode_peaks_matches_a_brute_force_cube_maximum() -> None:
+    """The separable max filter must give exactly the peaks of the (2r+1)^3 cube maximum."""
+    rng = np.random.default_rng(3)
+    hm = ndimage.uniform_filter(rng.random((23, 17, 29)).astype(np.float32), 3)
+    r = 3
+    ref = ndimage.maximum_filter(hm, size=2 * r + 1, mode="constant", cval=-np.inf)
+    cand = np.argwhere((hm == ref) & (hm >= 0.5))
+    order = np.argsort(-hm[tuple(cand.T)], kind="stable")
+    kept: list[tuple[int, int, int]] = []
+    for c in cand[order]:
+        if all(np.abs(c - np.array(k)).max() > r for k in kept):
+            kept.append(tuple(int(v) for v in c))
+    got = decode_peaks(hm, threshold=0.5, nms_radius_vox=r, max_peaks=1000)
+    assert len(kept) > 3
+    assert [p[:3] for p in got] == kept
 
 
 def test_decode_peaks_finds_planted_peaks_and_suppresses_neighbours() -> None:
