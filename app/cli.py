@@ -369,9 +369,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_train_fpr(args: argparse.Namespace) -> int:
     import time
 
-    import numpy as np
-
-    from lungfuse.pipelines.fpr import CONFIG_NAME, WEIGHTS_NAME, FPRConfig, mine_examples, train_fpr
+    from lungfuse.pipelines.fpr import (
+        CONFIG_NAME,
+        WEIGHTS_NAME,
+        FPRConfig,
+        FPRExamples,
+        mine_examples,
+        train_fpr,
+    )
     from lungfuse.pipelines.resources import models_dir, write_manifest_entry
 
     con = _console()
@@ -384,18 +389,16 @@ def cmd_train_fpr(args: argparse.Namespace) -> int:
     def say(msg: str) -> None:
         con.print(f"[{time.time() - t0:7.0f} s] {msg}")
 
-    cfg = FPRConfig(steps=args.steps, seed=args.seed, threads=args.threads)
+    cfg = FPRConfig(steps=args.steps, seed=args.seed, threads=args.threads, mine_volumes=args.volumes)
     if cache is not None and cache.exists():
-        with np.load(cache) as z:
-            patches, labels = z["patches"], z["labels"]
+        ex = FPRExamples.load(cache)
         say(f"examples from {cache}")
     else:
-        patches, labels = mine_examples(det, cases, cfg, log=say)
+        ex = mine_examples(det, cases, cfg, log=say)
         if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(cache, patches=patches, labels=labels)
-    say(f"{len(labels)} examples, {int(labels.sum())} positive")
-    train_fpr(patches, labels, cfg, out, log=say)
+            ex.save(cache)
+    say(f"{len(ex.labels)} examples in {len(ex.volumes)} volumes, {int(ex.labels.sum())} positive")
+    train_fpr(ex, cfg, out, log=say)
     write_manifest_entry(out, WEIGHTS_NAME, "false-positive-reduction classifier (MONAI residual CNN, 32^3 at 1.5 mm)")
     write_manifest_entry(out, CONFIG_NAME, "false-positive-reduction config and training settings")
     say(f"wrote {out / WEIGHTS_NAME} (manifest updated)")
@@ -535,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--detector", metavar="PT", help="detector weights used for mining (default OUT/detector.pt)")
     s.add_argument("--examples", metavar="NPZ", help="cache of the mined examples (read if present, else written)")
     s.add_argument("--steps", type=int, default=800)
+    s.add_argument("--volumes", type=int, default=4, help="insertion copies of each training background to mine")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_train_fpr)

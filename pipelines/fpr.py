@@ -12,7 +12,8 @@ with high recall, a crop classifier decides nodule vs. not.  Here:
   inserted into LIDC-IDRI-0001/0002 plus their real nodules), the detector run over each:
   candidates that hit a nodule (centre within ``max(d/2, 5 mm)``) and the true centres with a
   +-2 voxel jitter are positives; the other candidates (hard negatives: vessels, fissures, chest
-  wall) and random lung voxels are negatives.  Flips and axial 90-degree rotations;
+  wall) and random lung voxels are negatives.  Each crop is re-sampled every time it is drawn,
+  with a random 3-D rotation and scale (:func:`sample_crop`);
 * **use** - :func:`rescore`: final score = ``sqrt(detector score x classifier probability)``
   (a geometric mean: a candidate needs both a peak and a nodule-like neighbourhood).
 
@@ -35,11 +36,12 @@ import torch.nn.functional as F
 
 from lungfuse.models.image import NoduleEncoder, NoduleEncoderConfig
 
+from .crops import extract_crop, random_rotation
 from .detection import HIT_MIN_RADIUS_MM, DetectionTrainConfig, detect, load_detector, make_detection_data
 from .explain import patch_around
 from .preprocess import DETECTION_SPACING_MM
 
-__all__ = ["FPRConfig", "FPR_PATCH", "mine_examples", "train_fpr", "load_fpr", "load_shipped_fpr", "rescore", "classify"]
+__all__ = ["FPRConfig", "FPRExamples", "FPR_PATCH", "mine_examples", "sample_crop", "train_fpr", "load_fpr", "load_shipped_fpr", "rescore", "classify"]
 
 FPR_PATCH = 32
 WEIGHTS_NAME = "fpr.pt"
@@ -58,6 +60,7 @@ class FPRConfig:
     threads: int = 1
     mine_threshold: float = 0.05
     mine_max_peaks: int = 128
+    mine_volumes: int = 4  # insertion copies per training background
     random_negatives_per_volume: int = 60
     jitter_per_nodule: int = 4
     channels: tuple[int, ...] = (8, 16, 32, 48)
@@ -75,14 +78,71 @@ def _hits(c: np.ndarray, centres: np.ndarray, diams: np.ndarray) -> bool:
     return bool(np.any(dist <= np.maximum(diams / 2.0, HIT_MIN_RADIUS_MM)))
 
 
-def mine_examples(detector_pt: Path, cases: Path, cfg: FPRConfig, log: Callable[[str], None] = print
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """``(patches (N, 32, 32, 32) float16, labels (N,) int8)`` from the train split (see module docstring)."""
+@dataclass(eq=False)
+class FPRExamples:
+    """Mined training examples: candidate centres in whole volumes (crops are cut when training).
+
+    Keeping the volumes instead of fixed patches lets training re-sample every example with a
+    fresh random 3-D rotation and scale (see :func:`sample_crop`): with only two real backgrounds
+    the classifier sees few distinct vessels and fissures, and arbitrary orientations are the
+    cheapest way to stop it memorising the ones it has.
+
+    Attributes:
+        volumes: [0, 1]-windowed CTs on the 1.5 mm detector grid (z-y-x, float16).
+        vol_index: (N,) volume of each example.
+        centres: (N, 3) candidate centres, voxels z-y-x of that volume.
+        labels: (N,) 1 nodule, 0 not a nodule.
+    """
+
+    volumes: list[np.ndarray]
+    vol_index: np.ndarray
+    centres: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.vol_index = np.asarray(self.vol_index, np.int32)
+        self.centres = np.asarray(self.centres, np.float32).reshape(-1, 3)
+        self.labels = np.asarray(self.labels, np.int8)
+        n = len(self.labels)
+        if len(self.vol_index) != n or len(self.centres) != n:
+            raise ValueError(f"vol_index ({len(self.vol_index)}), centres ({len(self.centres)}) and labels ({n}) differ in length")
+        if n and (self.vol_index.min() < 0 or self.vol_index.max() >= len(self.volumes)):
+            raise ValueError(f"vol_index outside [0, {len(self.volumes)})")
+        if any(v.ndim != 3 for v in self.volumes):
+            raise ValueError("volumes must be 3-D (z, y, x)")
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, vol_index=self.vol_index, centres=self.centres, labels=self.labels,
+                 **{f"volume{i}": v.astype(np.float16) for i, v in enumerate(self.volumes)})
+
+    @classmethod
+    def load(cls, path: Path) -> FPRExamples:
+        with np.load(path) as z:
+            if "volume0" not in z.files:
+                raise ValueError(f"{path}: not an FPRExamples cache (old fixed-patch format?); delete it to re-mine")
+            n = sum(1 for k in z.files if k.startswith("volume"))
+            return cls([z[f"volume{i}"] for i in range(n)], z["vol_index"], z["centres"], z["labels"])
+
+
+def mine_examples(detector_pt: Path, cases: Path, cfg: FPRConfig, log: Callable[[str], None] = print) -> FPRExamples:
+    """Candidates of the shipped detector on the detector's training volumes (train split only).
+
+    Candidates that hit a nodule and the true centres (``jitter_per_nodule`` copies, jittered
+    when sampled) are positives; the other candidates (hard negatives: vessels, fissures, chest
+    wall) and ``random_negatives_per_volume`` random lung voxels are negatives.
+    """
     rng = np.random.default_rng([cfg.seed, 11])
     det = load_detector(detector_pt)
-    dcfg = DetectionTrainConfig(seed=cfg.seed)  # the detector's own training volumes
+    dcfg = DetectionTrainConfig(seed=cfg.seed, n_volumes=cfg.mine_volumes)  # the detector's own training volumes
     vols = make_detection_data("train", cases, dcfg, np.random.default_rng([dcfg.seed, 0]), log=log)
-    patches, labels = [], []
+    volumes, vidx, centres, labels = [], [], [], []
+
+    def add(k: int, c: np.ndarray, lab: int) -> None:
+        vidx.append(k)
+        centres.append(np.asarray(c, np.float32))
+        labels.append(lab)
+
     for k, v in enumerate(vols):
         t0 = time.perf_counter()
         img = v.image.astype(np.float32)
@@ -91,45 +151,60 @@ def mine_examples(detector_pt: Path, cases: Path, cfg: FPRConfig, log: Callable[
         for z, y, x, _s, _d in dets:
             c = np.array([z, y, x], float)
             lab = _hits(c, v.centres, v.diameters_mm)
-            patches.append(patch_around(img, c, FPR_PATCH)[0].astype(np.float16))
-            labels.append(int(lab))
+            add(k, c, int(lab))
             n_pos += int(lab)
             n_neg += int(not lab)
         for c in v.centres:
             for _ in range(cfg.jitter_per_nodule):
-                patches.append(patch_around(img, c + rng.integers(-2, 3, 3), FPR_PATCH)[0].astype(np.float16))
-                labels.append(1)
+                add(k, np.asarray(c, float), 1)
         if len(v.lung_index):
             for idx in rng.choice(v.lung_index, cfg.random_negatives_per_volume, replace=False):
                 c = np.array(np.unravel_index(int(idx), v.lung.shape), float)
                 if not _hits(c, v.centres, v.diameters_mm):
-                    patches.append(patch_around(img, c, FPR_PATCH)[0].astype(np.float16))
-                    labels.append(0)
+                    add(k, c, 0)
+        volumes.append(v.image.astype(np.float16))
         log(f"[fpr] volume {k + 1}/{len(vols)}: {len(dets)} candidates ({n_pos} nodules, {n_neg} false), "
             f"{time.perf_counter() - t0:.1f} s")
-    return np.stack(patches), np.asarray(labels, np.int8)
+    return FPRExamples(volumes, np.asarray(vidx), np.asarray(centres), np.asarray(labels))
 
 
-def _augment(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    for ax in range(3):
-        if rng.random() < 0.5:
-            x = np.flip(x, axis=ax)
-    k = int(rng.integers(4))
-    if k:
-        x = np.rot90(x, k=k, axes=(1, 2))
-    return np.ascontiguousarray(x) * np.float32(rng.uniform(0.95, 1.05))
+def sample_crop(ex: FPRExamples, i: int, rng: np.random.Generator | None) -> np.ndarray:
+    """The ``FPR_PATCH``^3 [0, 1] crop of example ``i``; augmented when ``rng`` is given.
+
+    Without ``rng`` it is exactly :func:`~.explain.patch_around` (what inference sees).
+    Augmentation: a uniformly random 3-D rotation, isotropic scale 0.85-1.2, a centre jitter of
+    up to 2 voxels for positives (1 for negatives), intensity gain 0.95-1.05 and offset
+    +-0.02, and on half the crops Gaussian noise up to 0.02 (28 HU).
+    """
+    c = ex.centres[i].astype(float)
+    vol = ex.volumes[int(ex.vol_index[i])]
+    if rng is None:
+        return patch_around(vol, c, FPR_PATCH)[0]
+    c = c + rng.uniform(-1, 1, 3) * (2.0 if ex.labels[i] else 1.0)
+    # extract_crop samples symmetric offsets (k - 15.5) around its centre; shifting the centre by
+    # half a voxel puts them on patch_around's integer offsets (-16 .. 15).
+    crop = extract_crop(vol, (DETECTION_SPACING_MM,) * 3, c - 0.5, size=FPR_PATCH,
+                        crop_spacing=DETECTION_SPACING_MM * float(rng.uniform(0.85, 1.2)),
+                        rotation=random_rotation(rng, 180.0))
+    crop = np.maximum(crop, 0.0)  # extract_crop fills with -1000 (its HU air); air here is 0
+    crop = crop * np.float32(rng.uniform(0.95, 1.05)) + np.float32(rng.uniform(-0.02, 0.02))
+    if rng.random() < 0.5:
+        crop = crop + rng.normal(0.0, rng.uniform(0.0, 0.02), crop.shape).astype(np.float32)
+    return np.clip(crop, 0.0, 1.0).astype(np.float32)
 
 
-def train_fpr(patches: np.ndarray, labels: np.ndarray, cfg: FPRConfig, out_dir: Path,
-              log: Callable[[str], None] = print) -> Path:
-    """Train the classifier (balanced batches, AdamW, cosine LR); writes ``fpr.pt`` + ``fpr.json``."""
+def train_fpr(ex: FPRExamples, cfg: FPRConfig, out_dir: Path, log: Callable[[str], None] = print) -> Path:
+    """Train the classifier (balanced batches of :func:`sample_crop`, AdamW, cosine LR); writes ``fpr.pt`` + ``fpr.json``."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, 12])
     prev = torch.get_num_threads()
     torch.set_num_threads(max(1, cfg.threads))
     model = NoduleEncoder(cfg.encoder_config())
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    labels = ex.labels
     pos, neg = np.nonzero(labels == 1)[0], np.nonzero(labels == 0)[0]
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError(f"need positives and negatives, got {len(pos)} and {len(neg)}")
     t0 = time.perf_counter()
     run = 0.0
     try:
@@ -139,7 +214,7 @@ def train_fpr(patches: np.ndarray, labels: np.ndarray, cfg: FPRConfig, out_dir: 
                 g["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
             half = cfg.batch_size // 2
             idx = np.concatenate([rng.choice(pos, half), rng.choice(neg, cfg.batch_size - half)])
-            x = np.stack([_augment(patches[i].astype(np.float32), rng) for i in idx])
+            x = np.stack([sample_crop(ex, int(i), rng) for i in idx])
             y = torch.from_numpy(labels[idx].astype(np.float32))
             out = model(torch.from_numpy(x)[:, None])
             loss = F.binary_cross_entropy_with_logits(out.logit, y)
@@ -155,8 +230,10 @@ def train_fpr(patches: np.ndarray, labels: np.ndarray, cfg: FPRConfig, out_dir: 
     out_dir.mkdir(parents=True, exist_ok=True)
     pt = out_dir / WEIGHTS_NAME
     torch.save({k: v.detach().float().cpu() for k, v in model.state_dict().items()}, pt)
-    meta = {"model": "lungfuse-fpr", "train": {**asdict(cfg), "n_examples": int(len(labels)), "n_positive": int(len(pos))},
+    meta = {"model": "lungfuse-fpr", "train": {**asdict(cfg), "n_examples": int(len(labels)), "n_positive": int(len(pos)),
+                                               "n_volumes": len(ex.volumes)},
             "encoder": asdict(cfg.encoder_config()), "seconds": round(time.perf_counter() - t0, 1),
+            "augmentation": "random 3-D rotation, scale 0.85-1.2, jitter, intensity, noise (sample_crop)",
             "combine": "sqrt(detector score x classifier probability)"}
     (out_dir / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
     return pt

@@ -123,15 +123,33 @@ def test_patch_around_pads_with_air() -> None:
 
 
 def test_fpr_train_smoke(tmp_path) -> None:  # noqa: ANN001
-    from lungfuse.pipelines.fpr import FPRConfig, classify, load_fpr, train_fpr
+    from lungfuse.pipelines.fpr import FPRConfig, FPRExamples, classify, load_fpr, train_fpr
 
     rng = np.random.default_rng(0)
-    patches = rng.random((8, 32, 32, 32)).astype(np.float16)
-    labels = np.array([0, 1] * 4, np.int8)
-    pt = train_fpr(patches, labels, FPRConfig(steps=2, batch_size=4), tmp_path, log=lambda m: None)
+    vol = rng.random((40, 40, 40)).astype(np.float16)
+    ex = FPRExamples([vol], [0] * 8, rng.uniform(10, 30, (8, 3)), [0, 1] * 4)
+    pt = train_fpr(ex, FPRConfig(steps=2, batch_size=4), tmp_path, log=lambda m: None)
     model = load_fpr(pt)
     p = classify(model, rng.random((40, 40, 40)).astype(np.float32), [(20, 20, 20), (5, 5, 5)])
     assert p.shape == (2,) and np.all((p > 0) & (p < 1))
+    ex.save(tmp_path / "ex.npz")
+    back = FPRExamples.load(tmp_path / "ex.npz")
+    np.testing.assert_array_equal(back.centres, ex.centres)
+    with pytest.raises(ValueError, match="vol_index"):
+        FPRExamples([vol], [1], [(1, 2, 3)], [0])
+
+
+def test_fpr_crop_without_augmentation_is_what_inference_sees() -> None:
+    from lungfuse.pipelines.explain import patch_around
+    from lungfuse.pipelines.fpr import FPR_PATCH, FPRExamples, sample_crop
+
+    rng = np.random.default_rng(1)
+    vol = rng.random((50, 45, 48)).astype(np.float16)
+    ex = FPRExamples([vol], [0, 0], [(25, 22, 24), (3, 40, 2)], [1, 0])
+    for i in range(2):
+        np.testing.assert_array_equal(sample_crop(ex, i, None), patch_around(vol, ex.centres[i], FPR_PATCH)[0])
+    aug = sample_crop(ex, 0, rng)
+    assert aug.shape == (FPR_PATCH,) * 3 and aug.min() >= 0.0 and aug.max() <= 1.0
 
 
 def test_lobe_rule_respects_the_estimate_uncertainty() -> None:

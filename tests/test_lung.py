@@ -6,10 +6,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from lungfuse.pipelines.ingest import load_ct
 from lungfuse.pipelines.lidc import malignancy_class, scan_nodules
-from lungfuse.pipelines.lung import estimate_lobe, segment_lungs
+from lungfuse.pipelines.lung import closing_edt, estimate_lobe, segment_lungs
+
+
+def test_closing_edt_equals_a_ball_closing() -> None:
+    """The distance-transform closing (on the mask's box) equals scipy's closing by a voxel ball."""
+    rng = np.random.default_rng(0)
+    mask = np.zeros((30, 34, 38), bool)
+    mask[5:20, 6:15, 4:30] = rng.random((15, 9, 26)) > 0.55  # a porous blob with gaps to close
+    mask[22:24, 25:27, 30:33] = True  # a second, distant piece
+    r = 2.0
+    g = np.arange(-2, 3)
+    ball = (g[:, None, None] ** 2 + g[None, :, None] ** 2 + g[None, None, :] ** 2) <= r * r
+    ref = ndimage.binary_closing(np.pad(mask, 4), structure=ball)[4:-4, 4:-4, 4:-4]
+    got = closing_edt(mask, r, (1.0, 1.0, 1.0))
+    assert got.sum() > mask.sum()
+    np.testing.assert_array_equal(got, ref)
+    assert not closing_edt(np.zeros((4, 4, 4), bool), r, (1.0, 1.0, 1.0)).any()
 
 
 def test_malignancy_class_thresholds() -> None:
