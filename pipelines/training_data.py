@@ -37,7 +37,8 @@ from .lung import LungMask, estimate_lobe, segment_lungs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Background", "InsertedNodule", "prepare_background", "insert_nodule", "crops_for", "BACKGROUNDS"]
+__all__ = ["Background", "InsertedNodule", "prepare_background", "insert_nodule", "real_nodule_block", "crops_for",
+           "BACKGROUNDS"]
 
 #: Which real CT hosts which split's nodules.
 BACKGROUNDS: dict[str, tuple[str, ...]] = {
@@ -62,18 +63,26 @@ class Background:
     place_dist_mm: np.ndarray  # lung depth (mm) on the coarse placement grid
     forbidden: np.ndarray  # coarse grid: real nodules and earlier insertions
     real_nodules: list[ScanNodule] = field(default_factory=list)
+    #: LPS z (mm) of each slice, in array order: lets a caller check that the loaded
+    #: series is the annotated grid the real nodules' voxel indices refer to.
+    slice_z_mm: np.ndarray | None = None
 
 
-def prepare_background(case_dir: Path, patient_id: str) -> Background:
-    """Load a real CT, segment its lungs, and mark where nodules may not go."""
-    vol = load_ct(case_dir)
+def prepare_background(case_dir: Path, patient_id: str, series_uid: str | None = None) -> Background:
+    """Load a real CT, segment its lungs, and mark where nodules may not go.
+
+    ``series_uid`` loads that series of ``case_dir`` (and takes the real nodules of
+    the matching annotated scan); by default the automatic choice of ``load_ct``
+    and the patient's first annotated scan, which agree for the bundled cases.
+    """
+    vol = load_ct(case_dir, series_uid=series_uid)
     lung = segment_lungs(vol.hu, vol.spacing)
     step = tuple(max(1, int(round(PLACE_STEP_MM / s))) for s in vol.spacing)
     coarse = lung.lungs[:: step[0], :: step[1], :: step[2]]
     csp = tuple(s * k for s, k in zip(vol.spacing, step, strict=True))
     dist = ndimage.distance_transform_edt(coarse, sampling=csp).astype(np.float32)
     forbidden = np.zeros(coarse.shape, bool)
-    reals = scan_nodules(patient_id)
+    reals = scan_nodules(patient_id, series_uid)
     for n in reals:
         c = np.array(n.center_zyx) / np.array(step)
         r = (n.diameter_mm / 2 + 12.0) / np.array(csp)
@@ -84,7 +93,7 @@ def prepare_background(case_dir: Path, patient_id: str) -> Background:
         patient_id=patient_id, hu=vol.hu, spacing=vol.spacing,
         noise_sigma_hu=float(vol.quality.noise_sigma_hu or 15.0),
         slice_thickness_mm=float(vol.quality.slice_thickness_mm), lung=lung, place_step=step,  # type: ignore[arg-type]
-        place_dist_mm=dist, forbidden=forbidden, real_nodules=reals,
+        place_dist_mm=dist, forbidden=forbidden, real_nodules=reals, slice_z_mm=vol.slice_positions[:, 2].copy(),
     )
 
 
@@ -111,6 +120,15 @@ class InsertedNodule:
         return tuple(int(round(a - b)) for a, b in zip(self.center_in_volume, self.center_in_block, strict=True))  # type: ignore[return-value]
 
 
+def _block_around(bg: Background, center: np.ndarray, block_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """A float32 copy of ``bg.hu`` about ``block_mm`` wide around voxel ``center`` (z-y-x),
+    clipped at the volume edge, and the voxel index of its first corner."""
+    half = np.ceil((block_mm / 2) / np.array(bg.spacing)).astype(int)
+    lo = np.maximum(np.floor(center).astype(int) - half, 0)
+    hi = np.minimum(np.floor(center).astype(int) + half + 1, bg.hu.shape)
+    return bg.hu[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].astype(np.float32), lo
+
+
 def insert_nodule(nod: LibraryNodule, bg: Background, rng: np.random.Generator, block_mm: float = 64.0,
                   reserve: bool = True, keep_alpha: bool = False) -> InsertedNodule | None:
     """Insert ``nod`` at a random lung site of ``bg`` (once) and return the block around it.
@@ -124,10 +142,7 @@ def insert_nodule(nod: LibraryNodule, bg: Background, rng: np.random.Generator, 
         return None
     step = np.array(bg.place_step)
     center = np.array(site, float) * step + rng.uniform(0, 1, 3) * (step - 1)
-    half = np.ceil((block_mm / 2) / np.array(bg.spacing)).astype(int)
-    lo = np.maximum(np.floor(center).astype(int) - half, 0)
-    hi = np.minimum(np.floor(center).astype(int) + half + 1, bg.hu.shape)
-    block = bg.hu[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].astype(np.float32)
+    block, lo = _block_around(bg, center, block_mm)
     app = appearance_from_ratings(nod.median_ratings(), rng)
     alpha, value = render_patch(nod.mask, app, rng)
     cib = tuple(float(v) for v in center - lo)
@@ -143,6 +158,23 @@ def insert_nodule(nod: LibraryNodule, bg: Background, rng: np.random.Generator, 
     return InsertedNodule(nod.key, bg.patient_id, block, bg.spacing, cib, tuple(float(v) for v in lo + np.array(cib)),  # type: ignore[arg-type]
                           side, lobe, bg.noise_sigma_hu, bg.slice_thickness_mm,
                           fill.astype(np.float16) if keep_alpha else None, nod.diameter_mm)
+
+
+def real_nodule_block(bg: Background, nod: ScanNodule, block_mm: float = 64.0) -> InsertedNodule:
+    """A scan's own real nodule as the same block type an insertion yields (nothing inserted).
+
+    The float32 HU block is ``block_mm`` wide around the consensus-mask centroid
+    (z-y-x, the background's spacing; clipped at the volume edge), side/lobe come
+    from the background's lung mask, so :func:`crops_for` crops, augments and
+    thickens real and inserted nodules identically. ``key`` is
+    ``"<patient>#<nodule_index>"`` like :attr:`LibraryNodule.key`.
+    """
+    center = np.array(nod.center_zyx, float)
+    block, lo = _block_around(bg, center, block_mm)
+    side, lobe = estimate_lobe(tuple(center), bg.lung)  # type: ignore[arg-type]
+    return InsertedNodule(f"{nod.patient_id}#{nod.nodule_index}", bg.patient_id, block, bg.spacing,
+                          tuple(float(v) for v in center - lo), tuple(float(v) for v in center),  # type: ignore[arg-type]
+                          side, lobe, bg.noise_sigma_hu, bg.slice_thickness_mm, None, nod.diameter_mm)
 
 
 def crops_for(ins: InsertedNodule, rng: np.random.Generator | None, n: int = 1, *, thickness_mm: float | None = None,
