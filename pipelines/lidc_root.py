@@ -160,7 +160,14 @@ def _patient_record(pid: str, folder: Path, warns: list[VolumeWarning]) -> LidcP
 
     series, file_warns = ingest.scan_series(folder)
     for w in file_warns:
-        _warn(warns, w.code, f"{pid}: {w.message}", *(Path(p) for p in w.paths))
+        _warn(warns, w.code, f"{pid}: {w.message}", *(Path(p) for p in w.files))
+    # ingest ignores, silently, DICOM-named files it cannot tell from non-image objects
+    # (no preamble and no image attributes: junk, or a file cut inside its header).
+    # In a download every .dcm should be an image, so say which ones were left out.
+    seen = {f for s in series for f in s.files} | {f for w in file_warns for f in w.files}
+    for f in sorted(folder.rglob("*")):
+        if f.suffix.lower() == ".dcm" and f.is_file() and str(f) not in seen:
+            _warn(warns, "ignored_file", f"{pid}: ignored {f}: not a readable DICOM image", f)
     ct = [s for s in series if s.modality == "CT" and not s.is_localizer]
     if not ct:
         mods = ", ".join(sorted({s.modality or "?" for s in series})) or "no DICOM images"
