@@ -227,8 +227,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = _device(args.device)
     t0 = time.time()
 
-    def say(msg: str) -> None:
-        con.print(f"[{time.time() - t0:7.0f} s] {msg}")
+    def say(msg: str, style: str | None = None) -> None:
+        from rich.markup import escape
+
+        # escape: progress lines start with "[train]", which rich would eat as a markup tag.
+        con.print(f"[{time.time() - t0:7.0f} s] {escape(msg)}", style=style)
 
     data: dict[str, object]
     if args.lidc_root:
@@ -244,7 +247,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         train = load_or_build("train", lidc, args.seed, progress=say, n_aug=4, p_missing=0.1)
         val = load_or_build("val", lidc, args.seed, progress=say) if n_va else None
         for w in lidc.warnings:
-            say(f"[yellow]warning: {w.message}[/yellow]")
+            say(f"warning: {w.message}", style="yellow")
         data = {"source": "lidc-root (real scans, real nodules, no insertion)", "lidc_root": str(lidc.root),
                 "patients": {k: [p.patient_id for p in lidc.split(k)] for k in ("train", "val")},
                 "not_read": lidc.not_read, "warnings": [w.message for w in lidc.warnings]}
@@ -274,7 +277,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         calib = uncalibrated()
         status = (f"{skipped}: temperatures left at 1.0 and the EAF noise threshold at its default "
                   f"{model.policy.noise_threshold_hu:.0f} HU; never fitted on train or test")
-        say(f"[yellow]{status}[/yellow]")
+        say(status, style="yellow")
     path = save_fusion(model, calib, out, {"train_config": cfg.__dict__, "train_seconds": time.time() - t0,
                                           "examples": {"train": int(len(train.label)), "val": n_val},
                                           "calibration_status": status, "training_data": data})

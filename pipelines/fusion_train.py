@@ -12,6 +12,13 @@ per split and cached under ``cache_dir()``:
 * the reader's 8 ratings + diameter (the structured baseline's inputs);
 * the label from the median malignancy (indeterminate = -1, never scored).
 
+Two sources of nodules, one example format: :func:`build_examples` inserts library
+nodules into the bundled real CTs (lesion insertion); :func:`build_real_examples`
+takes the real annotated nodules of the real scans of a local LIDC-IDRI download
+(:mod:`lidc_root`, ``lungfuse train --lidc-root``), with no insertion. Both crop with
+:func:`training_data.crops_for` and write reports with the same code, so the same
+model trains on either.
+
 Test patients never train, tune or calibrate: temperatures and the EAF noise
 threshold are fitted on ``val``.
 """
@@ -155,13 +162,14 @@ def _crop_variants(blocks: list[InsertedNodule], split: str, rng: np.random.Gene
     return crops, crop_env, names
 
 
-def _examples_from(blocks: list[InsertedNodule], sources: list[ReportSource], split: str, rng: np.random.Generator,
-                   n_aug: int, p_missing: float, progress: Callable[[str], None], t0: float) -> ExampleSet:
-    """The shared half of both example builders: crops of ``blocks``, then one report per
-    (nodule, reader) from ``sources`` (same order as ``blocks``), parsed and MiniLM-encoded."""
+def _examples_from(cropped: tuple[np.ndarray, np.ndarray, tuple[str, ...]], sources: list[ReportSource], split: str,
+                   rng: np.random.Generator, p_missing: float, progress: Callable[[str], None], t0: float
+                   ) -> ExampleSet:
+    """The shared half of both example builders: given the crops (:func:`_crop_variants`),
+    one report per (nodule, reader) from ``sources`` (same nodule order), parsed and MiniLM-encoded."""
     from lungfuse.models.text import encode_texts
 
-    crops, crop_env, names = _crop_variants(blocks, split, rng, n_aug)
+    crops, crop_env, names = cropped
     progress(f"[{split}] crops {crops.shape} ({time.time() - t0:.0f} s)")
 
     rows_nod, labels, texts, focus, claims_f, present, env_r, struct = [], [], [], [], [], [], [], []
@@ -226,7 +234,7 @@ def build_examples(split: str, lidc_root: Path, seed: int, n_aug: int = 4, p_mis
     progress(f"[{split}] inserted {len(inserted)} nodules into {[b.patient_id for b in bgs]} ({time.time() - t0:.0f} s)")
     sources = [ReportSource(_label_code(by_key[ins.key].malignancy_median), by_key[ins.key].reader_ratings,
                             by_key[ins.key].reader_diameters_mm, ins.side, ins.lobe) for ins in inserted]
-    return _examples_from(inserted, sources, split, rng, n_aug, p_missing, progress, t0)
+    return _examples_from(_crop_variants(inserted, split, rng, n_aug), sources, split, rng, p_missing, progress, t0)
 
 
 def build_real_examples(split: str, lidc: LidcRoot, seed: int, n_aug: int = 4, p_missing: float = 0.0,
@@ -243,7 +251,7 @@ def build_real_examples(split: str, lidc: LidcRoot, seed: int, n_aug: int = 4, p
 
     rng = np.random.default_rng(seed)
     t0 = time.time()
-    blocks: list[InsertedNodule] = []
+    parts: list[tuple[np.ndarray, np.ndarray, tuple[str, ...]]] = [_crop_variants([], split, rng, n_aug)]
     sources: list[ReportSource] = []
     for patient in lidc.split(split):
         if patient.split != split:  # LidcPatient validates its split; this guards the filter itself
@@ -257,12 +265,15 @@ def build_real_examples(split: str, lidc: LidcRoot, seed: int, n_aug: int = 4, p
             log.warning("%s", msg)
             lidc.warnings.append(VolumeWarning("patient_skipped", msg, (str(patient.series_folder),)))
             continue
-        blocks.extend(got)
+        # Cropped per patient so only one scan's blocks are in memory at a time (a full
+        # download has ~1,500 train nodules); the RNG draws stay in nodule order.
+        parts.append(_crop_variants(got, split, rng, n_aug))
         sources.extend(ReportSource(_label_code(n.malignancy_median), n.reader_ratings, n.reader_diameters_mm,
                                     b.side, b.lobe) for b, n in zip(got, reals, strict=True))
-    progress(f"[{split}] {len(blocks)} real nodules from {len(lidc.split(split))} patient(s) of {lidc.root} "
+    progress(f"[{split}] {len(sources)} real nodules from {len(lidc.split(split))} patient(s) of {lidc.root} "
              f"({time.time() - t0:.0f} s)")
-    return _examples_from(blocks, sources, split, rng, n_aug, p_missing, progress, t0)
+    crops = (np.concatenate([c for c, _, _ in parts]), np.concatenate([e for _, e, _ in parts]), parts[0][2])
+    return _examples_from(crops, sources, split, rng, p_missing, progress, t0)
 
 
 def load_or_build(split: str, lidc_root: Path | LidcRoot, seed: int, progress: Callable[[str], None] = log.info,
