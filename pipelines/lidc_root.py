@@ -41,7 +41,7 @@ from .training_data import InsertedNodule, prepare_background, real_nodule_block
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LidcPatient", "LidcRoot", "discover", "load_real_nodules", "PATIENT_DIR_RE"]
+__all__ = ["LidcPatient", "LidcRoot", "discover", "find_patient_folders", "load_real_nodules", "PATIENT_DIR_RE"]
 
 #: Name of an LIDC-IDRI patient folder (and of the patient id it gives).
 PATIENT_DIR_RE = re.compile(r"^LIDC-IDRI-\d{4}$")
@@ -137,7 +137,15 @@ def find_patient_folders(root: Path) -> dict[str, Path]:
     if PATIENT_DIR_RE.match(root.name):
         return {root.name: root}
     found: dict[str, Path] = {}
+    seen: set[str] = set()
     for dirpath, dirnames, _ in os.walk(root, followlinks=True):
+        # Linked folders are followed (downloads get reorganised with links), so guard
+        # against a link cycle by the real path of every folder entered.
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames.sort()
         keep = []
         for d in dirnames:
