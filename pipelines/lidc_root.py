@@ -35,13 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .ingest import VolumeWarning
-from .lidc import ScanNodule, Split, patient_scans, patient_split
+from .ingest import CTVolume, VolumeWarning
+from .lidc import ScanNodule, Split, patient_scans, patient_split, scan_nodules
 from .training_data import InsertedNodule, prepare_background, real_nodule_block
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LidcPatient", "LidcRoot", "discover", "find_patient_folders", "load_real_nodules", "PATIENT_DIR_RE"]
+__all__ = ["LidcPatient", "LidcRoot", "discover", "find_patient_folders", "load_patient_ct", "load_real_nodules", "PATIENT_DIR_RE"]
 
 #: Name of an LIDC-IDRI patient folder (and of the patient id it gives).
 PATIENT_DIR_RE = re.compile(r"^LIDC-IDRI-\d{4}$")
@@ -248,12 +248,37 @@ def load_real_nodules(patient: LidcPatient) -> tuple[list[InsertedNodule], list[
         IngestError: the series cannot be loaded.
     """
     bg = prepare_background(patient.series_folder, patient.patient_id, patient.series_instance_uid)
-    if patient.slice_z_mm:
-        want = np.asarray(patient.slice_z_mm)
-        got = bg.slice_z_mm if bg.slice_z_mm is not None else np.empty(0)
-        if got.shape != want.shape or np.max(np.abs(got - want)) > SLICE_Z_TOL_MM:
-            raise ValueError(
-                f"{patient.patient_id}: the series in {patient.series_folder} has {len(got)} slices that do not "
-                f"match the {len(want)} annotated slice positions (missing or extra files?); nodule positions "
-                f"would be wrong")
+    _check_slice_grid(patient, bg.slice_z_mm)
     return [real_nodule_block(bg, n) for n in bg.real_nodules], list(bg.real_nodules)
+
+
+def load_patient_ct(patient: LidcPatient) -> tuple[CTVolume, list[ScanNodule]]:
+    """Load a patient's annotated CT series (HU, z-y-x) and its database nodules (that scan's voxel grid).
+
+    Lighter than :func:`load_real_nodules` (no lung segmentation or insertion bookkeeping at
+    the source resolution): what a caller needs that resamples the scan itself, e.g. the
+    detector's real-scan volumes.
+
+    Raises:
+        ValueError: the local series does not lie on the annotated slice grid.
+        IngestError: the series cannot be loaded.
+    """
+    from . import ingest  # module attribute, so tests can watch which series are loaded
+
+    vol = ingest.load_ct(patient.series_folder, series_uid=patient.series_instance_uid)
+    _check_slice_grid(patient, np.asarray(vol.slice_positions)[:, 2])
+    return vol, scan_nodules(patient.patient_id, patient.series_instance_uid)
+
+
+def _check_slice_grid(patient: LidcPatient, slice_z_mm: np.ndarray | None) -> None:
+    """Raise ValueError unless the loaded slices' z (LPS, mm, array order) match the annotated ones
+    within :data:`SLICE_Z_TOL_MM`: a missing or extra slice would shift every nodule."""
+    if not patient.slice_z_mm:
+        return
+    want = np.asarray(patient.slice_z_mm)
+    got = np.asarray(slice_z_mm) if slice_z_mm is not None else np.empty(0)
+    if got.shape != want.shape or np.max(np.abs(got - want)) > SLICE_Z_TOL_MM:
+        raise ValueError(
+            f"{patient.patient_id}: the series in {patient.series_folder} has {len(got)} slices that do not "
+            f"match the {len(want)} annotated slice positions (missing or extra files?); nodule positions "
+            f"would be wrong")
