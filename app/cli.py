@@ -444,21 +444,39 @@ def cmd_train_fpr(args: argparse.Namespace) -> int:
     from lungfuse.pipelines.resources import models_dir, write_manifest_entry
 
     con = _console()
-    cases = _local_cases(args.cases)
     out = Path(args.out) if args.out else models_dir()
     det = Path(args.detector) if args.detector else out / "detector.pt"
     cache = Path(args.examples) if args.examples else None
     t0 = time.time()
 
     def say(msg: str) -> None:
-        con.print(f"[{time.time() - t0:7.0f} s] {msg}")
+        from rich.markup import escape
 
-    cfg = FPRConfig(steps=args.steps, seed=args.seed, threads=args.threads, mine_volumes=args.volumes)
+        con.print(f"[{time.time() - t0:7.0f} s] {escape(msg)}")  # "[fpr] ..." is not rich markup
+
+    source: Any
+    if args.lidc_root:
+        from lungfuse.pipelines.lidc_root import discover
+
+        # Only train patients are opened: val and test patients are listed by id, never read.
+        source = discover(args.lidc_root, splits=("train",))
+        say(f"LIDC root {source.root}: {len(source.split('train'))} train patient(s) usable, "
+            f"{len(source.not_read)} val/test patient(s) not read, {len(source.warnings)} warning(s)")
+    else:
+        source = _local_cases(args.cases)
+    volumes = args.volumes if args.volumes is not None else 32 if args.lidc_root else 4
+    cfg = FPRConfig(steps=args.steps, seed=args.seed, threads=args.threads, mine_volumes=volumes)
+    if args.fpr_channels:
+        ch = tuple(int(c) for c in args.fpr_channels.split(","))
+        cfg.channels, cfg.strides = ch, (2,) * (len(ch) - 1)
+    if args.batch_size:
+        cfg.batch_size = args.batch_size
     if cache is not None and cache.exists():
         ex = FPRExamples.load(cache)
         say(f"examples from {cache}")
     else:
-        ex = mine_examples(det, cases, cfg, log=say)
+        ex = mine_examples(det, source, cfg, log=say,
+                           grid_cache=Path(args.grid_cache) if args.grid_cache else None)
         if cache is not None:
             ex.save(cache)
     say(f"{len(ex.labels)} examples in {len(ex.volumes)} volumes, {int(ex.labels.sum())} positive")
@@ -608,8 +626,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", metavar="DIR", help="where the weights go (default resources/models)")
     s.add_argument("--detector", metavar="PT", help="detector weights used for mining (default OUT/detector.pt)")
     s.add_argument("--examples", metavar="NPZ", help="cache of the mined examples (read if present, else written)")
+    s.add_argument("--lidc-root", metavar="DIR", help="mine the real scans of train patients of a full local "
+                   "LIDC-IDRI download (NBIA layout) instead of insertion copies: a seeded subset of --volumes "
+                   "patients, each with its own real nodules as positives")
+    s.add_argument("--grid-cache", metavar="DIR", help="with --lidc-root: prepared grids of train-detector's run "
+                   "(its WORK/grids) to read instead of DICOM")
     s.add_argument("--steps", type=int, default=800)
-    s.add_argument("--volumes", type=int, default=4, help="insertion copies of each training background to mine")
+    s.add_argument("--volumes", type=int, help="insertion copies of each training background to mine (default 4); "
+                   "with --lidc-root, train patients to mine (default 32; each stays in memory, about 25 MB)")
+    s.add_argument("--fpr-channels", help=argparse.SUPPRESS)  # smoke tests: a tiny classifier, e.g. 4,8
+    s.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_train_fpr)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,8 +37,18 @@ import torch.nn.functional as F
 from lungfuse.models.image import NoduleEncoder, NoduleEncoderConfig
 
 from .crops import extract_crop, random_rotation
-from .detection import HIT_MIN_RADIUS_MM, DetectionTrainConfig, detect, load_detector, make_detection_data
+from .detection import (
+    HIT_MIN_RADIUS_MM,
+    DetectionTrainConfig,
+    DetectionVolume,
+    detect,
+    load_detector,
+    make_detection_data,
+    real_detection_volume,
+)
 from .explain import patch_around
+from .ingest import IngestError
+from .lidc_root import LidcRoot
 from .preprocess import DETECTION_SPACING_MM
 
 __all__ = ["FPRConfig", "FPRExamples", "FPR_PATCH", "mine_examples", "sample_crop", "train_fpr", "load_fpr", "load_shipped_fpr", "rescore", "classify"]
@@ -125,17 +135,51 @@ class FPRExamples:
             return cls([z[f"volume{i}"] for i in range(n)], z["vol_index"], z["centres"], z["labels"])
 
 
-def mine_examples(detector_pt: Path, cases: Path, cfg: FPRConfig, log: Callable[[str], None] = print) -> FPRExamples:
+def _mining_volumes(cases: Path | LidcRoot, cfg: FPRConfig, log: Callable[[str], None],
+                    grid_cache: Path | None) -> tuple[int, Iterator[DetectionVolume]]:
+    """The detector's training volumes to mine: how many, and an iterator that prepares them one at a time.
+
+    A :class:`Path` (the bundled cases): ``cfg.mine_volumes`` insertion copies of each training
+    background (:func:`make_detection_data`, all built up front, as the detector saw them).  A
+    :class:`LidcRoot`: a seeded subset of ``cfg.mine_volumes`` train patients' real scans
+    (:func:`real_detection_volume`, read from ``grid_cache`` when the detector's run left them
+    there), loaded lazily so only the current volume's mask is held; a patient that cannot be
+    loaded is skipped with a log line.  Test patients are never read.
+    """
+    if not isinstance(cases, LidcRoot):
+        dcfg = DetectionTrainConfig(seed=cfg.seed, n_volumes=cfg.mine_volumes)  # the detector's own training volumes
+        vols = make_detection_data("train", cases, dcfg, np.random.default_rng([dcfg.seed, 0]), log=log)
+        return len(vols), iter(vols)
+    patients = cases.split("train")
+    if not patients:
+        raise ValueError(f"no usable train patients under {cases.root}")
+    pick = np.random.default_rng([cfg.seed, 13]).choice(len(patients), min(cfg.mine_volumes, len(patients)),
+                                                        replace=False)
+
+    def load() -> Iterator[DetectionVolume]:
+        for i in sorted(int(k) for k in pick):
+            try:
+                yield real_detection_volume(patients[i], grid_cache, log)
+            except (IngestError, OSError, ValueError) as exc:
+                log(f"[fpr] warning: {patients[i].patient_id} skipped, cannot use {patients[i].series_folder}: {exc}")
+
+    return len(pick), load()
+
+
+def mine_examples(detector_pt: Path, cases: Path | LidcRoot, cfg: FPRConfig, log: Callable[[str], None] = print,
+                  *, grid_cache: Path | None = None) -> FPRExamples:
     """Candidates of the shipped detector on the detector's training volumes (train split only).
 
+    ``cases``: the bundled cases (insertion copies) or a local LIDC-IDRI download (real scans
+    of a seeded subset of ``cfg.mine_volumes`` train patients; every mined volume's image stays
+    in the returned examples, about 25 MB each), see :func:`_mining_volumes`.
     Candidates that hit a nodule and the true centres (``jitter_per_nodule`` copies, jittered
     when sampled) are positives; the other candidates (hard negatives: vessels, fissures, chest
     wall) and ``random_negatives_per_volume`` random lung voxels are negatives.
     """
     rng = np.random.default_rng([cfg.seed, 11])
     det = load_detector(detector_pt)
-    dcfg = DetectionTrainConfig(seed=cfg.seed, n_volumes=cfg.mine_volumes)  # the detector's own training volumes
-    vols = make_detection_data("train", cases, dcfg, np.random.default_rng([dcfg.seed, 0]), log=log)
+    n_vols, vols = _mining_volumes(cases, cfg, log, grid_cache)
     volumes, vidx, centres, labels = [], [], [], []
 
     def add(k: int, c: np.ndarray, lab: int) -> None:
@@ -143,7 +187,8 @@ def mine_examples(detector_pt: Path, cases: Path, cfg: FPRConfig, log: Callable[
         centres.append(np.asarray(c, np.float32))
         labels.append(lab)
 
-    for k, v in enumerate(vols):
+    for v in vols:
+        k = len(volumes)  # index of this volume in the examples (a skipped patient leaves no gap)
         t0 = time.perf_counter()
         img = v.image.astype(np.float32)
         dets = detect(det, img, v.lung, threshold=cfg.mine_threshold, max_peaks=cfg.mine_max_peaks, normalized=True)
@@ -163,7 +208,7 @@ def mine_examples(detector_pt: Path, cases: Path, cfg: FPRConfig, log: Callable[
                 if not _hits(c, v.centres, v.diameters_mm):
                     add(k, c, 0)
         volumes.append(v.image.astype(np.float16))
-        log(f"[fpr] volume {k + 1}/{len(vols)}: {len(dets)} candidates ({n_pos} nodules, {n_neg} false), "
+        log(f"[fpr] volume {k + 1}/{n_vols} ({v.background}): {len(dets)} candidates ({n_pos} nodules, {n_neg} false), "
             f"{time.perf_counter() - t0:.1f} s")
     return FPRExamples(volumes, np.asarray(vidx), np.asarray(centres), np.asarray(labels))
 

@@ -273,3 +273,26 @@ def test_train_detector_cli_smoke_on_tiny_root(tiny_root: Path, grid_cache: Path
     assert "resumed" in printed and "at step 2" in printed, printed
     assert json.loads((out / "detector.json").read_text())["steps"] == 4
     assert {p.name: p.stat().st_mtime_ns for p in models_dir().glob("*")} == shipped  # shipped weights untouched
+
+
+def test_train_fpr_cli_mines_real_scans_of_train_patients(
+        tiny_root: Path, grid_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from lungfuse.app.cli import main
+
+    lidc = discover(tiny_root, splits=("train",))
+    det = train_detector(_tiny_detector(grid_cache_dir=str(grid_cache)), lidc, tmp_path / "det", log=lambda m: None)
+    read = _spy_reads(monkeypatch, ingest)
+    out = tmp_path / "out"
+    rc = main(["train-fpr", "--lidc-root", str(tiny_root), "--out", str(out), "--detector", str(det),
+               "--grid-cache", str(grid_cache), "--volumes", "1", "--steps", "2", "--fpr-channels", "4,8",
+               "--batch-size", "4", "--threads", "1", "--examples", str(tmp_path / "ex.npz")])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert not any("LIDC-IDRI-0003" in p for p in read), read
+    assert "[fpr] volume 1/1 (LIDC-IDRI-000" in printed, printed
+    assert {"fpr.pt", "fpr.json", "manifest.json"} <= {p.name for p in out.iterdir()}
+    from lungfuse.pipelines.fpr import FPRExamples
+
+    ex = FPRExamples.load(tmp_path / "ex.npz")
+    assert len(ex.volumes) == 1 and ex.labels.sum() >= 4  # the real nodules' jittered centres at least
