@@ -426,7 +426,7 @@ class VolumePool:
         self.volumes.clear()
         self.failed = dict(state.get("failed", {}))
         self.seen = set(state.get("seen", ()))
-        for pid in state["patients"]:
+        for pid in state["patients"][: self.size]:  # a smaller --pool on resume keeps the oldest
             if pid not in by_id:
                 raise ValueError(f"the checkpoint's pool holds {pid}, which is not among this root's patients")
             self._add(by_id[pid])
