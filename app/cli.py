@@ -426,6 +426,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         calibrate_consistency(mdir, cases, seed=args.seed, device=device, progress=con.print)
     if args.what in ("detector", "all"):
         calibrate_detector_threshold(mdir, cases, fp_per_scan=args.fp_per_scan, seed=args.seed, device=device,
+                                     n_volumes=args.val_volumes,
                                      progress=con.print)
     return 0
 
@@ -615,6 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cases", metavar="DIR")
     s.add_argument("--models", metavar="DIR", help="weights folder (default resources/models)")
     s.add_argument("--fp-per-scan", type=float, default=1.0)
+    s.add_argument("--val-volumes", type=int, default=2, help="copies of each val background (detector threshold)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     s.set_defaults(func=cmd_calibrate)

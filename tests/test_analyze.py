@@ -77,8 +77,6 @@ def test_0003_no_report_finds_the_three_multi_reader_nodules(r0003: CaseResult) 
         json.dumps([(f.center_voxel, f.detection_score) for f in r0003.findings])
 
 
-@pytest.mark.xfail(strict=True, reason="known shortfall (issue 4): 4 false positives above the val-calibrated "
-                   "operating threshold on LIDC-IDRI-0003, target <= 2; strict, so it fails CI once fixed")
 def test_0003_at_most_two_false_positives(r0003: CaseResult) -> None:
     _, fps = _hits(r0003, "LIDC-IDRI-0003")
     assert len(fps) <= 2, f"{len(fps)} false positives above the operating threshold"
