@@ -10,6 +10,7 @@ neither.
 from __future__ import annotations
 
 import numpy as np
+from monai.transforms import ScaleIntensityRange
 from scipy import ndimage
 
 __all__ = ["CROP_SIZE", "CROP_SPACING_MM", "HU_WINDOW", "extract_crop", "normalize_hu", "random_rotation"]
@@ -19,10 +20,14 @@ CROP_SPACING_MM = 1.25  # 40 mm field of view: holds all but the largest (> 35 m
 HU_WINDOW = (-1000.0, 400.0)
 
 
+# MONAI's windowing transform (array version), the one HU window of every model input.
+_WINDOW = ScaleIntensityRange(a_min=HU_WINDOW[0], a_max=HU_WINDOW[1], b_min=0.0, b_max=1.0, clip=True, dtype=np.float32)
+
+
 def normalize_hu(x: np.ndarray) -> np.ndarray:
-    """HU -> [0, 1] over the lung/soft-tissue window ``HU_WINDOW`` (clipped), float32."""
-    lo, hi = HU_WINDOW
-    return np.clip((np.asarray(x, np.float32) - lo) / (hi - lo), 0.0, 1.0)
+    """HU -> [0, 1] over the lung/soft-tissue window ``HU_WINDOW`` (clipped), float32 (MONAI
+    ``ScaleIntensityRange``; numerically identical to ``clip((x - lo) / (hi - lo), 0, 1)``)."""
+    return np.asarray(_WINDOW(np.asarray(x, np.float32)))
 
 
 def random_rotation(rng: np.random.Generator, max_deg: float = 180.0) -> np.ndarray:

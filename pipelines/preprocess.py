@@ -11,8 +11,8 @@
    a fraction of a percent of the target, recorded in ``ModelGrid.spacing``).  ``Resize`` runs
    ``torch.nn.functional.interpolate``, ~9x faster than MONAI ``Spacing``'s general resampler
    for this axis-aligned scaling (3.2 s -> 0.36 s on LIDC-IDRI-0003);
-3. the HU window is applied by the consumer (:func:`crops.normalize_hu`), so
-   the grid keeps real HU for measurements.
+3. the HU window (MONAI ``ScaleIntensityRange``, [-1000, 400] HU -> [0, 1]) is applied by
+   the consumer (:func:`crops.normalize_hu`), so the grid keeps real HU for measurements.
 
 The returned :class:`ModelGrid` carries the exact voxel -> LPS affine of the
 new grid, so every result maps back to patient coordinates.
