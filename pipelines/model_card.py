@@ -55,8 +55,12 @@ def write_model_card(res: dict, path: Path, meta: dict) -> None:
         "- Calibration: temperature scaling per variant on val.",
         "- Detection: MONAI UNet (CenterNet heatmap + size) on a 1.5 mm grid, sliding window over the lungs, trained "
         "on train nodules inserted into LIDC-IDRI-0001/0002 plus their real nodules; a second-stage MONAI residual "
-        "CNN on 32^3 patches (`fpr.pt`, trained on the detector's own candidates on the training volumes) re-scores "
-        "candidates as sqrt(detector x classifier). The operating threshold is picked on val (<= 1 FP/scan).",
+        "CNN on 32^3 patches (`fpr.pt`, trained on the detector's own candidates on the training volumes, each crop "
+        "re-sampled with a random 3-D rotation and scale) re-scores candidates as sqrt(detector x classifier). The "
+        "operating threshold is picked on val (<= 1 FP/scan, 4 val scans).",
+        "- Full data: `lungfuse train|train-detector|train-fpr --lidc-root DIR` train the same models on a local "
+        "LIDC-IDRI download's real scans with their own real nodules (no insertion); tested on a three-case root "
+        "only. The shipped weights were NOT trained that way (no full download here).",
         "",
         "## Evaluation (held-out test patients, scored per report)",
         "",
