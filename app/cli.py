@@ -14,7 +14,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +201,23 @@ def _local_cases(arg: str | None) -> Path:
     return Path(out.splitlines()[-1])
 
 
+def _timed_logger(con: Any) -> Callable[..., None]:
+    """``say(msg, style=None)``: print ``msg`` prefixed with the seconds since this call.
+
+    The message is escaped: progress lines start with "[train]" / "[fpr]", which rich would
+    otherwise swallow as markup tags."""
+    import time
+
+    from rich.markup import escape
+
+    t0 = time.time()
+
+    def say(msg: str, style: str | None = None) -> None:
+        con.print(f"[{time.time() - t0:7.0f} s] {escape(msg)}", style=style)
+
+    return say
+
+
 def _device(name: str) -> str:
     from lungfuse.pipelines.analyze import resolve_device
 
@@ -226,12 +243,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     work = Path(args.work) if args.work else out / ".train"
     device = _device(args.device)
     t0 = time.time()
-
-    def say(msg: str, style: str | None = None) -> None:
-        from rich.markup import escape
-
-        # escape: progress lines start with "[train]", which rich would eat as a markup tag.
-        con.print(f"[{time.time() - t0:7.0f} s] {escape(msg)}", style=style)
+    say = _timed_logger(con)
 
     data: dict[str, object]
     if args.lidc_root:
@@ -286,7 +298,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_detector(args: argparse.Namespace) -> int:
-    import time
 
     from lungfuse.pipelines.detection import DetectionTrainConfig, train_detector
     from lungfuse.pipelines.resources import models_dir, write_manifest_entry
@@ -294,13 +305,7 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
     con = _console()
     out = Path(args.out) if args.out else models_dir()
     work = Path(args.work) if args.work else out / ".train" / "detector"
-    t0 = time.time()
-
-    def say(msg: str) -> None:
-        from rich.markup import escape
-
-        # escape: progress lines start with "[train]", which rich would eat as a markup tag.
-        con.print(f"[{time.time() - t0:7.0f} s] {escape(msg)}")
+    say = _timed_logger(con)
 
     # Hidden size knobs (smoke tests): a smaller UNet and patch than the shipped detector's.
     size: dict[str, Any] = {}
@@ -432,7 +437,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_train_fpr(args: argparse.Namespace) -> int:
-    import time
 
     from lungfuse.pipelines.fpr import (
         CONFIG_NAME,
@@ -448,12 +452,7 @@ def cmd_train_fpr(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else models_dir()
     det = Path(args.detector) if args.detector else out / "detector.pt"
     cache = Path(args.examples) if args.examples else None
-    t0 = time.time()
-
-    def say(msg: str) -> None:
-        from rich.markup import escape
-
-        con.print(f"[{time.time() - t0:7.0f} s] {escape(msg)}")  # "[fpr] ..." is not rich markup
+    say = _timed_logger(con)
 
     source: Any
     if args.lidc_root:
