@@ -437,7 +437,6 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_train_fpr(args: argparse.Namespace) -> int:
-
     from lungfuse.pipelines.fpr import (
         CONFIG_NAME,
         WEIGHTS_NAME,
