@@ -404,7 +404,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for fl in result.flags:
         con.print(f"[yellow]flag[/yellow] {fl}")
     stages = ", ".join(f"{k} {v:.2f}" for k, v in result.timings_s.items() if k != "total")
-    con.print(f"time: {result.timings_s['total']:.1f} s in analysis ({wall:.1f} s wall) on {result.device}")
+    t_models = result.timings_s.get("models", 0.0)
+    con.print(f"time: {result.timings_s['total']:.1f} s in analysis ({wall:.1f} s wall) on {result.device}"
+              + (f", of which {t_models:.1f} s loading the models (once per process)" if t_models >= 0.5 else ""))
     if args.profile:
         con.print(f"stages (s): {stages}")
     if args.json:

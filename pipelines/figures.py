@@ -42,7 +42,8 @@ def finding_figure(result: Any, hu: np.ndarray, path: str | Path, max_findings: 
     findings = result.findings[:max_findings]
     ct_aff = np.asarray(result.volume["affine_lps"])
     n = max(len(findings), 1)
-    fig, axes = plt.subplots(n, 3, figsize=(11, 3.6 * n + 1.2), squeeze=False)
+    height = 3.9 * n + 1.0  # inches: each row's two-line title needs ~0.4 in above its images
+    fig, axes = plt.subplots(n, 3, figsize=(11, height), squeeze=False)
     for row, f in zip(axes, findings, strict=False):
         k = int(round(f.center_voxel[0]))
         sl = hu[k].astype(np.float32)
@@ -80,9 +81,10 @@ def finding_figure(result: Any, hu: np.ndarray, path: str | Path, max_findings: 
                + ", ".join(f"{w['word']} ({w['score']:+.2f})" for w in top) if top else ""))
     fig.text(0.01, 0.01, text + "\nLungFuse - research software, NOT FOR DIAGNOSTIC USE.", fontsize=8, va="bottom",
              wrap=True)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    # the footer (status, words, notice) keeps a fixed ~0.8 in, whatever the number of rows
+    fig.tight_layout(rect=(0, 0.8 / height, 1, 1), h_pad=1.5)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
+    fig.savefig(out, dpi=90, bbox_inches="tight", pad_inches=0.15)  # never clip the titles
     plt.close(fig)
     return out
