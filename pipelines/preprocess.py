@@ -61,27 +61,51 @@ class ModelGrid:
 
 
 def to_model_grid(
-    hu: np.ndarray, spacing: tuple[float, float, float], affine: np.ndarray, target_mm: float = DETECTION_SPACING_MM
+    hu: np.ndarray, spacing: tuple[float, float, float], affine: np.ndarray, target_mm: float = DETECTION_SPACING_MM,
+    chunk_slices: int = 32,
 ) -> ModelGrid:
-    """Resample a HU volume (z-y-x, ``spacing`` mm, voxel->LPS ``affine``) to the model grid."""
+    """Resample a HU volume (z-y-x, ``spacing`` mm, voxel->LPS ``affine``) to the model grid.
+
+    Trilinear interpolation is separable, so it runs as MONAI ``Resize`` in two passes: bilinear
+    in-plane on ``chunk_slices`` slices at a time (the slices ride as channels), then linear along
+    z on the already small in-plane result; the flips go on the (small) output, which is the same
+    as flipping the input because ``align_corners`` grids are symmetric.  Only one chunk of the
+    full-resolution series is ever converted to float32: a 600-slice thin-section CT would
+    otherwise need a 1.3 GB float copy before resampling even starts.
+    """
     direction = affine[:3, :3] / np.asarray(spacing)[None, :]
     flips = [axis for axis in range(3) if direction[int(np.argmax(np.abs(direction[:, axis]))), axis] < 0]
-    src = torch.from_numpy(np.ascontiguousarray(hu, dtype=np.float32))[None]  # (1, z, y, x)
     to_src = np.eye(4)
-    if flips:
-        src = Flip(spatial_axis=flips)(src)
-        for axis in flips:
-            f = np.eye(4)
-            f[axis, axis] = -1.0
-            f[axis, 3] = hu.shape[axis] - 1
-            to_src = to_src @ f
+    for axis in flips:
+        f = np.eye(4)
+        f[axis, axis] = -1.0
+        f[axis, 3] = hu.shape[axis] - 1
+        to_src = to_src @ f
     n_in = np.asarray(hu.shape)
     extent = (n_in - 1) * np.asarray(spacing, float)
     n_out = np.maximum(np.rint(extent / target_mm).astype(int) + 1, 1)
     scale = np.where(n_out > 1, (n_in - 1) / np.maximum(n_out - 1, 1), 0.0)  # output index -> input index
-    out = Resize(spatial_size=tuple(int(v) for v in n_out), mode="trilinear", align_corners=True)(src)
+    in_plane = Resize(spatial_size=(int(n_out[1]), int(n_out[2])), mode="bilinear", align_corners=True)
+    plane = np.empty((int(n_in[0]), int(n_out[1]), int(n_out[2])), np.float32)
+    for s in range(0, int(n_in[0]), max(int(chunk_slices), 1)):
+        chunk = torch.from_numpy(np.ascontiguousarray(hu[s : s + chunk_slices], dtype=np.float32))
+        plane[s : s + len(chunk)] = _as_numpy(in_plane(chunk))
+    # along z: the in-plane axes flattened into one axis that Resize keeps (align_corners maps it onto itself)
+    along_z = Resize(spatial_size=(int(n_out[0]), plane.shape[1] * plane.shape[2]), mode="bilinear", align_corners=True)
+    out = _as_numpy(along_z(torch.from_numpy(plane.reshape(1, plane.shape[0], -1))))[0].reshape(tuple(int(v) for v in n_out))
+    if flips:
+        out = _as_numpy(Flip(spatial_axis=flips)(torch.from_numpy(out)[None]))[0]
     model_to_flipped = np.diag([*scale, 1.0])
     to_source = to_src @ model_to_flipped
-    arr = np.ascontiguousarray(out.array[0] if hasattr(out, "array") else out[0].numpy(), dtype=np.float32)
+    arr = np.ascontiguousarray(out, dtype=np.float32)
     true_sp = tuple(float(v) for v in np.where(n_out > 1, np.asarray(spacing) * scale, target_mm))
     return ModelGrid(arr, true_sp, affine @ to_source, to_source)  # type: ignore[arg-type]
+
+
+def _as_numpy(t: object) -> np.ndarray:
+    """A MONAI transform's output (MetaTensor / Tensor / array) as a numpy array."""
+    if hasattr(t, "array"):
+        return np.asarray(t.array)  # type: ignore[attr-defined]
+    if isinstance(t, torch.Tensor):
+        return t.detach().cpu().numpy()
+    return np.asarray(t)
