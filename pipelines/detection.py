@@ -677,11 +677,6 @@ class Detections(list):
     prob_map: np.ndarray | None = None
     diameter_map: np.ndarray | None = None
     map_offset: tuple[int, int, int] = (0, 0, 0)
-    windows: tuple[int, int] = (0, 0)  # sliding windows run through the network, and skipped (no lung)
-
-
-# Heatmap logit given to windows that are skipped because they hold no lung (sigmoid ~ 1e-13).
-_NO_NODULE_LOGIT = -30.0
 
 
 def _ball(r: int) -> np.ndarray:
@@ -720,44 +715,19 @@ def detect(model: NoduleDetector, grid_array_hu: np.ndarray, lung_mask: np.ndarr
         lo, hi = np.zeros(3, int), np.array(arr.shape)
     crop = arr[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
     img = crop.astype(np.float32) if normalized else normalize_hu(crop)
-    # A second input channel marks the voxels within ``margin`` (cube) of the lung.  Windows that
-    # hold none of them cannot yield a kept peak (peaks must lie within 10 mm of the lung), so the
-    # network is not run on them (about a third of the lung box: mediastinum, corners); they get
-    # a constant "no nodule" output.  Riding along as a channel keeps the mask aligned with
-    # MONAI's own padding and window positions.
-    if lung_mask is not None and np.any(lung_mask):
-        from scipy import ndimage
-
-        near = ndimage.maximum_filter(np.asarray(lung_mask)[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].astype(np.uint8),
-                                      size=2 * margin + 1, mode="constant", cval=0)
-    else:
-        near = np.ones(crop.shape, np.uint8)
     if roi_size is None:
         roi = tuple(int(s) for s in model.config.patch_size)
     else:
         roi = (int(roi_size),) * 3 if isinstance(roi_size, int) else tuple(int(s) for s in roi_size)
     inferer = SlidingWindowInferer(roi_size=roi, sw_batch_size=sw_batch_size, overlap=overlap, mode="gaussian",
                                    padding_mode="constant", cval=0.0)
-    n_run = [0, 0]  # windows run, windows skipped
-
-    def predictor(win: torch.Tensor) -> torch.Tensor:
-        keep = win[:, 1].flatten(1).amax(dim=1) > 0
-        out = torch.empty((win.shape[0], 2, *win.shape[2:]), dtype=win.dtype, device=win.device)
-        out[:, NoduleDetector.HEATMAP] = _NO_NODULE_LOGIT
-        out[:, NoduleDetector.LOG_DIAMETER] = math.log(model.config.init_diameter_mm)
-        n_run[0] += int(keep.sum())
-        n_run[1] += int((~keep).sum())
-        if keep.any():
-            out[keep] = model(win[keep][:, :1]).to(out.dtype)
-        return out
-
     was_training = model.training
     model.eval()
     try:
         use_amp = bool(amp) and str(device).startswith("cuda")
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-            x = torch.from_numpy(np.ascontiguousarray(np.stack([img, near.astype(np.float32)])))[None].to(device)
-            pred = inferer(x, predictor)[0].float().cpu()
+            x = torch.from_numpy(np.ascontiguousarray(img))[None, None].to(device)
+            pred = inferer(x, model)[0].float().cpu()
     finally:
         model.train(was_training)
     prob = torch.sigmoid(pred[NoduleDetector.HEATMAP])
@@ -780,7 +750,6 @@ def detect(model: NoduleDetector, grid_array_hu: np.ndarray, lung_mask: np.ndarr
     out.diameter_map = torch.exp(logd).numpy()
     out.map_offset = (int(lo[0]), int(lo[1]), int(lo[2]))
     out.seconds = time.perf_counter() - t0
-    out.windows = (n_run[0], n_run[1])
     return out
 
 
