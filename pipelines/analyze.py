@@ -422,10 +422,11 @@ def load_models(models_dir: str | os.PathLike[str] | None = None, device: str = 
         else:
             consistency = ConsistencyCalibration()
         op = float(det_meta.get("operating_threshold", DEFAULT_OPERATING_THRESHOLD))
+        from .fpr import WEIGHTS_NAME as FPR_WEIGHTS
         from .fpr import load_shipped_fpr
 
         fpr = load_shipped_fpr(mdir, device)
-        fpr_pt = mdir / "fpr.pt"
+        fpr_pt = mdir / FPR_WEIGHTS
         info = {
             "detector": {"name": "lungfuse-detector (MONAI UNet, CenterNet)", "file": det_pt.name,
                          "sha256": sha256_file(det_pt), "steps": det_meta.get("steps"),
@@ -690,9 +691,10 @@ class _Analysis:
         if self.cached is not None:
             self.dets = self.cached[3]
         else:
-            self.dets = detect(m.detector, self.grid.array, lung, threshold=self.s.candidate_threshold, device=m.device,
+            # the windowed grid serves the detector, the FP classifier and the explanations alike
+            self.dets = detect(m.detector, self.norm_grid, lung, threshold=self.s.candidate_threshold, device=m.device,
                                max_peaks=64, sw_batch_size=self.s.sw_batch_size or (8 if m.device.startswith("cuda") else 2),
-                               amp=self.s.amp)
+                               amp=self.s.amp, normalized=True)
             if m.fpr is not None:  # second stage: re-score every candidate (see pipelines.fpr)
                 self.dets.raw = list(self.dets)
                 self.dets[:] = self._rescore(self.dets.raw)
@@ -1029,10 +1031,11 @@ class _Analysis:
                     if not self._region_ok(g, side, claim, level):
                         continue
                     d = float(dmap[z, y, x]) if dmap is not None else 6.0
-                    ranked.append((g, sc, d))
-                ranked = [(sc2 * (math.exp(-0.5 * (math.log(max(d2, 1.0) / size) / 0.35) ** 2) if size else 1.0), g2, sc2, d2)
-                          for *g2, sc2, d2 in self._rescore([(*g, sc, d) for g, sc, d in ranked])]
-                ranked = [(r, tuple(g2), sc2, d2) for r, g2, sc2, d2 in ranked]
+                    ranked.append((*g, sc, d))
+                # re-scored like any detection, then ranked by score x agreement with the claimed size
+                ranked = [(sc2 * (math.exp(-0.5 * (math.log(max(d2, 1.0) / size) / 0.35) ** 2) if size else 1.0),
+                           (z2, y2, x2), sc2, d2)
+                          for z2, y2, x2, sc2, d2 in self._rescore(ranked)]
                 ranked.sort(key=lambda r: -r[0])
                 best = ranked[0] if ranked else None
             if best is None:
