@@ -218,6 +218,22 @@ def _timed_logger(con: Any) -> Callable[..., None]:
     return say
 
 
+def _train_root(path: str, say: Callable[..., None]) -> Any:
+    """The train patients of a local LIDC-IDRI download (``--lidc-root``), their count and warnings said.
+
+    Only train patients are opened: val and test patients are listed by id, never read."""
+    from lungfuse.pipelines.lidc_root import discover
+
+    root = discover(path, splits=("train",))
+    say(f"LIDC root {root.root}: {len(root.split('train'))} train patient(s) usable, "
+        f"{len(root.not_read)} val/test patient(s) not read, {len(root.warnings)} warning(s)")
+    for w in root.warnings:
+        say(f"warning: {w.message}")
+    if not root.split("train"):
+        raise ValueError(f"no usable train patients under {root.root} (see the warnings above)")
+    return root
+
+
 def _device(name: str) -> str:
     from lungfuse.pipelines.analyze import resolve_device
 
@@ -298,7 +314,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_detector(args: argparse.Namespace) -> int:
-
     from lungfuse.pipelines.detection import DetectionTrainConfig, train_detector
     from lungfuse.pipelines.resources import models_dir, write_manifest_entry
 
@@ -322,16 +337,7 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
                                cache_grids=not args.no_grid_cache, grid_cache_dir=args.grid_cache, **size)
     source: Any
     if args.lidc_root:
-        from lungfuse.pipelines.lidc_root import discover
-
-        # Only train patients are opened: val and test patients are listed by id, never read.
-        source = discover(args.lidc_root, splits=("train",))
-        say(f"LIDC root {source.root}: {len(source.split('train'))} train patient(s) usable, "
-            f"{len(source.not_read)} val/test patient(s) not read, {len(source.warnings)} warning(s)")
-        for w in source.warnings:
-            say(f"warning: {w.message}")
-        if not source.split("train"):
-            raise ValueError(f"no usable train patients under {source.root} (see the warnings above)")
+        source = _train_root(args.lidc_root, say)
         what = f"real scans of {len(source.split('train'))} train patients of {source.root}"
     else:
         source = _local_cases(args.cases)
@@ -457,12 +463,7 @@ def cmd_train_fpr(args: argparse.Namespace) -> int:
 
     source: Any
     if args.lidc_root:
-        from lungfuse.pipelines.lidc_root import discover
-
-        # Only train patients are opened: val and test patients are listed by id, never read.
-        source = discover(args.lidc_root, splits=("train",))
-        say(f"LIDC root {source.root}: {len(source.split('train'))} train patient(s) usable, "
-            f"{len(source.not_read)} val/test patient(s) not read, {len(source.warnings)} warning(s)")
+        source = _train_root(args.lidc_root, say)
     else:
         source = _local_cases(args.cases)
     volumes = args.volumes if args.volumes is not None else 32 if args.lidc_root else 4
