@@ -334,7 +334,7 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
                                device=_device(args.device), threads=args.threads, max_minutes=args.max_minutes,
                                lr=args.lr, positive_fraction=args.positive_fraction, init_weights=args.init,
                                log_every=args.log_every, pool=args.pool, pool_refresh=args.pool_refresh,
-                               cache_grids=not args.no_grid_cache, grid_cache_dir=args.grid_cache, **size)
+                               insertion_refresh=args.refresh_insertions, cache_grids=not args.no_grid_cache, grid_cache_dir=args.grid_cache, **size)
     source: Any
     if args.lidc_root:
         source = _train_root(args.lidc_root, say)
@@ -659,6 +659,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--grid-cache", metavar="DIR", help="with --lidc-root: where prepared grids are cached "
                    "(default WORK/grids, about 15 MB per patient)")
     s.add_argument("--no-grid-cache", action="store_true", help="with --lidc-root: do not cache prepared grids")
+    s.add_argument("--refresh-insertions", type=int, default=0, metavar="K", help="without --lidc-root: rebuild K "
+                   "of the insertion copies with fresh train nodules after each epoch, so training sees many more "
+                   "nodule shapes than one fixed set of copies (about 2-3 s each; default 0: fixed copies)")
     s.add_argument("--cases", metavar="DIR", help="folder with LIDC-IDRI-0001..0003 (default: ../shared/data/get-lidc)")
     s.add_argument("--out", metavar="DIR", help="where the weights go (default resources/models)")
     s.add_argument("--work", metavar="DIR", help="checkpoint folder (default OUT/.train/detector)")

@@ -8,7 +8,11 @@ that split's library nodules inserted (:func:`volume_with_insertions`), resample
 1.5 mm grid (:func:`to_model_grid`) and windowed to [0, 1] (:func:`normalize_hu`, kept as float16).
 The backgrounds' own real nodules are positives too (their centres mapped with
 ``ModelGrid.from_source_voxel``; real nodules whose centres lie < 10 mm apart are merged, keeping the
-one most readers marked).
+one most readers marked).  With ``insertion_refresh`` (``lungfuse train-detector
+--refresh-insertions K``) training holds the copies in an :class:`InsertionPool` and rebuilds K of
+them with fresh library nodules after every epoch, so the detector sees most of the train library
+(1,759 nodules) instead of the ~200 of one fixed set of copies; each slot's content is a pure
+function of (seed, slot, generation), so a resumed run sees the same data.
 
 Real scans (``lungfuse train-detector --lidc-root``, :class:`VolumePool`): instead of insertion copies,
 each train patient of a local LIDC-IDRI download (:func:`.lidc_root.discover`) gives one volume, its
@@ -81,6 +85,7 @@ __all__ = [
     "make_detection_data",
     "real_detection_volume",
     "VolumePool",
+    "InsertionPool",
     "train_detector",
     "load_detector",
     "detect",
@@ -125,6 +130,8 @@ class DetectionTrainConfig:
         pool: real-scan training (``train_detector`` given a :class:`LidcRoot`): patients whose
             volumes are held in memory at a time (about 60 MB each: image, mask, lung index).
         pool_refresh: patients swapped out of the pool at each new epoch; None = the whole pool.
+        insertion_refresh: insertion training (no ``--lidc-root``): copies rebuilt with fresh
+            library nodules after each epoch (:class:`InsertionPool`); 0 = the same copies throughout.
         cache_grids: real-scan training: keep each prepared grid as ``.npz`` (about 15 MB per
             patient) in ``grid_cache_dir`` so later epochs and resumed runs skip DICOM reading.
         grid_cache_dir: where those grids go; None = ``<work dir>/grids``.
@@ -152,6 +159,7 @@ class DetectionTrainConfig:
     init_weights: str | None = None
     pool: int = 8
     pool_refresh: int | None = None
+    insertion_refresh: int = 0
     cache_grids: bool = True
     grid_cache_dir: str | None = None
 
@@ -221,6 +229,33 @@ def _add_real_positives(grid: ModelGrid, reals: Sequence[ScanNodule], centres: l
         real_of.append(n)
 
 
+def _insertion_volume(bg: Background, reals: Sequence[ScanNodule], nodules: Sequence[LibraryNodule],
+                      rng: np.random.Generator, lung: np.ndarray | None = None,
+                      lung_index: np.ndarray | None = None) -> DetectionVolume:
+    """One copy of ``bg`` with ``nodules`` inserted, on the 1.5 mm grid, windowed to [0, 1] (float16).
+
+    ``lung`` / ``lung_index``: the background's lung mask on that grid (segmented here when None;
+    insertions stay inside the lungs and the grid geometry is the same for every copy, so callers
+    segment once per background and pass it to later copies).
+    """
+    vol, placed = volume_with_insertions(bg, nodules, rng)
+    grid = to_model_grid(vol, bg.spacing, np.diag([*bg.spacing, 1.0]), target_mm=DETECTION_SPACING_MM)
+    del vol
+    if lung is None:
+        lung = segment_lungs(grid.array, (DETECTION_SPACING_MM,) * 3).lungs
+    if lung_index is None:
+        lung_index = np.flatnonzero(lung)
+    centres = [grid.from_source_voxel(p.center_in_volume) for p in placed]
+    diams = [p.diameter_mm for p in placed]
+    real_of: list[ScanNodule | None] = [None] * len(placed)
+    _add_real_positives(grid, reals, centres, diams, real_of)
+    return DetectionVolume(
+        image=normalize_hu(grid.array).astype(np.float16), lung=lung,
+        centres=np.asarray(centres, float).reshape(-1, 3), diameters_mm=np.asarray(diams, float),
+        real=real_of, to_source=grid.to_source, background=bg.patient_id, lung_index=lung_index,
+    )
+
+
 def make_detection_data(split: str, lidc_root: Path, cfg: DetectionTrainConfig, rng: np.random.Generator,
                         log: Callable[[str], None] | None = None,
                         library_nodules: Sequence[LibraryNodule] | None = None) -> list[DetectionVolume]:
@@ -237,32 +272,86 @@ def make_detection_data(split: str, lidc_root: Path, cfg: DetectionTrainConfig, 
         raise RuntimeError(f"no library nodules in split {split!r}")
     out: list[DetectionVolume] = []
     for bg in _backgrounds(split, lidc_root, cfg.max_backgrounds):
-        aff = np.diag([*bg.spacing, 1.0])
         reals = _merge_real(bg.real_nodules, bg.spacing)
-        lung = lung_index = None
+        first: DetectionVolume | None = None
         for copy in range(cfg.n_volumes):
             t0 = time.perf_counter()
             pick = rng.choice(len(nods), size=min(cfg.nodules_per_volume, len(nods)), replace=False)
-            vol, placed = volume_with_insertions(bg, [nods[i] for i in pick], rng)
-            grid = to_model_grid(vol, bg.spacing, aff, target_mm=DETECTION_SPACING_MM)
-            del vol
-            if lung is None:
-                lung = segment_lungs(grid.array, (DETECTION_SPACING_MM,) * 3).lungs
-                lung_index = np.flatnonzero(lung)
-            centres = [grid.from_source_voxel(p.center_in_volume) for p in placed]
-            diams = [p.diameter_mm for p in placed]
-            real_of: list[ScanNodule | None] = [None] * len(placed)
-            _add_real_positives(grid, reals, centres, diams, real_of)
-            out.append(DetectionVolume(
-                image=normalize_hu(grid.array).astype(np.float16), lung=lung,
-                centres=np.asarray(centres, float).reshape(-1, 3), diameters_mm=np.asarray(diams, float),
-                real=real_of, to_source=grid.to_source, background=bg.patient_id, lung_index=lung_index,
-            ))
+            v = _insertion_volume(bg, reals, [nods[i] for i in pick], rng,
+                                  None if first is None else first.lung, None if first is None else first.lung_index)
+            if first is None:
+                first = v
+            out.append(v)
             if log:
-                log(f"[data] {split} {bg.patient_id} copy {copy + 1}/{cfg.n_volumes}: grid {grid.array.shape}, "
-                    f"{len(placed)} inserted + {len(reals)} real nodules, {time.perf_counter() - t0:.1f} s")
-            del grid
+                log(f"[data] {split} {bg.patient_id} copy {copy + 1}/{cfg.n_volumes}: grid {v.image.shape}, "
+                    f"{len(v.centres) - len(reals)} inserted + {len(reals)} real nodules, {time.perf_counter() - t0:.1f} s")
     return out
+
+
+class InsertionPool:
+    """Insertion copies whose nodules are re-drawn as training goes on (more nodule shapes seen).
+
+    ``cfg.n_volumes`` slots per background (slot ``s`` belongs to background ``s // n_volumes``).
+    After each completed epoch ``e`` (1-based) the slots ``((e - 1) * refresh + k) % n_slots``,
+    ``k < refresh``, are rebuilt with a fresh random subset of library nodules.  The content of a
+    slot is a pure function of ``(seed, slot, generation)`` (RNG ``default_rng([seed, 7, slot,
+    generation])``), where the generation counts its refreshes so far, so :meth:`at_epoch` rebuilds
+    exactly the pool an uninterrupted run held: a resumed run sees the same data.
+    Each rebuild costs about 2-3 s (insertion + resampling; the lung mask is segmented once per
+    background).  ``volumes`` is changed in place.
+    """
+
+    def __init__(self, split: str, lidc_root: Path, cfg: DetectionTrainConfig, *, refresh: int,
+                 epochs_done: int = 0, log: Callable[[str], None] | None = None,
+                 library_nodules: Sequence[LibraryNodule] | None = None) -> None:
+        if refresh < 0:
+            raise ValueError(f"InsertionPool.refresh must be >= 0, got {refresh}")
+        self.nodules = list(library_nodules) if library_nodules is not None else load_library().split(split)
+        if not self.nodules:
+            raise RuntimeError(f"no library nodules in split {split!r}")
+        self.backgrounds = _backgrounds(split, lidc_root, cfg.max_backgrounds)
+        self.reals = [_merge_real(bg.real_nodules, bg.spacing) for bg in self.backgrounds]
+        self.per_background = int(cfg.n_volumes)
+        self.n_slots = self.per_background * len(self.backgrounds)
+        self.refresh_n = min(int(refresh), self.n_slots)
+        self.k = int(cfg.nodules_per_volume)
+        self.seed = int(cfg.seed)
+        self.log = log
+        self._lung: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.generation = self._generations(epochs_done)
+        self.volumes: list[DetectionVolume] = [self._build(s, g) for s, g in enumerate(self.generation)]
+
+    def _build(self, slot: int, generation: int) -> DetectionVolume:
+        t0 = time.perf_counter()
+        b = slot // self.per_background
+        rng = np.random.default_rng([self.seed, 7, slot, generation])
+        pick = rng.choice(len(self.nodules), size=min(self.k, len(self.nodules)), replace=False)
+        lung = self._lung.get(b)
+        v = _insertion_volume(self.backgrounds[b], self.reals[b], [self.nodules[i] for i in pick], rng,
+                              *(lung if lung is not None else (None, None)))
+        self._lung.setdefault(b, (v.lung, v.lung_index))
+        if self.log:
+            self.log(f"[data] {self.backgrounds[b].patient_id} slot {slot} generation {generation}: "
+                     f"{len(v.centres)} nodules, {time.perf_counter() - t0:.1f} s")
+        return v
+
+    def _generations(self, epochs_done: int) -> list[int]:
+        n = epochs_done * self.refresh_n
+        return [len(range(s, n, self.n_slots)) for s in range(self.n_slots)]
+
+    def at_epoch(self, epochs_done: int) -> None:
+        """Bring every slot to the generation it has after ``epochs_done`` completed epochs."""
+        for s, g in enumerate(self._generations(epochs_done)):
+            if g != self.generation[s]:
+                self.volumes[s] = self._build(s, g)
+                self.generation[s] = g
+
+    def positives(self) -> list[tuple[int, int]]:
+        return [(vi, ni) for vi, v in enumerate(self.volumes) for ni in range(len(v.centres))]
+
+    def nodules_seen(self, epochs_done: int) -> int:
+        """Library nodule draws up to ``epochs_done`` (with repeats), for the log and ``detector.json``."""
+        return sum(g + 1 for g in self._generations(epochs_done)) * self.k
 
 
 # ----------------------------------------------------------------------------------------------
@@ -563,6 +652,7 @@ def _train(cfg: DetectionTrainConfig, lidc_root: Path | LidcRoot, out_dir: Path,
         log(f"[train] initialised from {cfg.init_weights}")
     total = cfg.epochs * cfg.steps_per_epoch
     pool: VolumePool | None = None
+    ipool: InsertionPool | None = None
     if data is None and isinstance(lidc_root, LidcRoot):
         cache = None if not cfg.cache_grids else Path(cfg.grid_cache_dir) if cfg.grid_cache_dir else out_dir / "grids"
         pool = VolumePool(lidc_root.split(cfg.split), cfg.pool, refresh=cfg.pool_refresh, seed=cfg.seed,
@@ -574,6 +664,10 @@ def _train(cfg: DetectionTrainConfig, lidc_root: Path | LidcRoot, out_dir: Path,
         else:
             pool.fill()
         data = pool.volumes  # the same list object: refresh() changes it in place
+    elif data is None and cfg.insertion_refresh > 0:
+        ipool = InsertionPool(cfg.split, Path(lidc_root), cfg, refresh=cfg.insertion_refresh,
+                              epochs_done=step // cfg.steps_per_epoch, log=log)
+        data = ipool.volumes
     elif data is None:
         data = make_detection_data(cfg.split, Path(lidc_root), cfg, np.random.default_rng([cfg.seed, 0]), log=log)
     positives = [(vi, ni) for vi, v in enumerate(data) for ni in range(len(v.centres))]
@@ -602,6 +696,9 @@ def _train(cfg: DetectionTrainConfig, lidc_root: Path | LidcRoot, out_dir: Path,
             positives = pool.positives()
             log(f"[train] epoch {step // cfg.steps_per_epoch + 1}: pool {[v.background for v in data]}, "
                 f"{len(positives)} nodules")
+        if ipool is not None and step > 0 and step % cfg.steps_per_epoch == 0:
+            ipool.at_epoch(step // cfg.steps_per_epoch)  # a no-op right after resuming at this boundary
+            positives = ipool.positives()
         frac = step / max(total, 1)
         for g in opt.param_groups:
             g["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac)))
@@ -637,6 +734,11 @@ def _train(cfg: DetectionTrainConfig, lidc_root: Path | LidcRoot, out_dir: Path,
     _save_atomic({k: v.detach().float().cpu() for k, v in model.state_dict().items()}, weights)
     meta = {"train": cfg.to_json(), "detector": asdict(model.config), "steps": step, "completed": not stopped_early,
             "seconds": round(time.perf_counter() - t_start, 1)}
+    if ipool is not None:
+        meta["training_data"] = {
+            "source": "insertion, copies refreshed every epoch", "slots": ipool.n_slots,
+            "refresh_per_epoch": ipool.refresh_n, "library_nodules": len(ipool.nodules),
+            "nodule_draws": ipool.nodules_seen(step // cfg.steps_per_epoch)}
     if pool is not None and isinstance(lidc_root, LidcRoot):
         meta["training_data"] = {
             "source": "lidc-root (real scans, real nodules, no insertion)", "lidc_root": str(lidc_root.root),

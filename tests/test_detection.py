@@ -14,6 +14,7 @@ from lungfuse.pipelines.detection import (
     Detections,
     DetectionTrainConfig,
     DetectionVolume,
+    InsertionPool,
     detect,
     froc,
     load_detector,
@@ -142,3 +143,39 @@ def test_smoke_real_data(tmp_path: Path, lidc_root: Path) -> None:
 def test_never_trains_on_test(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         train_detector(_tiny_cfg(split="test"), Path("/nonexistent"), tmp_path)
+
+
+def test_insertion_pool_refresh_and_resume(tmp_path: Path, lidc_root: Path) -> None:
+    """Refreshed insertion copies: the right slots change, a pool rebuilt for epoch N equals one
+    advanced epoch by epoch, and an interrupted training run resumes to identical weights."""
+    torch.set_num_threads(1)
+    cfg = _tiny_cfg(n_volumes=2, nodules_per_volume=2, insertion_refresh=1)
+    pool = InsertionPool("train", lidc_root, cfg, refresh=1)
+    assert pool.n_slots == 2 and [v.background for v in pool.volumes] == ["LIDC-IDRI-0001"] * 2
+    before = [v.centres.copy() for v in pool.volumes]
+    pool.at_epoch(1)  # epoch 1 done: slot 0 rebuilt, slot 1 kept (the same object)
+    assert pool.generation == [1, 0]
+    assert not np.array_equal(pool.volumes[0].centres, before[0])
+    assert np.array_equal(pool.volumes[1].centres, before[1])
+    pool.at_epoch(3)
+    assert pool.generation == [2, 1] and pool.nodules_seen(3) == (3 + 2) * 2
+    fresh = InsertionPool("train", lidc_root, cfg, refresh=1, epochs_done=3)
+    assert fresh.generation == pool.generation
+    for a, b in zip(fresh.volumes, pool.volumes, strict=True):
+        assert np.array_equal(a.centres, b.centres) and np.array_equal(a.image, b.image)
+        assert a.lung is not None and np.array_equal(a.lung, b.lung)
+    with pytest.raises(ValueError):
+        InsertionPool("train", lidc_root, cfg, refresh=-1)
+
+    # training, one step per epoch: 3 epochs straight vs stopped after epoch 1 (time budget 0) and
+    # resumed (the same cosine schedule; refreshes at both epoch boundaries, one of them on resume)
+    full = _tiny_cfg(n_volumes=2, epochs=3, steps_per_epoch=1, insertion_refresh=1)
+    w1 = train_detector(full, lidc_root, tmp_path / "a", log=lambda m: None)
+    train_detector(_tiny_cfg(n_volumes=2, epochs=3, steps_per_epoch=1, insertion_refresh=1, max_minutes=0.0),
+                   lidc_root, tmp_path / "b", log=lambda m: None)
+    assert torch.load(tmp_path / "b" / "detector_ckpt.pt", weights_only=False)["step"] == 1
+    w2 = train_detector(full, lidc_root, tmp_path / "b", log=lambda m: None)
+    sa, sb = torch.load(w1, weights_only=True), torch.load(w2, weights_only=True)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    meta = json.loads((tmp_path / "a" / "detector.json").read_text())
+    assert meta["training_data"]["refresh_per_epoch"] == 1 and meta["training_data"]["nodule_draws"] == (3 + 2) * 2
