@@ -745,7 +745,7 @@ class _Analysis:
         return False
 
     def _add_finding(self, g: Sequence[float], score: float, diam: float, source: str) -> Finding:
-        me = measure_nodule(self.grid.array, g, diam)
+        me = measure_nodule(self.grid.array, g, diam, lung_mask=self.lung.lungs if self.lung.lungs.any() else None)
         # The finding's centre is the detector's peak, which is trained to sit on nodule centres; the
         # segmentation's centroid (kept in ``measurement``) drifts when the region leaks into an
         # attached vessel or the pleura.

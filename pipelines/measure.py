@@ -7,7 +7,11 @@ Method (classical, documented so a reader can reproduce it):
 1. a cube of half-width ``max(0.75 * d_hint + 6 mm, 10 mm)`` around the candidate centre
    (``d_hint``: the detector's diameter estimate, mm) is cut from the HU grid (z-y-x, isotropic);
 2. voxels above ``-600 HU`` are foreground (solid tissue and most ground glass; aerated lung
-   is about -850 HU), opened with a 1-voxel ball so that thin vessels detach;
+   is about -850 HU), opened with a 1-voxel ball so that thin vessels detach; with a lung mask
+   (the analysis passes its lung segmentation, whose closing takes juxtapleural nodules in) and
+   the centre inside it, foreground outside the mask is dropped first, so a mass that abuts
+   the pleura does not grow into the chest wall (LIDC-IDRI-0001's 33 mm mass measured 45 mm
+   without it, 39 mm with it, from its consensus centre);
 3. the connected component that contains (or lies nearest, within 3 mm of) the centre is the
    nodule, clipped to a ball of radius ``0.65 * d_hint + 3 mm``: the clip keeps a
    juxtapleural or juxtavascular nodule from leaking into the chest wall or a vessel tree;
@@ -113,7 +117,8 @@ def _feret(points_mm: np.ndarray) -> tuple[float, float]:
 
 
 def measure_nodule(grid_hu: np.ndarray, centre_zyx: tuple[float, float, float] | np.ndarray,
-                   diameter_hint_mm: float, spacing_mm: float = 1.5) -> NoduleMeasurement:
+                   diameter_hint_mm: float, spacing_mm: float = 1.5,
+                   lung_mask: np.ndarray | None = None) -> NoduleMeasurement:
     """Segment and measure the nodule at ``centre_zyx`` (grid voxels) of an isotropic HU grid.
 
     Args:
@@ -121,6 +126,8 @@ def measure_nodule(grid_hu: np.ndarray, centre_zyx: tuple[float, float, float] |
         centre_zyx: candidate centre, voxels.
         diameter_hint_mm: the detector's diameter estimate (sets the search and clip radii).
         spacing_mm: voxel size (mm).
+        lung_mask: optional boolean lung mask on the same grid; used only when the rounded
+            centre lies inside it (a candidate outside the mask is measured unrestricted).
     """
     c = np.asarray(centre_zyx, float)
     hint = float(np.clip(diameter_hint_mm if np.isfinite(diameter_hint_mm) else 6.0, 3.0, 60.0))
@@ -142,6 +149,11 @@ def measure_nodule(grid_hu: np.ndarray, centre_zyx: tuple[float, float, float] |
     if roi.size == 0:
         return fallback()
     fg = roi > FOREGROUND_HU
+    if lung_mask is not None:
+        if lung_mask.shape != grid_hu.shape:
+            raise ValueError(f"lung_mask shape {lung_mask.shape} differs from the grid's {grid_hu.shape}")
+        if lung_mask[tuple(np.clip(ci, 0, np.array(grid_hu.shape) - 1))]:
+            fg &= np.asarray(lung_mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], bool)
     fg = ndimage.binary_opening(fg, structure=ndimage.generate_binary_structure(3, 1))
     zz, yy, xx = np.ogrid[tuple(slice(0, s) for s in roi.shape)]
     d2 = (zz - local_c[0]) ** 2 + (yy - local_c[1]) ** 2 + (xx - local_c[2]) ** 2

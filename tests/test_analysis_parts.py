@@ -61,6 +61,27 @@ def test_measure_clips_a_vessel() -> None:
     assert m.long_axis_mm < 25.0  # clipped near the detector's size estimate, not the whole vessel
 
 
+def test_measure_lung_mask_keeps_out_the_chest_wall() -> None:
+    """A 16 mm nodule abutting a soft-tissue wall: unrestricted, the region grows into the wall up
+    to the clip ball; with the lung mask it is the nodule; a centre outside the mask is unaffected."""
+    vol, c = _phantom(8.0)
+    wall_x = int(c[2] + 8.0 / 1.5)  # the wall starts where the sphere ends (x)
+    vol[:, :, wall_x:] = 40.0
+    lung = np.zeros(vol.shape, bool)
+    lung[:, :, :wall_x] = True
+    plain = measure_nodule(vol, c, 16.0)
+    masked = measure_nodule(vol, c, 16.0, lung_mask=lung)
+    assert plain.long_axis_mm > 20.0  # leaked along the wall
+    sphere = 4 / 3 * np.pi * 8.0**3
+    assert abs(masked.long_axis_mm - 16.0) <= 3.0 and 0.8 * sphere < masked.volume_mm3 < 1.2 * sphere
+    assert plain.volume_mm3 > 1.4 * sphere
+    out = np.zeros(vol.shape, bool)
+    out[:2] = True  # the centre is not in this mask: ignored
+    assert measure_nodule(vol, c, 16.0, lung_mask=out).long_axis_mm == plain.long_axis_mm
+    with pytest.raises(ValueError, match="shape"):
+        measure_nodule(vol, c, 16.0, lung_mask=lung[:-1])
+
+
 def _claim(**kw: object) -> NoduleClaim:
     return NoduleClaim(**kw)  # type: ignore[arg-type]
 
