@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 from pathlib import Path
 
 __all__ = ["write_model_card"]
@@ -18,6 +19,18 @@ TARGETS = {
 
 def _f(v: object) -> str:
     return f"{v:.3f}" if isinstance(v, float) else ("—" if v is None else str(v))
+
+
+def _insertion_note(models: Path) -> str:
+    """How the shipped detector's insertion copies were drawn, from its ``detector.json``."""
+    try:
+        data = json.loads((models / "detector.json").read_text()).get("training_data", {})
+    except (OSError, ValueError):
+        return ""
+    if "refresh_per_epoch" not in data:
+        return ""
+    return (f" ({data['slots']} copies, {data['refresh_per_epoch']} re-drawn with fresh nodules after every epoch: "
+            f"{data['nodule_draws']:,} nodule draws from {data['library_nodules']:,} train nodules)")
 
 
 def write_model_card(res: dict, path: Path, meta: dict) -> None:
@@ -54,7 +67,8 @@ def write_model_card(res: dict, path: Path, meta: dict) -> None:
         f"{_f(res.get('eaf_noise_threshold_hu'))} HU -> late; completeness > 0.85 -> hybrid; else late) + learned gate.",
         "- Calibration: temperature scaling per variant on val.",
         "- Detection: MONAI UNet (CenterNet heatmap + size) on a 1.5 mm grid, sliding window over the lungs, trained "
-        "on train nodules inserted into LIDC-IDRI-0001/0002 plus their real nodules; a second-stage MONAI residual "
+        f"on train nodules inserted into LIDC-IDRI-0001/0002{_insertion_note(path.parent)} plus their real nodules; "
+        "a second-stage MONAI residual "
         "CNN on 32^3 patches (`fpr.pt`, trained on the detector's own candidates on the training volumes, each crop "
         "re-sampled with a random 3-D rotation and scale) re-scores candidates as sqrt(detector x classifier). The "
         "operating threshold is picked on val (<= 1 FP/scan, 4 val scans).",
