@@ -22,7 +22,7 @@ call.  Stages (each timed in ``CaseResult.timings_s``):
    report's nodule sentences, AFA, then EAF (strategy from the documented policy, gate
    weights), calibrated malignancy probability (val temperatures).  A finding the report does
    not mention is fused image-only.
-6. **explain** - detector attribution (gradient x input, 64^3 at 1.5 mm), Grad-CAM of the
+6. **explain** - detector attribution (gradient x input, 48^3 at 1.5 mm), Grad-CAM of the
    malignancy logit (32^3 crop), AFA phrase-to-region attention maps, word occlusion over the
    report.  Arrays are kept in ``CaseResult.arrays`` (saved as NPZ beside the JSON), each with
    its voxel->LPS affine in the JSON.

@@ -3,7 +3,7 @@
 Research software, NOT for diagnostic use.
 
 * :func:`detection_attribution` - gradient x input of the detector's centre logit at a
-  finding, over the 64^3 patch (1.5 mm, z-y-x) around it, absolute value, smoothed with a
+  finding, over the 48^3 patch (1.5 mm, z-y-x, 72 mm) around it, absolute value, smoothed with a
   1-voxel Gaussian and scaled to [0, 1].  Masking the most attributed voxels (setting them to
   air) lowers the detection score more than masking as many random voxels:
   :func:`masked_score` is the check the tests run.
@@ -27,7 +27,7 @@ from lungfuse.models.image import NoduleDetector
 
 __all__ = ["PATCH", "patch_around", "detection_attribution", "detection_attributions", "masked_score", "WordScore", "word_occlusion"]
 
-PATCH = 64
+PATCH = 48  # attribution patch: 72 mm of context; 64^3 cost 2.4x as much (0.4 s per finding on 2 cores)
 
 
 def patch_around(norm_grid: np.ndarray, centre_zyx: Sequence[float], size: int = PATCH) -> tuple[np.ndarray, np.ndarray]:
