@@ -61,6 +61,15 @@ def test_measure_clips_a_vessel() -> None:
     assert m.long_axis_mm < 25.0  # clipped near the detector's size estimate, not the whole vessel
 
 
+def test_measure_big_nodule_does_not_follow_a_vessel_to_the_clip() -> None:
+    """A 24 mm nodule with a 4.5 mm vessel through it: the 3 mm opening for big nodules detaches the
+    vessel, so the size is the nodule's and does not grow with the detector's size estimate."""
+    vol, c = _phantom(12.0, shape=64)
+    vol[31:34, 31:34, :] = 40.0  # along x, in the axial plane the long axis is measured in
+    sizes = [measure_nodule(vol, c, hint).long_axis_mm for hint in (24.0, 30.0)]
+    assert all(abs(d - 24.0) <= 5.0 for d in sizes) and sizes[0] == sizes[1], sizes  # 1-voxel opening: 38, 46 mm
+
+
 def test_measure_lung_mask_keeps_out_the_chest_wall() -> None:
     """A 16 mm nodule abutting a soft-tissue wall: unrestricted, the region grows into the wall up
     to the clip ball; with the lung mask it is the nodule; a centre outside the mask is unaffected."""
