@@ -334,7 +334,8 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
                                device=_device(args.device), threads=args.threads, max_minutes=args.max_minutes,
                                lr=args.lr, positive_fraction=args.positive_fraction, init_weights=args.init,
                                log_every=args.log_every, pool=args.pool, pool_refresh=args.pool_refresh,
-                               insertion_refresh=args.refresh_insertions, cache_grids=not args.no_grid_cache, grid_cache_dir=args.grid_cache, **size)
+                               insertion_refresh=args.refresh_insertions, cache_grids=not args.no_grid_cache,
+                               grid_cache_dir=args.grid_cache, **size)
     source: Any
     if args.lidc_root:
         source = _train_root(args.lidc_root, say)

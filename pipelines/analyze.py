@@ -44,6 +44,7 @@ Status: ``concordant`` (nothing to resolve; also when there is no report, flagge
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -677,9 +678,15 @@ class _Analysis:
         # the canonical grid has x -> patient Left, y -> Posterior, z -> Superior
         self.lung = segment_lungs(self.grid.array, (DETECTION_SPACING_MM,) * 3, x_axis_sign=1.0, working_mm=3.0)
         self.lobes = LobeLocator(self.lung, y_axis_sign=1.0, z_axis_sign=1.0)
-        if not self.lung.lungs.any():
+        if self.lung_mask is None:
             self.flags.append("no_lungs: no lung found by the classical segmentation; the whole volume was searched")
         self._done("preprocess", t0)
+
+    @functools.cached_property
+    def lung_mask(self) -> np.ndarray | None:
+        """The lung mask on the grid, or None when the segmentation found no lung (the detector then
+        searches, and the measurement segments, without it).  Set once :meth:`preprocess` ran."""
+        return self.lung.lungs if self.lung.lungs.any() else None
 
     # -- 3. localise --------------------------------------------------------------------------
     def localise(self) -> None:
@@ -687,12 +694,11 @@ class _Analysis:
 
         t0 = self._stage("localise", 2)
         m = self.models
-        lung = self.lung.lungs if self.lung.lungs.any() else None
         if self.cached is not None:
             self.dets = self.cached[3]
         else:
             # the windowed grid serves the detector, the FP classifier and the explanations alike
-            self.dets = detect(m.detector, self.norm_grid, lung, threshold=self.s.candidate_threshold, device=m.device,
+            self.dets = detect(m.detector, self.norm_grid, self.lung_mask, threshold=self.s.candidate_threshold, device=m.device,
                                max_peaks=64, sw_batch_size=self.s.sw_batch_size or (8 if m.device.startswith("cuda") else 2),
                                amp=self.s.amp, normalized=True)
             if m.fpr is not None:  # second stage: re-score every candidate (see pipelines.fpr)
@@ -745,7 +751,7 @@ class _Analysis:
         return False
 
     def _add_finding(self, g: Sequence[float], score: float, diam: float, source: str) -> Finding:
-        me = measure_nodule(self.grid.array, g, diam, lung_mask=self.lung.lungs if self.lung.lungs.any() else None)
+        me = measure_nodule(self.grid.array, g, diam, lung_mask=self.lung_mask)
         # The finding's centre is the detector's peak, which is trained to sit on nodule centres; the
         # segmentation's centroid (kept in ``measurement``) drifts when the region leaks into an
         # attached vessel or the pleura.

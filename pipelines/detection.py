@@ -230,30 +230,33 @@ def _add_real_positives(grid: ModelGrid, reals: Sequence[ScanNodule], centres: l
 
 
 def _insertion_volume(bg: Background, reals: Sequence[ScanNodule], nodules: Sequence[LibraryNodule],
-                      rng: np.random.Generator, lung: np.ndarray | None = None,
-                      lung_index: np.ndarray | None = None) -> DetectionVolume:
+                      rng: np.random.Generator, lung: tuple[np.ndarray, np.ndarray] | None = None) -> DetectionVolume:
     """One copy of ``bg`` with ``nodules`` inserted, on the 1.5 mm grid, windowed to [0, 1] (float16).
 
-    ``lung`` / ``lung_index``: the background's lung mask on that grid (segmented here when None;
-    insertions stay inside the lungs and the grid geometry is the same for every copy, so callers
-    segment once per background and pass it to later copies).
+    ``lung``: the background's ``(lung mask, flat lung index)`` on that grid, as an earlier copy's
+    ``(v.lung, v.lung_index)``; segmented here when None.  Insertions stay inside the lungs and the
+    grid geometry is the same for every copy, so callers segment once per background.
     """
     vol, placed = volume_with_insertions(bg, nodules, rng)
     grid = to_model_grid(vol, bg.spacing, np.diag([*bg.spacing, 1.0]), target_mm=DETECTION_SPACING_MM)
     del vol
     if lung is None:
-        lung = segment_lungs(grid.array, (DETECTION_SPACING_MM,) * 3).lungs
-    if lung_index is None:
-        lung_index = np.flatnonzero(lung)
+        mask = segment_lungs(grid.array, (DETECTION_SPACING_MM,) * 3).lungs
+        lung = (mask, np.flatnonzero(mask))
     centres = [grid.from_source_voxel(p.center_in_volume) for p in placed]
     diams = [p.diameter_mm for p in placed]
     real_of: list[ScanNodule | None] = [None] * len(placed)
     _add_real_positives(grid, reals, centres, diams, real_of)
     return DetectionVolume(
-        image=normalize_hu(grid.array).astype(np.float16), lung=lung,
+        image=normalize_hu(grid.array).astype(np.float16), lung=lung[0],
         centres=np.asarray(centres, float).reshape(-1, 3), diameters_mm=np.asarray(diams, float),
-        real=real_of, to_source=grid.to_source, background=bg.patient_id, lung_index=lung_index,
+        real=real_of, to_source=grid.to_source, background=bg.patient_id, lung_index=lung[1],
     )
+
+
+def _positives(volumes: Sequence[DetectionVolume]) -> list[tuple[int, int]]:
+    """``(volume index, nodule index)`` of every positive in ``volumes`` (what patch sampling draws from)."""
+    return [(vi, ni) for vi, v in enumerate(volumes) for ni in range(len(v.centres))]
 
 
 def make_detection_data(split: str, lidc_root: Path, cfg: DetectionTrainConfig, rng: np.random.Generator,
@@ -273,14 +276,12 @@ def make_detection_data(split: str, lidc_root: Path, cfg: DetectionTrainConfig, 
     out: list[DetectionVolume] = []
     for bg in _backgrounds(split, lidc_root, cfg.max_backgrounds):
         reals = _merge_real(bg.real_nodules, bg.spacing)
-        first: DetectionVolume | None = None
+        lung: tuple[np.ndarray, np.ndarray] | None = None
         for copy in range(cfg.n_volumes):
             t0 = time.perf_counter()
             pick = rng.choice(len(nods), size=min(cfg.nodules_per_volume, len(nods)), replace=False)
-            v = _insertion_volume(bg, reals, [nods[i] for i in pick], rng,
-                                  None if first is None else first.lung, None if first is None else first.lung_index)
-            if first is None:
-                first = v
+            v = _insertion_volume(bg, reals, [nods[i] for i in pick], rng, lung)
+            lung = lung or (v.lung, v.lung_index)
             out.append(v)
             if log:
                 log(f"[data] {split} {bg.patient_id} copy {copy + 1}/{cfg.n_volumes}: grid {v.image.shape}, "
@@ -326,9 +327,8 @@ class InsertionPool:
         b = slot // self.per_background
         rng = np.random.default_rng([self.seed, 7, slot, generation])
         pick = rng.choice(len(self.nodules), size=min(self.k, len(self.nodules)), replace=False)
-        lung = self._lung.get(b)
         v = _insertion_volume(self.backgrounds[b], self.reals[b], [self.nodules[i] for i in pick], rng,
-                              *(lung if lung is not None else (None, None)))
+                              self._lung.get(b))
         self._lung.setdefault(b, (v.lung, v.lung_index))
         if self.log:
             self.log(f"[data] {self.backgrounds[b].patient_id} slot {slot} generation {generation}: "
@@ -347,7 +347,7 @@ class InsertionPool:
                 self.generation[s] = g
 
     def positives(self) -> list[tuple[int, int]]:
-        return [(vi, ni) for vi, v in enumerate(self.volumes) for ni in range(len(v.centres))]
+        return _positives(self.volumes)
 
     def nodules_seen(self, epochs_done: int) -> int:
         """Library nodule draws up to ``epochs_done`` (with repeats), for the log and ``detector.json``."""
@@ -502,7 +502,7 @@ class VolumePool:
 
     def positives(self) -> list[tuple[int, int]]:
         """``(volume index, nodule index)`` of every positive in the pool (what patch sampling draws from)."""
-        return [(vi, ni) for vi, v in enumerate(self.volumes) for ni in range(len(v.centres))]
+        return _positives(self.volumes)
 
     def state(self) -> dict:
         """What a checkpoint keeps: stream position, the pool's patients (in pool order), patients seen."""
@@ -670,7 +670,7 @@ def _train(cfg: DetectionTrainConfig, lidc_root: Path | LidcRoot, out_dir: Path,
         data = ipool.volumes
     elif data is None:
         data = make_detection_data(cfg.split, Path(lidc_root), cfg, np.random.default_rng([cfg.seed, 0]), log=log)
-    positives = [(vi, ni) for vi, v in enumerate(data) for ni in range(len(v.centres))]
+    positives = _positives(data)
     log(f"[train] {len(data)} volumes, {len(positives)} nodules, {sum(p.numel() for p in model.parameters())} "
         f"params, steps {step}/{total}, data ready after {time.perf_counter() - t_start:.1f} s")
 

@@ -7,15 +7,14 @@ Method (classical, documented so a reader can reproduce it):
 1. a cube of half-width ``max(0.75 * d_hint + 6 mm, 10 mm)`` around the candidate centre
    (``d_hint``: the detector's diameter estimate, mm) is cut from the HU grid (z-y-x, isotropic);
 2. voxels above ``-600 HU`` are foreground (solid tissue and most ground glass; aerated lung
-   is about -850 HU), opened with a 1-voxel ball so that thin vessels detach (a 2-voxel = 3 mm
-   ball when ``d_hint`` >= 20 mm: pleural contact, spicules and vessels otherwise bridged a
-   large mass out to the clip ball, so its size followed ``d_hint``: LIDC-IDRI-0001's 33 mm mass
-   and the demo's 32 mm nodule measured 39 and 38 mm from their true centres and sizes, now 29
-   and 30 mm); with a lung mask
-   (the analysis passes its lung segmentation, whose closing takes juxtapleural nodules in) and
-   the centre inside it, foreground outside the mask is dropped first, so a mass that abuts
-   the pleura does not grow into the chest wall (LIDC-IDRI-0001's 33 mm mass measured 45 mm
-   without it, 39 mm with it, from its consensus centre);
+   is about -850 HU).  With a lung mask (the analysis passes its lung segmentation, whose
+   closing takes juxtapleural nodules in) and the centre inside it, foreground outside the
+   mask is dropped first, so a mass that abuts the pleura does not grow into the chest wall.
+   The foreground is then opened with a 1-voxel ball so that thin vessels detach, or a
+   2-voxel (3 mm) ball when ``d_hint`` >= 20 mm: pleural contact, spicules and vessels
+   otherwise bridged a large mass out to the clip ball, so its size followed ``d_hint``.
+   From their true centres and sizes, LIDC-IDRI-0001's 33 mm mass measured 45 mm (39 mm
+   with the mask, 29 mm with both) and the demo's 32 mm nodule 38 mm (now 30 mm);
 3. the connected component that contains (or lies nearest, within 3 mm of) the centre is the
    nodule, clipped to a ball of radius ``0.65 * d_hint + 3 mm``: the clip keeps a
    juxtapleural or juxtavascular nodule from leaking into the chest wall or a vessel tree;
