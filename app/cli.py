@@ -335,7 +335,7 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
                                lr=args.lr, positive_fraction=args.positive_fraction, init_weights=args.init,
                                log_every=args.log_every, pool=args.pool, pool_refresh=args.pool_refresh,
                                insertion_refresh=args.refresh_insertions, cache_grids=not args.no_grid_cache,
-                               grid_cache_dir=args.grid_cache, **size)
+                               grid_cache_dir=args.grid_cache, augmentation=args.augmentation, **size)
     source: Any
     if args.lidc_root:
         source = _train_root(args.lidc_root, say)
@@ -670,6 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps-per-epoch", type=int, default=50)
     s.add_argument("--lr", type=float, default=1e-3)
     s.add_argument("--positive-fraction", type=float, default=0.6)
+    s.add_argument("--augmentation", choices=("flips", "affine"), default="flips",
+                   help="patch augmentation: flips and 90-degree axial turns (default), or 'affine': those plus "
+                   "resampled patches (any axial angle, tilt, scale 0.85-1.2), noise and a thicker-slice blur")
     s.add_argument("--init", metavar="PT", help="fine-tune from these detector weights")
     s.add_argument("--max-minutes", type=float, help="stop (checkpointed, weights written) after this long")
     s.add_argument("--seed", type=int, default=0)

@@ -59,6 +59,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from lungfuse.models.image import (
     DetectorConfig,
@@ -68,7 +69,7 @@ from lungfuse.models.image import (
     render_detector_targets,
 )
 
-from .crops import normalize_hu
+from .crops import extract_crop, normalize_hu, random_rotation
 from .ingest import IngestError
 from .library import LibraryNodule, load_library
 from .lidc import ScanNodule, scan_nodules
@@ -100,6 +101,8 @@ LUNG_MARGIN_MM = 10.0
 CKPT_NAME = "detector_ckpt.pt"
 WEIGHTS_NAME = "detector.pt"
 CONFIG_NAME = "detector.json"
+#: Patch augmentations of :class:`DetectionTrainConfig` (see :func:`_sample_patch`).
+AUGMENTATIONS = ("flips", "affine")
 #: Bump when the preparation of a real-scan grid changes: cached grids of older versions are rebuilt.
 GRID_CACHE_VERSION = 1
 
@@ -135,6 +138,13 @@ class DetectionTrainConfig:
         cache_grids: real-scan training: keep each prepared grid as ``.npz`` (about 15 MB per
             patient) in ``grid_cache_dir`` so later epochs and resumed runs skip DICOM reading.
         grid_cache_dir: where those grids go; None = ``<work dir>/grids``.
+        augmentation: ``"flips"``: flips on every axis, 90-degree axial rotations, intensity jitter
+            (the detectors up to stop 11); ``"affine"``: those plus, on ``affine_p`` of the patches,
+            a resampled patch (any axial angle, tilt up to 20 degrees, isotropic scale 0.85-1.2),
+            and CT-acquisition variety: Gaussian noise (half the patches, sd up to 0.015 = 21 HU)
+            and a slice-thickness blur along z (a third of the patches, Gaussian sd 0.5-1.5 voxels,
+            i.e. FWHM 1.8-5.3 mm), see :func:`_sample_patch`.
+        affine_p: with ``"affine"``, the share of resampled patches.
     """
 
     epochs: int = 10
@@ -162,6 +172,14 @@ class DetectionTrainConfig:
     insertion_refresh: int = 0
     cache_grids: bool = True
     grid_cache_dir: str | None = None
+    augmentation: str = "flips"
+    affine_p: float = 0.7
+
+    def __post_init__(self) -> None:
+        if self.augmentation not in AUGMENTATIONS:
+            raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {self.augmentation!r}")
+        if not 0.0 <= self.affine_p <= 1.0:
+            raise ValueError(f"affine_p must lie in [0, 1], got {self.affine_p}")
 
     def detector_config(self) -> DetectorConfig:
         p = int(self.patch_size)
@@ -547,8 +565,41 @@ def _clip_start(start: np.ndarray, shape: Sequence[int], size: int) -> np.ndarra
     return np.clip(start, 0, hi)
 
 
+def _affine_patch(v: DetectionVolume, corner: np.ndarray, p: int, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A ``p``^3 patch of ``v.image`` resampled around the centre of the box at ``corner``.
+
+    Patch voxel ``k`` samples volume voxel ``centre + R @ ((k - (p - 1) / 2) * scale)`` (z-y-x): ``R``
+    turns by any angle about z, then tilts by up to 20 degrees about a random axis (a CT's z axis
+    stays roughly z, as at inference); ``scale`` in [0.85, 1.2] (grid voxels per patch voxel).
+    Returns the patch, the nodule centres in patch voxels and their diameters as they appear in
+    the patch (mm on the nominal 1.5 mm grid, i.e. divided by ``scale``).
+    """
+    centre = corner.astype(float) + (p - 1) / 2.0
+    a = rng.uniform(-np.pi, np.pi)
+    rz = np.array([[1.0, 0.0, 0.0], [0.0, np.cos(a), -np.sin(a)], [0.0, np.sin(a), np.cos(a)]])
+    rot = random_rotation(rng, 20.0) @ rz
+    scale = float(rng.uniform(0.85, 1.2))
+    img = extract_crop(v.image, (DETECTION_SPACING_MM,) * 3, centre, size=p,
+                       crop_spacing=DETECTION_SPACING_MM * scale, rotation=rot)
+    img = np.maximum(img, 0.0)  # extract_crop fills with -1000 (its HU air); air on this grid is 0
+    # inverse map (rot is orthonormal): k = rot.T @ (c - centre) / scale + (p - 1) / 2
+    centres = (v.centres - centre) @ rot / scale + (p - 1) / 2.0
+    return img, centres, v.diameters_mm / scale
+
+
 def _sample_patch(vols: Sequence[DetectionVolume], positives: Sequence[tuple[int, int]], cfg: DetectionTrainConfig,
                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One training patch ``(image, heatmap, log_diameter, mask)``, each ``patch_size``^3 (z-y-x).
+
+    ``cfg.augmentation == "flips"``: flips on every axis, a 90-degree axial rotation, intensity
+    gain 0.95-1.05 and offset +-0.02 (the random draws of stop 11's shipped detector, unchanged).
+    ``"affine"`` adds, after those draws: on ``affine_p`` of the patches a resampled patch
+    (:func:`_affine_patch`; targets rendered at the mapped centres, so heatmap peaks stay exactly
+    1), and acquisition variety the two training CTs lack - Gaussian noise on half the patches and
+    a z blur (thicker slices) on a third - drawn from a separate stream so that ``"flips"``
+    patches are unchanged.
+    """
     p = int(cfg.patch_size)
     if positives and rng.random() < cfg.positive_fraction:
         vi, ni = positives[int(rng.integers(len(positives)))]
@@ -564,19 +615,32 @@ def _sample_patch(vols: Sequence[DetectionVolume], positives: Sequence[tuple[int
             centre = np.array([int(rng.integers(s)) for s in v.image.shape])
         start = centre - rng.integers(0, p, 3)
     start = _clip_start(start, v.image.shape, p)
-    img = _extract(v.image, start, p)
-    heat, logd, mask = render_detector_targets((p, p, p), v.centres - start, v.diameters_mm,
-                                               spacing_mm=DETECTION_SPACING_MM)
-    # augmentation: flips on every axis, 90-degree rotation in the axial (y-x) plane, intensity jitter
-    arrs = [img, heat, logd, mask]
-    for ax in range(3):
-        if rng.random() < 0.5:
-            arrs = [np.flip(a, axis=ax) for a in arrs]
+    flips = [rng.random() < 0.5 for _ in range(3)]
     k = int(rng.integers(4))
+    gain, shift = np.float32(rng.uniform(0.95, 1.05)), np.float32(rng.uniform(-0.02, 0.02))
+    aug = cfg.augmentation == "affine"
+    if aug:
+        # own stream, seeded from the main one, so the draws above stay those of "flips"
+        arng = np.random.default_rng(int(rng.integers(2**63)))
+    if aug and arng.random() < cfg.affine_p:
+        img, centres, diams = _affine_patch(v, start, p, arng)
+    else:
+        img, centres, diams = _extract(v.image, start, p), v.centres - start, v.diameters_mm
+    heat, logd, mask = render_detector_targets((p, p, p), centres, diams, spacing_mm=DETECTION_SPACING_MM)
+    arrs = [img, heat, logd, mask]
+    for ax, f in enumerate(flips):
+        if f:
+            arrs = [np.flip(a, axis=ax) for a in arrs]
     if k:
         arrs = [np.rot90(a, k=k, axes=(1, 2)) for a in arrs]
     img, heat, logd, mask = (np.ascontiguousarray(a) for a in arrs)
-    img = img * np.float32(rng.uniform(0.95, 1.05)) + np.float32(rng.uniform(-0.02, 0.02))
+    img = img * gain + shift
+    if aug:
+        if arng.random() < 1 / 3:  # thicker slices: partial-volume blur along z only
+            img = ndimage.gaussian_filter1d(img, sigma=arng.uniform(0.5, 1.5), axis=0, mode="nearest")
+        if arng.random() < 0.5:  # a noisier acquisition (lower mAs) than the training CTs
+            img = img + arng.normal(0.0, arng.uniform(0.0, 0.015), img.shape).astype(np.float32)
+        img = img.astype(np.float32)
     return img, heat, logd, mask
 
 

@@ -15,6 +15,8 @@ from lungfuse.pipelines.detection import (
     DetectionTrainConfig,
     DetectionVolume,
     InsertionPool,
+    _affine_patch,
+    _sample_patch,
     detect,
     froc,
     load_detector,
@@ -112,6 +114,49 @@ def _smoke(tmp_path: Path, data: list[DetectionVolume], lidc_root: Path | None) 
     # HU input without a mask works too
     hu = v.image.astype(np.float32)[:32, :32, :40] * 1400.0 - 1000.0
     assert isinstance(detect(model, hu, None, threshold=0.0, max_peaks=3), list)
+
+
+def test_affine_patch_maps_centres_and_sizes() -> None:
+    # a 12 mm ball off the patch centre: after any rotation/tilt/scale, the ball's intensity centroid
+    # in the resampled patch is the mapped centre, and its volume matches the mapped diameter
+    shape = (80, 90, 100)
+    z, y, x = np.ogrid[: shape[0], : shape[1], : shape[2]]
+    c = np.array([37.3, 41.6, 52.2])
+    img = ((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 <= (12.0 / SP / 2) ** 2).astype(np.float16)
+    v = DetectionVolume(image=img, lung=np.ones(shape, bool), centres=c[None], diameters_mm=np.array([12.0]),
+                        real=[None], to_source=np.eye(4), background="ball")
+    rng = np.random.default_rng(3)
+    scales = []
+    for _ in range(6):
+        patch, centres, diams = _affine_patch(v, np.array([10, 12, 20]), 64, rng)
+        w = patch / patch.sum()
+        centroid = np.indices(patch.shape).reshape(3, -1) @ w.ravel()
+        np.testing.assert_allclose(centroid, centres[0], atol=0.1)
+        vol_mm3 = (patch > 0.5).sum() * SP**3
+        assert vol_mm3 == pytest.approx(np.pi / 6 * diams[0] ** 3, rel=0.06)
+        scales.append(12.0 / diams[0])
+    assert min(scales) >= 0.85 and max(scales) <= 1.2 and max(scales) - min(scales) > 0.05
+
+
+def test_sample_patch_augmentations() -> None:
+    v = _synthetic_volume(np.random.default_rng(0))
+    pos = [(0, 0), (0, 1)]
+    flips = _tiny_cfg(positive_fraction=1.0)
+    affine = _tiny_cfg(positive_fraction=1.0, augmentation="affine", affine_p=1.0)
+    for cfg in (flips, affine):
+        rng = np.random.default_rng(5)
+        for _ in range(8):
+            img, heat, logd, mask = _sample_patch([v], pos, cfg, rng)
+            assert img.shape == heat.shape == (32, 32, 32) and img.dtype == np.float32
+            # every patch holds a nodule peak of exactly 1 with its log-diameter, whatever the resampling
+            assert mask.any() and np.all(heat[mask] == 1.0)
+            assert np.all(np.abs(np.exp(logd[mask]) - 9.0) <= 9.0 * 0.2)
+    # "flips" draws do not depend on the affine option's existence; "affine" patches differ
+    a = _sample_patch([v], pos, flips, np.random.default_rng(9))[0]
+    b = _sample_patch([v], pos, affine, np.random.default_rng(9))[0]
+    assert not np.allclose(a, b)
+    with pytest.raises(ValueError, match="augmentation"):
+        _tiny_cfg(augmentation="elastic")
 
 
 def test_smoke_synthetic(tmp_path: Path) -> None:
