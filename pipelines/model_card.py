@@ -22,15 +22,21 @@ def _f(v: object) -> str:
 
 
 def _insertion_note(models: Path) -> str:
-    """How the shipped detector's insertion copies were drawn, from its ``detector.json``."""
+    """How the shipped detector's insertion copies were drawn and its patches augmented, from its
+    ``detector.json``."""
     try:
-        data = json.loads((models / "detector.json").read_text()).get("training_data", {})
+        cfg = json.loads((models / "detector.json").read_text())
     except (OSError, ValueError):
         return ""
-    if "refresh_per_epoch" not in data:
-        return ""
-    return (f" ({data['slots']} copies, {data['refresh_per_epoch']} re-drawn with fresh nodules after every epoch: "
-            f"{data['nodule_draws']:,} nodule draws from {data['library_nodules']:,} train nodules)")
+    data, train = cfg.get("training_data", {}), cfg.get("train", {})
+    parts = []
+    if "refresh_per_epoch" in data:
+        parts.append(f"{data['slots']} copies, {data['refresh_per_epoch']} re-drawn with fresh nodules after every "
+                     f"epoch: {data['nodule_draws']:,} nodule draws from {data['library_nodules']:,} train nodules")
+    if train.get("augmentation") == "affine":
+        parts.append(f"patches flipped and turned, {train.get('affine_p', 0.0):.0%} of them resampled at any axial "
+                     "angle, a tilt up to 20 degrees and a scale of 0.85-1.2, plus noise and a thicker-slice blur")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def write_model_card(res: dict, path: Path, meta: dict) -> None:
