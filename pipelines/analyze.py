@@ -423,8 +423,8 @@ def load_models(models_dir: str | os.PathLike[str] | None = None, device: str = 
         else:
             consistency = ConsistencyCalibration()
         op = float(det_meta.get("operating_threshold", DEFAULT_OPERATING_THRESHOLD))
+        from .fpr import COMBINE, load_shipped_fpr
         from .fpr import WEIGHTS_NAME as FPR_WEIGHTS
-        from .fpr import load_shipped_fpr
 
         fpr = load_shipped_fpr(mdir, device)
         fpr_pt = mdir / FPR_WEIGHTS
@@ -442,7 +442,7 @@ def load_models(models_dir: str | os.PathLike[str] | None = None, device: str = 
         }
         if fpr is not None:
             info["fpr"] = {"name": "lungfuse-fpr (MONAI residual CNN, 32^3 at 1.5 mm)", "file": fpr_pt.name,
-                           "sha256": sha256_file(fpr_pt), "combine": "sqrt(detector score x classifier probability)"}
+                           "sha256": sha256_file(fpr_pt), "combine": COMBINE}
         m = _Models(detector, fusion, meta["calibration"], consistency, op, info, device, fpr)
         _MODEL_CACHE[key] = m
         return m
