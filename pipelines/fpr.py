@@ -15,8 +15,7 @@ with high recall, a crop classifier decides nodule vs. not.  Here:
   wall) and random lung voxels are negatives.  Each crop is re-sampled every time it is drawn,
   with a random 3-D rotation and scale (:func:`sample_crop`);
 * **use** - :func:`rescore`: final score = ``sqrt(detector score x classifier probability)``
-  (a geometric mean: a candidate needs both a peak and a nodule-like neighbourhood), the
-  probability averaged over the crop and its three in-plane mirror images (:data:`TTA_VIEWS`).
+  (a geometric mean: a candidate needs both a peak and a nodule-like neighbourhood).
 
 ``lungfuse train-fpr`` trains it; ``lungfuse calibrate detector`` then picks the operating
 threshold of the combined score on val.
@@ -55,10 +54,10 @@ from .preprocess import DETECTION_SPACING_MM
 __all__ = ["COMBINE", "TTA_VIEWS", "FPRConfig", "FPRExamples", "FPR_PATCH", "mine_examples", "sample_crop", "train_fpr", "load_fpr", "load_shipped_fpr", "rescore", "classify"]
 
 FPR_PATCH = 32
-#: :func:`classify`'s default test-time views: the crop and its mirror images along y, x and both.
+#: Optional test-time views for :func:`classify`: the crop and its mirror images along y, x and both.
 TTA_VIEWS: tuple[tuple[int, ...], ...] = ((), (2,), (1,), (1, 2))
 #: How :func:`rescore` combines the two stages (recorded with every analysis and in ``fpr.json``).
-COMBINE = "sqrt(detector score x classifier probability, mean of 4 in-plane mirror views)"
+COMBINE = "sqrt(detector score x classifier probability)"
 WEIGHTS_NAME = "fpr.pt"
 CONFIG_NAME = "fpr.json"
 
@@ -310,14 +309,15 @@ def load_shipped_fpr(models_dir: Path, device: str = "cpu") -> NoduleEncoder | N
 
 
 def classify(model: NoduleEncoder, norm_grid: np.ndarray, centres: Sequence[Sequence[float]], device: str = "cpu",
-             views: Sequence[tuple[int, ...]] = TTA_VIEWS) -> np.ndarray:
+             views: Sequence[tuple[int, ...]] = ((),)) -> np.ndarray:
     """Classifier probability that each centre (grid voxels) is a nodule.
 
-    The probability is the mean over ``views``: the patch as it is and mirrored along the named
-    patch axes (z-y-x = 0, 1, 2).  The default, the four in-plane mirror images, raised val CPM
-    from 0.692 to 0.721 with the shipped pair (4 val scans, 104 nodules; all eight mirror images:
-    0.724 at twice the cost; z alone: 0.699): one view's answer flips on a few borderline crops,
-    the mean does not.  Pass ``views=((),)`` for one view.
+    The probability is the mean over ``views``: the patch as it is (``()``, the default and what
+    the shipped pipeline uses) or mirrored along the named patch axes (z-y-x = 0, 1, 2).
+    ``views=TTA_VIEWS`` (the four in-plane mirror images) raised val CPM from 0.692 to 0.721 with
+    the shipped pair (4 val scans, 104 nodules; all eight: 0.724; z alone: 0.699), but it costs
+    4x the classifier time, +1.2 s per case on the 2-core CPU, which took LIDC-IDRI-0003 past
+    the 15 s per-case budget (15.05 s median), so it is not the default; on a GPU it is free.
     """
     if len(centres) == 0:
         return np.zeros(0, np.float32)

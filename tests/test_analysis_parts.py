@@ -153,7 +153,7 @@ def test_patch_around_pads_with_air() -> None:
 
 
 def test_fpr_train_smoke(tmp_path) -> None:  # noqa: ANN001
-    from lungfuse.pipelines.fpr import FPRConfig, FPRExamples, classify, load_fpr, train_fpr
+    from lungfuse.pipelines.fpr import TTA_VIEWS, FPRConfig, FPRExamples, classify, load_fpr, train_fpr
 
     rng = np.random.default_rng(0)
     vol = rng.random((40, 40, 40)).astype(np.float16)
@@ -162,12 +162,13 @@ def test_fpr_train_smoke(tmp_path) -> None:  # noqa: ANN001
     model = load_fpr(pt)
     p = classify(model, rng.random((40, 40, 40)).astype(np.float32), [(20, 20, 20), (5, 5, 5)])
     assert p.shape == (2,) and np.all((p > 0) & (p < 1))
-    # test-time views: the default is the mean over the crop and its in-plane mirror images.  A
-    # 32^3 grid is exactly the crop at (16, 16, 16), so its mirror images are the crop's.
+    # test-time views (TTA_VIEWS): the mean over the crop and its in-plane mirror images.  A 32^3
+    # grid is exactly the crop at (16, 16, 16), so its mirror images are the crop's.
     g = rng.random((32, 32, 32)).astype(np.float32)
     one = lambda grid: classify(model, np.ascontiguousarray(grid), [(16, 16, 16)], views=((),))[0]  # noqa: E731
     views = [one(g), one(g[:, :, ::-1]), one(g[:, ::-1]), one(g[:, ::-1, ::-1])]
-    assert classify(model, g, [(16, 16, 16)])[0] == pytest.approx(float(np.mean(views)), abs=1e-6)
+    assert classify(model, g, [(16, 16, 16)], views=TTA_VIEWS)[0] == pytest.approx(float(np.mean(views)), abs=1e-6)
+    assert classify(model, g, [(16, 16, 16)])[0] == views[0]  # default: one view
     assert len({round(float(v), 6) for v in views}) > 1  # the views do differ
     ex.save(tmp_path / "ex.npz")
     back = FPRExamples.load(tmp_path / "ex.npz")
