@@ -429,13 +429,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from lungfuse.pipelines.calibrate import calibrate_consistency, calibrate_detector_threshold
+    from lungfuse.pipelines.calibrate import (
+        calibrate_consistency,
+        calibrate_detector_threshold,
+        calibrate_fusion,
+    )
     from lungfuse.pipelines.resources import models_dir
 
     con = _console()
     cases = _local_cases(args.cases)
     mdir = Path(args.models) if args.models else models_dir()
     device = _device(args.device)
+    if args.what in ("fusion", "all"):
+        calibrate_fusion(mdir, cases, seed=args.seed, device=device, progress=con.print)
     if args.what in ("consistency", "all"):
         calibrate_consistency(mdir, cases, seed=args.seed, device=device, progress=con.print)
     if args.what in ("detector", "all"):
@@ -506,7 +512,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model, meta = load_fusion(mdir)
     train = load_or_build("train", cases, args.seed, n_aug=4, p_missing=0.1)
     test = load_or_build("test", cases, args.seed)
-    res = evaluate_fusion(model, meta["calibration"], train, test, _device(args.device))
+    val = load_or_build("val", cases, args.seed)  # decision threshold of the structured baseline
+    res = evaluate_fusion(model, meta["calibration"], train, test, _device(args.device), val=val)
     res["detection"] = _detection_results(mdir, cases, args)
     res["localization_accuracy"] = (res["detection"] or {}).get("localization_accuracy")
     res["eaf_noise_threshold_hu"] = model.policy.noise_threshold_hu
@@ -611,10 +618,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_analyze)
 
     s = sub.add_parser("calibrate", help="fit the val-split calibrations used by analyze",
-                       description="On the VALIDATION split only: the AFA consistency calibration "
-                       "(consistency.json) and/or the detector's operating threshold (detector.json); updates "
-                       "the SHA-256 manifest.")
-    s.add_argument("what", choices=("consistency", "detector", "all"))
+                       description="On the VALIDATION split only: the fusion model's temperatures and "
+                       "decision thresholds (fusion.json), the AFA consistency calibration (consistency.json) "
+                       "and/or the detector's operating threshold (detector.json); updates the SHA-256 manifest.")
+    s.add_argument("what", choices=("fusion", "consistency", "detector", "all"))
     s.add_argument("--cases", metavar="DIR")
     s.add_argument("--models", metavar="DIR", help="weights folder (default resources/models)")
     s.add_argument("--fp-per-scan", type=float, default=1.0)

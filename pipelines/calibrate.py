@@ -26,7 +26,7 @@ import numpy as np
 
 from .consistency import CALIBRATION_NAME, ConsistencyCalibration, fit_consistency
 
-__all__ = ["calibrate_consistency", "calibrate_detector_threshold", "pair_cosines"]
+__all__ = ["calibrate_consistency", "calibrate_detector_threshold", "calibrate_fusion", "pair_cosines"]
 
 
 def pair_cosines(model, ex, rng: np.random.Generator, device: str = "cpu",  # noqa: ANN001
@@ -57,6 +57,27 @@ def pair_cosines(model, ex, rng: np.random.Generator, device: str = "cpu",  # no
             b["env_raw"][:, 4:] = b2["env_raw"][:, 4:]
             false_c.append(_forward(model, b, device).afa.cos_sim.float().cpu().numpy())
     return np.concatenate(true_c), np.concatenate(false_c)
+
+
+def calibrate_fusion(models_dir: Path, cases: Path, seed: int = 0, device: str = "cpu",
+                     progress: Callable[[str], None] = print) -> dict[str, dict]:
+    """Re-fit the fusion model's per-variant temperature and decision threshold on val
+    (:func:`.fusion_train.calibrate`, what ``lungfuse train`` does after training) and write them
+    into ``models_dir/fusion.json`` (weights untouched; manifest updated)."""
+    import json
+
+    from .fusion_train import calibrate, load_fusion, load_or_build
+    from .resources import write_manifest_entry
+
+    model, meta = load_fusion(models_dir)
+    model = model.to(device)
+    val = load_or_build("val", cases, seed, progress=progress)
+    meta["calibration"] = calibrate(model, val, device)
+    for k, c in meta["calibration"].items():
+        progress(f"fusion {k}: temperature {c['temperature']:.3f}, decision threshold {c['decision_threshold']:.2f} (val)")
+    (models_dir / "fusion.json").write_text(json.dumps(meta, indent=2, default=str))
+    write_manifest_entry(models_dir, "fusion.json", "fusion model config, EAF policy and calibration")
+    return meta["calibration"]
 
 
 def calibrate_consistency(models_dir: Path, cases: Path, seed: int = 0, device: str = "cpu",

@@ -13,6 +13,8 @@ from lungfuse.pipelines.fusion_train import (
     ExampleSet,
     TrainConfig,
     binary_metrics,
+    calibrate,
+    decision_threshold,
     load_fusion,
     predict,
     save_fusion,
@@ -56,6 +58,10 @@ def test_two_step_training_is_reproducible(tmp_path: Path) -> None:
     logits = predict(m1, ex, np.arange(len(ex.label)))
     assert set(logits) == {"image_only", "text_only", "concat", "afa", "afa_eaf"}
     assert all(np.isfinite(v).all() and v.shape == (len(ex.label),) for v in logits.values())
+    # val calibration: a temperature and a decision threshold on the grid for every variant
+    cal = calibrate(m1, ex)
+    assert set(cal) == set(logits)
+    assert all(c["temperature"] > 0 and 0.05 <= c["decision_threshold"] <= 0.95 for c in cal.values())
 
 
 def test_save_and_load_verify_hashes(tmp_path: Path) -> None:
@@ -78,6 +84,19 @@ def test_binary_metrics_known_values() -> None:
     assert m["auc"] == pytest.approx(0.75)
     assert m["error_rate"] == pytest.approx(0.5)
     assert m["sensitivity"] == pytest.approx(0.5) and m["specificity"] == pytest.approx(0.5)
+    # at 0.65 the benign 0.6 is called benign and the malignant 0.4 is still missed
+    m = binary_metrics(np.array([0.1, 0.6, 0.4, 0.9]), y, threshold=0.65)
+    assert m["error_rate"] == pytest.approx(0.25) and m["specificity"] == 1.0 and m["threshold"] == 0.65
+
+
+def test_decision_threshold_minimises_errors_ties_to_half() -> None:
+    y = np.array([0, 0, 0, 1, 1])
+    p = np.array([0.1, 0.55, 0.6, 0.7, 0.9])
+    t = decision_threshold(p, y)  # error-free for t in (0.6, 0.7]: the grid point nearest 0.5 is 0.61
+    assert t == pytest.approx(0.61)
+    assert binary_metrics(p, y, t)["error_rate"] == 0.0
+    # separable anywhere in (0.2, 0.8]: the tie goes to 0.5
+    assert decision_threshold(np.array([0.1, 0.2, 0.8, 0.9]), np.array([0, 0, 1, 1])) == pytest.approx(0.5)
 
 
 def test_shipped_weights_match_manifest() -> None:
