@@ -24,7 +24,8 @@ prepared grids are cached as ``.npz`` in the work folder so a resumed run does n
 Training (:func:`train_detector`): 3-D patches (default 64^3) drawn from those volumes, a share
 ``positive_fraction`` centred near a nodule (random offset, nodule at least ``patch/8`` voxels from
 the border), the rest around random lung voxels; random flips on all axes and 90-degree in-plane
-(y-x) rotations, a small intensity jitter; CenterNet focal loss + log-diameter L1
+(y-x) rotations, a small intensity jitter (``augmentation="affine"`` adds resampled patches, noise
+and a thicker-slice blur: worse on val, so off in the shipped detector); CenterNet focal loss + log-diameter L1
 (:func:`detector_loss` on :func:`render_detector_targets`); AdamW with a cosine learning rate.
 A checkpoint (model, optimiser, step, RNG states; with a pool, its position and patients) is written
 every epoch and training resumes from it.
