@@ -55,7 +55,8 @@ class NoduleMeasurement:
 
     Attributes:
         centroid_zyx: centroid of the segmented component (grid voxels), or the input centre.
-        bbox_lo, bbox_hi: component bounding box (grid voxels, hi exclusive).
+        bbox_lo, bbox_hi: component bounding box (grid voxels, hi exclusive); with
+            ``source == "detector"`` the cube of the estimated diameter around the centre.
         volume_mm3: component volume (or the sphere of ``long_axis_mm`` when ``source == "detector"``).
         long_axis_mm, short_axis_mm, mean_diameter_mm: axial long and short axes and their mean.
         mean_hu: mean HU of the component.
@@ -150,7 +151,12 @@ def measure_nodule(grid_hu: np.ndarray, centre_zyx: tuple[float, float, float] |
 
     def fallback() -> NoduleMeasurement:
         r = hint / 2.0
-        return NoduleMeasurement(tuple(float(v) for v in c), tuple(int(v) for v in ci), tuple(int(v) + 1 for v in ci),
+        # the box of the detector's size estimate (not one voxel), so that every consumer - the
+        # finding figure, SEG/SR exports - shows a box as big as the size it reports
+        rv = r / spacing_mm
+        blo = np.clip(np.floor(c - rv), 0, np.array(grid_hu.shape) - 1).astype(int)
+        bhi = np.clip(np.ceil(c + rv) + 1, blo + 1, grid_hu.shape).astype(int)
+        return NoduleMeasurement(tuple(float(v) for v in c), tuple(int(v) for v in blo), tuple(int(v) for v in bhi),
                                  4.0 / 3.0 * np.pi * r**3, hint, hint, hint,
                                  float(roi[tuple(np.clip(np.rint(local_c).astype(int), 0, np.array(roi.shape) - 1))])
                                  if roi.size else -1000.0, 0.0, 0.0, "unknown", False, "detector", 0)

@@ -52,6 +52,10 @@ def test_measure_falls_back_when_nothing_is_there() -> None:
     vol = np.full((40, 40, 40), -850.0, np.float32)
     m = measure_nodule(vol, (20, 20, 20), 8.0)
     assert m.source == "detector" and m.texture == "unknown" and m.long_axis_mm == 8.0
+    # its box spans the 8 mm estimate (5.3 voxels at 1.5 mm), not a single voxel
+    assert m.bbox_lo == (17, 17, 17) and m.bbox_hi == (24, 24, 24)
+    edge = measure_nodule(vol, (0, 39, 20), 8.0)  # clipped to the grid
+    assert edge.bbox_lo == (0, 36, 17) and edge.bbox_hi == (4, 40, 24)
 
 
 def test_measure_clips_a_vessel() -> None:
