@@ -434,7 +434,12 @@ def load_models(models_dir: str | os.PathLike[str] | None = None, device: str = 
                          "operating_threshold": op,
                          "operating_threshold_source": det_meta.get("operating_threshold_source", "default")},
             "fusion": {"name": meta.get("model", "lungfuse-fusion"), "version": meta.get("version"),
-                       "file": "fusion.pt", "sha256": sha256_file(mdir / "fusion.pt")},
+                       "file": "fusion.pt", "sha256": sha256_file(mdir / "fusion.pt"),
+                       # the val-picked operating point of each variant's malignancy probability
+                       # (fewest val errors): what a consumer should compare a probability with
+                       "decision_thresholds": {k: c.get("decision_threshold", 0.5)
+                                               for k, c in meta["calibration"].items()},
+                       "decision_threshold_source": "val split: fewest errors (lungfuse calibrate fusion)"},
             "text_encoder": _text_encoder_info(),
             "consistency": {"file": CALIBRATION_NAME if cons_path.exists() else None,
                             "sha256": sha256_file(cons_path) if cons_path.exists() else None,

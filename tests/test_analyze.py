@@ -252,6 +252,7 @@ def test_json_keys_and_npz(r0001: CaseResult, tmp_path: Path) -> None:
         assert stage in d["timings_s"]
     for name in ("detector", "fusion", "text_encoder"):
         assert len(d["models"][name]["sha256"]) == 64
+    assert 0.0 < d["models"]["fusion"]["decision_thresholds"]["afa_eaf"] < 1.0
     arrays = CaseResult.load_arrays(p)
     assert set(arrays) == set(r0001.arrays) and arrays
     assert not any(isinstance(v, list) and len(v) > 1000 for v in d["findings"][0].values())
