@@ -64,10 +64,7 @@ def calibrate_fusion(models_dir: Path, cases: Path, seed: int = 0, device: str =
     """Re-fit the fusion model's per-variant temperature and decision threshold on val
     (:func:`.fusion_train.calibrate`, what ``lungfuse train`` does after training) and write them
     into ``models_dir/fusion.json`` (weights untouched; manifest updated)."""
-    import json
-
-    from .fusion_train import calibrate, load_fusion, load_or_build
-    from .resources import write_manifest_entry
+    from .fusion_train import calibrate, load_fusion, load_or_build, write_fusion_meta
 
     model, meta = load_fusion(models_dir)
     model = model.to(device)
@@ -75,8 +72,7 @@ def calibrate_fusion(models_dir: Path, cases: Path, seed: int = 0, device: str =
     meta["calibration"] = calibrate(model, val, device)
     for k, c in meta["calibration"].items():
         progress(f"fusion {k}: temperature {c['temperature']:.3f}, decision threshold {c['decision_threshold']:.2f} (val)")
-    (models_dir / "fusion.json").write_text(json.dumps(meta, indent=2, default=str))
-    write_manifest_entry(models_dir, "fusion.json", "fusion model config, EAF policy and calibration")
+    write_fusion_meta(models_dir, meta)
     return meta["calibration"]
 
 

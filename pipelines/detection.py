@@ -619,11 +619,9 @@ def _sample_patch(vols: Sequence[DetectionVolume], positives: Sequence[tuple[int
     flips = [rng.random() < 0.5 for _ in range(3)]
     k = int(rng.integers(4))
     gain, shift = np.float32(rng.uniform(0.95, 1.05)), np.float32(rng.uniform(-0.02, 0.02))
-    aug = cfg.augmentation == "affine"
-    if aug:
-        # own stream, seeded from the main one, so the draws above stay those of "flips"
-        arng = np.random.default_rng(int(rng.integers(2**63)))
-    if aug and arng.random() < cfg.affine_p:
+    # "affine" draws from its own stream, seeded from the main one, so the draws above stay those of "flips"
+    arng = np.random.default_rng(int(rng.integers(2**63))) if cfg.augmentation == "affine" else None
+    if arng is not None and arng.random() < cfg.affine_p:
         img, centres, diams = _affine_patch(v, start, p, arng)
     else:
         img, centres, diams = _extract(v.image, start, p), v.centres - start, v.diameters_mm
@@ -636,12 +634,11 @@ def _sample_patch(vols: Sequence[DetectionVolume], positives: Sequence[tuple[int
         arrs = [np.rot90(a, k=k, axes=(1, 2)) for a in arrs]
     img, heat, logd, mask = (np.ascontiguousarray(a) for a in arrs)
     img = img * gain + shift
-    if aug:
+    if arng is not None:  # float32 in, float32 out
         if arng.random() < 1 / 3:  # thicker slices: partial-volume blur along z only
             img = ndimage.gaussian_filter1d(img, sigma=arng.uniform(0.5, 1.5), axis=0, mode="nearest")
         if arng.random() < 0.5:  # a noisier acquisition (lower mAs) than the training CTs
             img = img + arng.normal(0.0, arng.uniform(0.0, 0.015), img.shape).astype(np.float32)
-        img = img.astype(np.float32)
     return img, heat, logd, mask
 
 

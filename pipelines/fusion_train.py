@@ -545,14 +545,19 @@ def calibrate_noise_threshold(model: torch.nn.Module, val: ExampleSet, device: s
     return best
 
 
-def structured_baseline(train: ExampleSet, test: ExampleSet, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Gradient boosting on one reader's 8 ratings + diameter (database values; no text, no image)."""
+def structured_baseline(train: ExampleSet, *scored: ExampleSet, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Gradient boosting on one reader's 8 ratings + diameter (database values; no text, no image),
+    fitted once on ``train``; per set in ``scored``, the probabilities of its labelled rows and
+    those rows."""
     from sklearn.ensemble import GradientBoostingClassifier
 
     tr = train.label >= 0
     gb = GradientBoostingClassifier(random_state=seed).fit(train.structured[tr], train.label[tr])
-    rows = np.nonzero(test.label >= 0)[0]
-    return gb.predict_proba(test.structured[rows])[:, 1], rows
+    out = []
+    for ex in scored:
+        rows = np.nonzero(ex.label >= 0)[0]
+        out.append((gb.predict_proba(ex.structured[rows])[:, 1], rows))
+    return out
 
 
 def evaluate_fusion(model: torch.nn.Module, calib: dict[str, dict], train: ExampleSet, test: ExampleSet,
@@ -575,10 +580,10 @@ def evaluate_fusion(model: torch.nn.Module, calib: dict[str, dict], train: Examp
     clean = probs(predict(model, test, rows, 0, device=device))
     mal = {k: binary_metrics(clean[k], y, float(calib[k].get("decision_threshold", 0.5)))
            for k in ("image_only", "text_only", "concat", "afa", "afa_eaf")}
-    p_sb, rows_sb = structured_baseline(train, test)
+    (p_sb, rows_sb), *on_val = structured_baseline(train, test, *([val] if val is not None else []))
     thr_sb = 0.5
     if val is not None:
-        p_sb_val, rows_sb_val = structured_baseline(train, val)
+        (p_sb_val, rows_sb_val), = on_val
         thr_sb = decision_threshold(p_sb_val, val.label[rows_sb_val])
     mal["structured_baseline"] = binary_metrics(p_sb, test.label[rows_sb], thr_sb)
 
@@ -611,14 +616,18 @@ def save_fusion(model: torch.nn.Module, calib: dict[str, dict], out_dir: Path, e
     out_dir.mkdir(parents=True, exist_ok=True)
     pt = out_dir / "fusion.pt"
     torch.save({k: v.detach().float().cpu() for k, v in model.state_dict().items()}, pt)
-    meta = {"model": "lungfuse-fusion", "version": 1, "config": model.config.to_dict(),
-            "policy": model.policy.to_dict(), "calibration": calib, **(extra or {})}
-    js = out_dir / "fusion.json"
-    js.write_text(json.dumps(meta, indent=2, default=str))
-    for p, desc in ((pt, "fusion model weights (nodule encoder, text adapter, AFA, EAF, baseline heads)"),
-                    (js, "fusion model config, EAF policy and calibration")):
-        write_manifest_entry(out_dir, p.name, desc)
+    write_manifest_entry(out_dir, pt.name, "fusion model weights (nodule encoder, text adapter, AFA, EAF, baseline heads)")
+    write_fusion_meta(out_dir, {"model": "lungfuse-fusion", "version": 1, "config": model.config.to_dict(),
+                                "policy": model.policy.to_dict(), "calibration": calib, **(extra or {})})
     return pt
+
+
+def write_fusion_meta(out_dir: Path, meta: dict) -> None:
+    """Write ``fusion.json`` (config, EAF policy, calibration) and record it in ``manifest.json``."""
+    from .resources import write_manifest_entry
+
+    (out_dir / "fusion.json").write_text(json.dumps(meta, indent=2, default=str))
+    write_manifest_entry(out_dir, "fusion.json", "fusion model config, EAF policy and calibration")
 
 
 def load_fusion(models_dir: Path, verify: bool = True):  # noqa: ANN201
