@@ -288,7 +288,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     say(f"examples: train {len(train.label)} reports / {train.crops.shape[0]} nodules, val {n_val} reports")
     if not (train.label >= 0).any():
         raise ValueError("no benign or malignant training nodule (all indeterminate or none): nothing to train on")
-    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, device=device, threads=args.threads, max_steps=args.max_steps)
+    cfg = TrainConfig(epochs=args.epochs, seed=args.seed, device=device, threads=args.threads, max_steps=args.max_steps,
+                      encoder_norm=args.encoder_norm.upper())
     model = train_fusion(cfg, train, work, progress=say)
     # Calibration is fitted on val only, never on train or test: without labelled val
     # nodules it is skipped (temperatures 1.0, default EAF noise threshold) and says so.
@@ -597,6 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.add_argument("--encoder-norm", choices=("batch", "instance"), default="batch",
+                   help="norm of the nodule encoder's convolutions (default batch)")
     s.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)  # smoke tests: stop after N optimiser steps
     s.set_defaults(func=cmd_train)
 

@@ -34,7 +34,10 @@ VARIANTS = ("image_only", "text_only", "concat", "afa", "afa_eaf")
 
 @dataclass(frozen=True)
 class FusionModelConfig:
-    encoder: NoduleEncoderConfig = field(default_factory=NoduleEncoderConfig)
+    # Batch norm: size is the strongest single cue of malignancy, and instance norm hides how
+    # much of the crop is lesion (the instance-norm encoder ranked nodules below their plain
+    # reader diameter, train AUC 0.896 vs 0.907 per nodule).
+    encoder: NoduleEncoderConfig = field(default_factory=lambda: NoduleEncoderConfig(norm="BATCH"))
     text: TextAdapterConfig = field(default_factory=TextAdapterConfig)
     afa: AFAConfig = field(default_factory=AFAConfig)
     eaf: EAFConfig = field(default_factory=EAFConfig)
@@ -58,6 +61,7 @@ class FusionOutput:
     afa: AFAOutput
     eaf: EAFOutput
     embedding: torch.Tensor  # (B, embed_dim) image embedding
+    log_diameter: torch.Tensor  # (B,) ln(diameter mm) estimated from the image embedding
     feature_map: torch.Tensor  # (B, C, d, h, w) for Grad-CAM / cross-attention
 
 
@@ -73,6 +77,9 @@ class FusionModel(nn.Module):
         self.afa = AFA(c.afa)
         self.eaf = EAF(c.eaf, policy or FusionPolicy())
         self.text_head = nn.Linear(c.text.text_dim, 1)
+        # Auxiliary ln(diameter mm) regression on the image embedding, so that the embedding states
+        # the lesion's size explicitly (trained with ``TrainConfig.size_weight``).
+        self.size_head = nn.Linear(c.encoder.embed_dim, 1)
         self.concat_head = nn.Sequential(
             nn.Linear(c.encoder.embed_dim + c.text.text_dim, 64), nn.GELU(), nn.Dropout(0.1), nn.Linear(64, 1)
         )
@@ -110,4 +117,5 @@ class FusionModel(nn.Module):
             "afa": eaf_out.path_logits["early"],
             "afa_eaf": eaf_out.logit,
         }
-        return FusionOutput(logits, afa_out, eaf_out, enc.embedding, enc.feature_map)
+        return FusionOutput(logits, afa_out, eaf_out, enc.embedding,
+                            self.size_head(enc.embedding).squeeze(-1), enc.feature_map)

@@ -337,6 +337,10 @@ class NoduleEncoderConfig:
         crop_size: expected crop, voxels z-y-x (the network itself accepts any size).
         spacing_mm: isotropic crop spacing the model is trained at (mm).
         dropout: dropout before the malignancy head.
+        norm: MONAI norm of every convolution, ``"INSTANCE"`` (the default, and what configs
+            written before this field mean) or ``"BATCH"``. Instance norm rescales every crop's
+            feature maps to one mean and variance, which hides *how much* of the crop is lesion;
+            the malignancy model uses batch norm (see ``FusionModelConfig``).
     """
 
     in_channels: int = 1
@@ -347,12 +351,15 @@ class NoduleEncoderConfig:
     spacing_mm: float = 1.0
     hu_window: tuple[float, float] = HU_WINDOW
     dropout: float = 0.1
+    norm: str = "INSTANCE"
 
     def __post_init__(self) -> None:
         if len(self.strides) != len(self.channels) - 1:
             raise ValueError("strides must have len(channels) - 1 entries")
         if self.in_channels not in (1, 2):
             raise ValueError("in_channels must be 1 or 2")
+        if self.norm not in ("BATCH", "INSTANCE"):
+            raise ValueError(f"norm must be 'BATCH' or 'INSTANCE', got {self.norm!r}")
 
 
 class NoduleEncoderOutput(NamedTuple):
@@ -385,12 +392,12 @@ class NoduleEncoder(nn.Module):
         c = self.config
         layers: list[nn.Module] = [
             Convolution(
-                3, c.in_channels, c.channels[0], strides=1, kernel_size=3, act="PRELU", norm="INSTANCE"
+                3, c.in_channels, c.channels[0], strides=1, kernel_size=3, act="PRELU", norm=c.norm
             )
         ]
         for cin, cout, s in zip(c.channels[:-1], c.channels[1:], c.strides, strict=True):
             layers.append(
-                ResidualUnit(3, cin, cout, strides=s, kernel_size=3, subunits=2, act="PRELU", norm="INSTANCE")
+                ResidualUnit(3, cin, cout, strides=s, kernel_size=3, subunits=2, act="PRELU", norm=c.norm)
             )
         self.features = nn.Sequential(*layers)
         self.embed = nn.Sequential(nn.Linear(2 * c.channels[-1], c.embed_dim), nn.LayerNorm(c.embed_dim))

@@ -70,6 +70,14 @@ class ExampleSet:
     variant_names: tuple[str, ...]
     texts: list[str]
 
+    def nodule_log_diameter(self) -> np.ndarray:
+        """``(M,)`` ln of each nodule's diameter in mm, the mean over its readers' diameters (the
+        nodule encoder's auxiliary size target; annotation-derived, never the malignancy)."""
+        m = len(self.crops)
+        total = np.bincount(self.nodule, weights=self.structured[:, -1].astype(np.float64), minlength=m)
+        count = np.bincount(self.nodule, minlength=m)
+        return np.log(np.maximum(total / np.maximum(count, 1), 1.0)).astype(np.float32)
+
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         d = {k: v for k, v in asdict(self).items() if isinstance(v, np.ndarray)}
@@ -312,6 +320,8 @@ class TrainConfig:
     p_thick: float = 0.2  # use the 5 mm crop
     p_drop_report: float = 0.1  # on top of the examples' own missing reports
     infonce_weight: float = 0.1
+    size_weight: float = 0.5  # auxiliary ln(diameter mm) regression of the nodule encoder
+    encoder_norm: str = "BATCH"  # the nodule encoder's norm (NoduleEncoderConfig.norm)
     max_steps: int | None = None  # smoke tests
 
 
@@ -364,6 +374,7 @@ def make_batch(ex: ExampleSet, idx: np.ndarray, rng: np.random.Generator | None,
         "present": torch.from_numpy(present),
         "env_raw": torch.from_numpy(env),
         "label": torch.from_numpy(ex.label[idx].astype(np.float32)),
+        "log_diameter": torch.from_numpy(ex.nodule_log_diameter()[nod]),
     }
 
 
@@ -375,11 +386,13 @@ def _forward(model: torch.nn.Module, b: dict, device: str):  # noqa: ANN202
                  normalise_env(b["env_raw"]).to(device), strategies)
 
 
-def new_model(n_claims: int = len(CLAIM_FEATURES)):  # noqa: ANN201
+def new_model(n_claims: int = len(CLAIM_FEATURES), encoder_norm: str = "BATCH"):  # noqa: ANN201
     from lungfuse.models.fusion import FusionModel, FusionModelConfig
+    from lungfuse.models.image import NoduleEncoderConfig
     from lungfuse.models.text import TextAdapterConfig
 
-    return FusionModel(FusionModelConfig(text=TextAdapterConfig(n_claim_features=n_claims)))
+    return FusionModel(FusionModelConfig(encoder=NoduleEncoderConfig(norm=encoder_norm),
+                                         text=TextAdapterConfig(n_claim_features=n_claims)))
 
 
 def train_fusion(cfg: TrainConfig, train: ExampleSet, out_dir: Path, progress: Callable[[str], None] = log.info):  # noqa: ANN201
@@ -392,7 +405,7 @@ def train_fusion(cfg: TrainConfig, train: ExampleSet, out_dir: Path, progress: C
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
-    model = new_model(train.claims.shape[1]).to(cfg.device)
+    model = new_model(train.claims.shape[1], cfg.encoder_norm).to(cfg.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rows = np.nonzero(train.label >= 0)[0]
     steps_per_epoch = int(np.ceil(len(rows) / cfg.batch_size))
@@ -427,6 +440,8 @@ def train_fusion(cfg: TrainConfig, train: ExampleSet, out_dir: Path, progress: C
                 loss = loss + F.binary_cross_entropy_with_logits(out.logits["text_only"][present], y[present])
             loss = loss + eaf_loss(out.eaf, y)
             loss = loss + cfg.infonce_weight * model.afa.info_nce(out.afa.z_img, out.afa.z_txt, present)
+            if cfg.size_weight > 0:
+                loss = loss + cfg.size_weight * F.mse_loss(out.log_diameter, b["log_diameter"].to(cfg.device))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

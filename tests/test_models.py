@@ -167,6 +167,50 @@ def test_encoder_shapes_params_and_grad_cam() -> None:
     assert neg.shape == (16, 16, 16) and 0.0 <= neg.min() <= neg.max() <= 1.0
 
 
+def test_encoder_norm_choice_and_validation() -> None:
+    """Instance norm stays the encoder's default (configs written before ``norm`` existed, e.g.
+    the FP classifier's); the malignancy model uses batch norm, which keeps each crop's
+    absolute feature level."""
+    from lungfuse.models.fusion import FusionModel
+
+    inst = NoduleEncoder(TINY_ENC)
+    assert any(isinstance(m, torch.nn.InstanceNorm3d) for m in inst.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in inst.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in FusionModel().encoder.modules())
+    with pytest.raises(ValueError, match="norm"):
+        NoduleEncoderConfig(norm="GROUP")
+
+
+def test_fusion_size_head_learns_ball_diameters() -> None:
+    """The fusion model's auxiliary size head regresses ln(diameter) from the image embedding:
+    after a short fit its estimates rank balls of 4-12 voxels by diameter (a head that is not
+    wired to the embedding, or a constant output, cannot)."""
+    from lungfuse.models.fusion import FusionModel
+
+    torch.manual_seed(0)
+    zz, yy, xx = np.mgrid[:16, :16, :16] - 7.5
+
+    def ball(d: float) -> np.ndarray:
+        return (np.sqrt(zz**2 + yy**2 + xx**2) <= d / 2).astype(np.float32) * 0.8 + 0.05
+
+    diam = np.array([4.0, 6.0, 8.0, 10.0, 12.0] * 2)
+    x = torch.from_numpy(np.stack([ball(d) for d in diam]))[:, None]
+    x = x + 0.02 * torch.randn_like(x)
+    target = torch.from_numpy(np.log(diam)).float()
+    model = FusionModel()
+    params = [*model.encoder.parameters(), *model.size_head.parameters()]
+    opt = torch.optim.Adam(params, lr=3e-3)
+    for _ in range(60):
+        loss = torch.nn.functional.mse_loss(model.size_head(model.encoder(x).embedding).squeeze(-1), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        est = model.size_head(model.encoder(x[:5]).embedding).squeeze(-1).numpy()
+    assert (np.diff(est) > 0).all(), est
+
+
 # -- AFA ----------------------------------------------------------------------------------------
 
 
