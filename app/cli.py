@@ -598,8 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    s.add_argument("--encoder-norm", choices=("batch", "instance"), default="batch",
-                   help="norm of the nodule encoder's convolutions (default batch)")
+    s.add_argument("--encoder-norm", choices=("instance", "batch"), default="instance",
+                   help="norm of the nodule encoder's convolutions (default instance, as shipped)")
     s.add_argument("--max-steps", type=int, help=argparse.SUPPRESS)  # smoke tests: stop after N optimiser steps
     s.set_defaults(func=cmd_train)
 

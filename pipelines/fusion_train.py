@@ -321,7 +321,7 @@ class TrainConfig:
     p_drop_report: float = 0.1  # on top of the examples' own missing reports
     infonce_weight: float = 0.1
     size_weight: float = 0.5  # auxiliary ln(diameter mm) regression of the nodule encoder
-    encoder_norm: str = "BATCH"  # the nodule encoder's norm (NoduleEncoderConfig.norm)
+    encoder_norm: str = "INSTANCE"  # the nodule encoder's norm (NoduleEncoderConfig.norm)
     max_steps: int | None = None  # smoke tests
 
 
@@ -386,7 +386,7 @@ def _forward(model: torch.nn.Module, b: dict, device: str):  # noqa: ANN202
                  normalise_env(b["env_raw"]).to(device), strategies)
 
 
-def new_model(n_claims: int = len(CLAIM_FEATURES), encoder_norm: str = "BATCH"):  # noqa: ANN201
+def new_model(n_claims: int = len(CLAIM_FEATURES), encoder_norm: str = "INSTANCE"):  # noqa: ANN201
     from lungfuse.models.fusion import FusionModel, FusionModelConfig
     from lungfuse.models.image import NoduleEncoderConfig
     from lungfuse.models.text import TextAdapterConfig

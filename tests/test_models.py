@@ -168,15 +168,15 @@ def test_encoder_shapes_params_and_grad_cam() -> None:
 
 
 def test_encoder_norm_choice_and_validation() -> None:
-    """Instance norm stays the encoder's default (configs written before ``norm`` existed, e.g.
-    the FP classifier's); the malignancy model uses batch norm, which keeps each crop's
-    absolute feature level."""
-    from lungfuse.models.fusion import FusionModel
+    """Instance norm is the encoder's default (configs written before ``norm`` existed, e.g. the
+    FP classifier's, mean it); batch norm is an option of the malignancy model's training."""
+    from lungfuse.pipelines.fusion_train import new_model
 
     inst = NoduleEncoder(TINY_ENC)
     assert any(isinstance(m, torch.nn.InstanceNorm3d) for m in inst.modules())
     assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in inst.modules())
-    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in FusionModel().encoder.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in new_model().encoder.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in new_model(encoder_norm="BATCH").encoder.modules())
     with pytest.raises(ValueError, match="norm"):
         NoduleEncoderConfig(norm="GROUP")
 
