@@ -70,6 +70,21 @@ def test_nodule_log_diameter_is_the_mean_over_readers() -> None:
     assert np.allclose(ex.nodule_log_diameter(), np.log([5.0, 10.0, 1.0]))  # < 1 mm floors at 1 mm
 
 
+@pytest.mark.parametrize("size_weight", [0.0, 0.5])
+def test_size_loss_trains_the_size_head_only_when_weighted(tmp_path: Path, size_weight: float) -> None:
+    """``TrainConfig.size_weight`` wires the ln(diameter) loss into training: with 0 the size head
+    gets no gradient (only AdamW's decay, ~1e-7), with 0.5 its first Adam steps move it (~1e-4)."""
+    from lungfuse.pipelines.fusion_train import new_model
+
+    ex = tiny_examples()
+    ex.structured[:, -1] = np.where(ex.label == 1, 20.0, 5.0)
+    cfg = TrainConfig(epochs=1, batch_size=8, max_steps=2, threads=1, seed=5, size_weight=size_weight)
+    torch.manual_seed(cfg.seed)
+    init = new_model(ex.claims.shape[1]).size_head.weight.detach().clone()
+    moved = float((train_fusion(cfg, ex, tmp_path).size_head.weight.detach() - init).abs().max())
+    assert (moved < 1e-6) if size_weight == 0 else (moved > 1e-5), moved
+
+
 def test_save_and_load_verify_hashes(tmp_path: Path) -> None:
     ex = tiny_examples()
     m = train_fusion(TrainConfig(epochs=1, batch_size=8, max_steps=1, threads=1), ex, tmp_path / "w")
