@@ -25,6 +25,7 @@ threshold are fitted on ``val``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -70,9 +71,11 @@ class ExampleSet:
     variant_names: tuple[str, ...]
     texts: list[str]
 
+    @functools.cached_property
     def nodule_log_diameter(self) -> np.ndarray:
         """``(M,)`` ln of each nodule's diameter in mm, the mean over its readers' diameters (the
-        nodule encoder's auxiliary size target; annotation-derived, never the malignancy)."""
+        nodule encoder's auxiliary size target; annotation-derived, never the malignancy).
+        Computed once per set: every training batch indexes it."""
         m = len(self.crops)
         total = np.bincount(self.nodule, weights=self.structured[:, -1].astype(np.float64), minlength=m)
         count = np.bincount(self.nodule, minlength=m)
@@ -374,7 +377,7 @@ def make_batch(ex: ExampleSet, idx: np.ndarray, rng: np.random.Generator | None,
         "present": torch.from_numpy(present),
         "env_raw": torch.from_numpy(env),
         "label": torch.from_numpy(ex.label[idx].astype(np.float32)),
-        "log_diameter": torch.from_numpy(ex.nodule_log_diameter()[nod]),
+        "log_diameter": torch.from_numpy(ex.nodule_log_diameter[nod]),
     }
 
 

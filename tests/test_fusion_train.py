@@ -67,7 +67,7 @@ def test_two_step_training_is_reproducible(tmp_path: Path) -> None:
 def test_nodule_log_diameter_is_the_mean_over_readers() -> None:
     ex = tiny_examples(n_nod=3)
     ex.structured[:, -1] = [4.0, 6.0, 10.0, 10.0, 0.2, 0.4]  # two readers per nodule (mm)
-    assert np.allclose(ex.nodule_log_diameter(), np.log([5.0, 10.0, 1.0]))  # < 1 mm floors at 1 mm
+    assert np.allclose(ex.nodule_log_diameter, np.log([5.0, 10.0, 1.0]))  # < 1 mm floors at 1 mm
 
 
 @pytest.mark.parametrize("size_weight", [0.0, 0.5])
