@@ -325,6 +325,12 @@ class TrainConfig:
     infonce_weight: float = 0.1
     size_weight: float = 0.5  # auxiliary ln(diameter mm) regression of the nodule encoder
     encoder_norm: str = "INSTANCE"  # the nodule encoder's norm (NoduleEncoderConfig.norm)
+    # A step takes whole nodules (all their labelled reports, about ``batch_size`` reports in all)
+    # and encodes each nodule's crop once for all of its reports: the 3D encoder is nearly all of
+    # a step's time, and train has 2.7 labelled reports per nodule, so an epoch costs ~1/2.7 of
+    # the per-report batching (``False``, what the fusion weights before 2026-11-30 used; every
+    # report then draws its own crop variant and noise).
+    share_crops: bool = True
     max_steps: int | None = None  # smoke tests
 
 
@@ -337,32 +343,44 @@ def _env_raw(noise: np.ndarray, thick: np.ndarray, env_report: np.ndarray) -> np
 
 def make_batch(ex: ExampleSet, idx: np.ndarray, rng: np.random.Generator | None, cfg: TrainConfig | None = None,
                variant: int = 0, drop_report: bool = False) -> dict[str, torch.Tensor | list]:
-    """Tensors for rows ``idx``.  With ``rng`` (training) variants/noise/report dropout are random."""
+    """Tensors for rows ``idx``.  With ``rng`` (training) variants/noise/report dropout are random.
+
+    ``crop`` holds one crop per distinct nodule of ``idx`` (``(U, 1, S, S, S)``) and
+    ``crop_index`` (``(B,)``) maps each row to its crop, so a nodule read by several readers is
+    encoded once. Training with ``cfg.share_crops`` false draws a crop (variant and noise) per row
+    instead, in the order the per-report batching always drew them.
+    """
     import torch
 
     nod = ex.nodule[idx]
-    if rng is not None and cfg is not None:
+    training = rng is not None and cfg is not None
+    if training and not cfg.share_crops:
+        crop_nod, crop_index = nod, np.arange(len(idx))
+    else:
+        crop_nod, crop_index = np.unique(nod, return_inverse=True)
+    if training:
         nv = ex.crops.shape[1]
         thick_i = ex.variant_names.index("thick5") if "thick5" in ex.variant_names else None
         aug = [i for i, n in enumerate(ex.variant_names) if n.startswith("aug")] or [0]
         v = np.array([thick_i if (thick_i is not None and rng.random() < cfg.p_thick) else aug[rng.integers(len(aug))]
-                      for _ in idx])
+                      for _ in crop_nod])
         v = np.clip(v, 0, nv - 1)
     else:
-        v = np.full(len(idx), variant)
-    crops = ex.crops[nod, v].astype(np.float32)
-    env_img = ex.crop_env[nod, v].copy()
-    if rng is not None and cfg is not None:
-        noisy = rng.random(len(idx)) < cfg.p_noise_aug
-        sig = rng.uniform(20, 300, len(idx)) * noisy
+        v = np.full(len(crop_nod), variant)
+    crops = ex.crops[crop_nod, v].astype(np.float32)
+    env_img = ex.crop_env[crop_nod, v].copy()
+    if training:
+        noisy = rng.random(len(crop_nod)) < cfg.p_noise_aug
+        sig = rng.uniform(20, 300, len(crop_nod)) * noisy
         crops += rng.normal(0, 1, crops.shape).astype(np.float32) * (sig / 1400.0)[:, None, None, None]
         env_img[:, 0] = np.hypot(env_img[:, 0], sig)
+    env_img = env_img[crop_index]
     present = ex.present[idx].copy()
     sentence = ex.sentence[idx].astype(np.float32)
     claims = ex.claims[idx].copy()
     env_rep = ex.env_report[idx].copy()
     drop = np.full(len(idx), drop_report)
-    if rng is not None and cfg is not None:
+    if training:
         drop |= rng.random(len(idx)) < cfg.p_drop_report
     if drop.any():
         present[drop] = False
@@ -372,6 +390,7 @@ def make_batch(ex: ExampleSet, idx: np.ndarray, rng: np.random.Generator | None,
     env = _env_raw(env_img[:, 0], env_img[:, 1], env_rep)
     return {
         "crop": torch.from_numpy(crops[:, None]),
+        "crop_index": torch.from_numpy(crop_index.astype(np.int64)),
         "sentence": torch.from_numpy(sentence),
         "claims": torch.from_numpy(claims),
         "present": torch.from_numpy(present),
@@ -383,10 +402,15 @@ def make_batch(ex: ExampleSet, idx: np.ndarray, rng: np.random.Generator | None,
 
 def _forward(model: torch.nn.Module, b: dict, device: str):  # noqa: ANN202
     from lungfuse.models.eaf import normalise_env
+    from lungfuse.models.image import NoduleEncoderOutput
 
     strategies = model.policy.decide_batch(b["env_raw"])
-    return model(b["crop"].to(device), b["sentence"].to(device), b["claims"].to(device), b["present"].to(device),
-                 normalise_env(b["env_raw"]).to(device), strategies)
+    crop = b["crop"].to(device)
+    enc = model.encoder(crop)
+    i = b["crop_index"].to(device)
+    encoded = NoduleEncoderOutput(enc.embedding[i], enc.feature_map[i], enc.logit[i])
+    return model(crop, b["sentence"].to(device), b["claims"].to(device), b["present"].to(device),
+                 normalise_env(b["env_raw"]).to(device), strategies, encoded=encoded)
 
 
 def new_model(n_claims: int = len(CLAIM_FEATURES), encoder_norm: str = "INSTANCE"):  # noqa: ANN201
@@ -411,7 +435,15 @@ def train_fusion(cfg: TrainConfig, train: ExampleSet, out_dir: Path, progress: C
     model = new_model(train.claims.shape[1], cfg.encoder_norm).to(cfg.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rows = np.nonzero(train.label >= 0)[0]
-    steps_per_epoch = int(np.ceil(len(rows) / cfg.batch_size))
+    if cfg.share_crops:
+        # whole nodules per step, as many as make ~batch_size reports on average
+        by_row = rows[np.argsort(train.nodule[rows], kind="stable")]
+        _, first = np.unique(train.nodule[by_row], return_index=True)
+        by_nodule = np.split(by_row, first[1:])
+        per_step = max(1, round(cfg.batch_size * len(by_nodule) / len(rows)))
+        steps_per_epoch = int(np.ceil(len(by_nodule) / per_step))
+    else:
+        steps_per_epoch = int(np.ceil(len(rows) / cfg.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * steps_per_epoch),
                                                 pct_start=0.15)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -430,10 +462,16 @@ def train_fusion(cfg: TrainConfig, train: ExampleSet, out_dir: Path, progress: C
     step = 0
     for epoch in range(start, cfg.epochs):
         model.train()
-        order = rng.permutation(rows)
+        if cfg.share_crops:
+            perm = rng.permutation(len(by_nodule))
+            batches = [np.concatenate([by_nodule[j] for j in perm[s : s + per_step]])
+                       for s in range(0, len(perm), per_step)]
+        else:
+            order = rng.permutation(rows)
+            batches = [order[s : s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
         tot = 0.0
-        for s in range(0, len(order), cfg.batch_size):
-            b = make_batch(train, order[s : s + cfg.batch_size], rng, cfg)
+        for idx in batches:
+            b = make_batch(train, idx, rng, cfg)
             y = b["label"].to(cfg.device)
             out = _forward(model, b, cfg.device)
             present = b["present"].to(cfg.device)
@@ -454,7 +492,7 @@ def train_fusion(cfg: TrainConfig, train: ExampleSet, out_dir: Path, progress: C
             step += 1
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 break
-        progress(f"epoch {epoch + 1}/{cfg.epochs}: loss {tot / max(1, len(order)):.4f} ({time.time() - t0:.0f} s)")
+        progress(f"epoch {epoch + 1}/{cfg.epochs}: loss {tot / max(1, len(rows)):.4f} ({time.time() - t0:.0f} s)")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "epoch": epoch,
                     "config": asdict(cfg)}, ckpt)

@@ -129,3 +129,59 @@ def test_shipped_weights_match_manifest() -> None:
     assert total <= 50 * 1024 * 1024
     model, meta = load_fusion(models_dir())
     assert meta["model"] == "lungfuse-fusion"
+
+
+def test_make_batch_encodes_each_nodule_once() -> None:
+    """Rows of the same nodule share one crop (``crop_index``), in evaluation and in shared-crop
+    training; per-report training draws a crop per row."""
+    from lungfuse.pipelines.fusion_train import make_batch
+
+    ex = tiny_examples(n_nod=5)
+    idx = np.array([3, 0, 2, 1, 9, 8])  # nodules 1, 0, 1, 0, 4, 4
+    b = make_batch(ex, idx, None, variant=1)
+    assert b["crop"].shape == (3, 1, 32, 32, 32) and b["crop_index"].shape == (6,)
+    for i, r in enumerate(idx):
+        expect = ex.crops[ex.nodule[r], 1].astype(np.float32)
+        assert np.array_equal(b["crop"][b["crop_index"][i], 0].numpy(), expect)
+    shared = make_batch(ex, idx, np.random.default_rng(0), TrainConfig(p_noise_aug=1.0))
+    assert shared["crop"].shape[0] == 3
+    # noise is drawn per crop, so both reports of a nodule see the same noisy crop
+    assert torch.equal(shared["env_raw"][0, :2], shared["env_raw"][2, :2])
+    per_row = make_batch(ex, idx, np.random.default_rng(0), TrainConfig(share_crops=False))
+    assert per_row["crop"].shape[0] == 6 and per_row["crop_index"].tolist() == list(range(6))
+
+
+def test_predict_with_shared_crops_matches_one_row_at_a_time() -> None:
+    from lungfuse.pipelines.fusion_train import new_model
+
+    torch.manual_seed(0)
+    ex = tiny_examples(n_nod=4)
+    m = new_model(ex.claims.shape[1]).eval()
+    rows = np.arange(len(ex.label))
+    together = predict(m, ex, rows)
+    alone = predict(m, ex, rows, batch=1)
+    for k in together:
+        np.testing.assert_allclose(together[k], alone[k], rtol=1e-4, atol=1e-5)
+
+
+def test_shared_crop_epoch_sees_every_labelled_report_once_in_whole_nodules(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from lungfuse.pipelines import fusion_train
+
+    ex = tiny_examples(n_nod=12)
+    ex.label[ex.nodule == 5] = -1  # an indeterminate nodule never trains
+    seen: list[np.ndarray] = []
+    real = fusion_train.make_batch
+
+    def spy(e, idx, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append(np.asarray(idx).copy())
+        return real(e, idx, *a, **k)
+
+    monkeypatch.setattr(fusion_train, "make_batch", spy)
+    train_fusion(TrainConfig(epochs=1, batch_size=8, threads=1, seed=1), ex, tmp_path)
+    assert len(seen) == 3  # 11 labelled nodules x 2 reports, 4 nodules (~8 reports) a step
+    rows = np.concatenate(seen)
+    assert sorted(rows.tolist()) == np.nonzero(ex.label >= 0)[0].tolist()
+    for idx in seen:  # whole nodules: both reports of every nodule in the same step
+        nods = ex.nodule[idx]
+        assert all((ex.nodule[np.nonzero(ex.label >= 0)[0]] == n).sum() == (nods == n).sum() for n in nods)
