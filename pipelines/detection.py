@@ -75,7 +75,7 @@ from .ingest import IngestError
 from .library import LibraryNodule, load_library
 from .lidc import ScanNodule, scan_nodules
 from .lidc_root import LidcPatient, LidcRoot, load_patient_ct
-from .lung import segment_lungs
+from .lung import _ball, segment_lungs
 from .preprocess import DETECTION_SPACING_MM, ModelGrid, to_model_grid
 from .training_data import BACKGROUNDS, Background, prepare_background, volume_with_insertions
 
@@ -843,11 +843,6 @@ class Detections(list):
     map_offset: tuple[int, int, int] = (0, 0, 0)
 
 
-def _ball(r: int) -> np.ndarray:
-    z, y, x = np.ogrid[-r : r + 1, -r : r + 1, -r : r + 1]
-    return (z * z + y * y + x * x) <= r * r
-
-
 def detect(model: NoduleDetector, grid_array_hu: np.ndarray, lung_mask: np.ndarray | None = None,
            threshold: float = 0.1, device: str = "cpu", *, roi_size: int | Sequence[int] | None = None,
            nms_radius_vox: int = 4, max_peaks: int = 64, sw_batch_size: int = 2, overlap: float = 0.1,
@@ -898,7 +893,7 @@ def detect(model: NoduleDetector, grid_array_hu: np.ndarray, lung_mask: np.ndarr
     logd = pred[NoduleDetector.LOG_DIAMETER]
     peaks = decode_peaks(prob, threshold=threshold, nms_radius_vox=nms_radius_vox, max_peaks=10 * max_peaks)
     out = Detections()
-    ball = _ball(margin)
+    ball = _ball((margin,) * 3)
     for z, y, x_, s in peaks:
         g = (z + int(lo[0]), y + int(lo[1]), x_ + int(lo[2]))
         if lung_mask is not None and np.any(lung_mask):

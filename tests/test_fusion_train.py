@@ -143,7 +143,7 @@ def test_make_batch_encodes_each_nodule_once() -> None:
     for i, r in enumerate(idx):
         expect = ex.crops[ex.nodule[r], 1].astype(np.float32)
         assert np.array_equal(b["crop"][b["crop_index"][i], 0].numpy(), expect)
-    shared = make_batch(ex, idx, np.random.default_rng(0), TrainConfig(p_noise_aug=1.0))
+    shared = make_batch(ex, idx, np.random.default_rng(0), TrainConfig(p_noise_aug=1.0, share_crops=True))
     assert shared["crop"].shape[0] == 3
     # noise is drawn per crop, so both reports of a nodule see the same noisy crop
     assert torch.equal(shared["env_raw"][0, :2], shared["env_raw"][2, :2])
@@ -178,7 +178,7 @@ def test_shared_crop_epoch_sees_every_labelled_report_once_in_whole_nodules(tmp_
         return real(e, idx, *a, **k)
 
     monkeypatch.setattr(fusion_train, "make_batch", spy)
-    train_fusion(TrainConfig(epochs=1, batch_size=8, threads=1, seed=1), ex, tmp_path)
+    train_fusion(TrainConfig(epochs=1, batch_size=8, threads=1, seed=1, share_crops=True), ex, tmp_path)
     assert len(seen) == 3  # 11 labelled nodules x 2 reports, 4 nodules (~8 reports) a step
     rows = np.concatenate(seen)
     assert sorted(rows.tolist()) == np.nonzero(ex.label >= 0)[0].tolist()
