@@ -326,7 +326,8 @@ class InsertionPool:
                  library_nodules: Sequence[LibraryNodule] | None = None) -> None:
         if refresh < 0:
             raise ValueError(f"InsertionPool.refresh must be >= 0, got {refresh}")
-        self.nodules = list(library_nodules) if library_nodules is not None else load_library().split(split)
+        self.nodules = (list(library_nodules) if library_nodules is not None
+                        else load_library(progress=log).split(split))
         if not self.nodules:
             raise RuntimeError(f"no library nodules in split {split!r}")
         self.backgrounds = _backgrounds(split, lidc_root, cfg.max_backgrounds)

@@ -237,7 +237,7 @@ def build_examples(split: str, lidc_root: Path, seed: int, n_aug: int = 4, p_mis
     site's side/lobe.
     """
     rng = np.random.default_rng(seed)
-    nods = nodules if nodules is not None else load_library().split(split)
+    nods = nodules if nodules is not None else load_library(progress=progress).split(split)
     t0 = time.time()
     bgs = backgrounds_for(split, lidc_root)
     inserted = insert_all(nods, bgs, rng)

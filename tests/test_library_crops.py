@@ -27,6 +27,21 @@ def test_library_roundtrip(tmp_path: Path) -> None:
         assert a.reader_ratings == b.reader_ratings
 
 
+def test_library_build_reports_progress_and_does_not_depend_on_workers() -> None:
+    """The library build says how far it is (it takes minutes from an empty cache), and the
+    parallel build gives the same nodules in the same order as the serial one."""
+    from lungfuse.pipelines.lidc import annotated_patient_ids
+
+    ids = annotated_patient_ids()[:8]
+    lines: list[str] = []
+    par = build_library(ids, workers=2, progress=lines.append)
+    ser = build_library(ids, workers=1)
+    assert len(lines) == 8 and lines[-1].startswith(f"nodule library: 8/8 patients, {len(par)} nodules")
+    assert [(n.patient_id, n.nodule_index) for n in par.nodules] == [(n.patient_id, n.nodule_index) for n in ser.nodules]
+    for a, b in zip(par.nodules, ser.nodules, strict=True):
+        np.testing.assert_array_equal(a.mask, b.mask)
+
+
 def test_extract_crop_anisotropic_geometry() -> None:
     spacing = (2.5, 0.7, 0.7)
     z, y, x = np.indices((40, 140, 140))
