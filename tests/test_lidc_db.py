@@ -105,3 +105,17 @@ def test_min_readers_filters() -> None:
     assert len(shapes) == 1 and shapes[0].n_readers == 2
     assert load_nodule_shapes(["LIDC-IDRI-0002"], min_readers=3) == []
     assert load_nodule_shapes(["NOT-A-PATIENT"]) == []
+
+
+def test_labelled_shapes_pair_each_shape_with_its_readers_malignancy() -> None:
+    """The library's one-pass loader: the same shapes as ``load_nodule_shapes``, each with its
+    readers' malignancy ratings (LIDC-IDRI-0001's nodule: 5, 5, 5, 4), kept out of the shape."""
+    from lungfuse.pipelines.lidc import load_labelled_nodule_shapes
+
+    pairs = load_labelled_nodule_shapes(["LIDC-IDRI-0001"])
+    shapes = load_nodule_shapes(["LIDC-IDRI-0001"])
+    assert len(pairs) == len(shapes) == 1
+    shape, malignancy = pairs[0]
+    assert sorted(malignancy) == [4, 5, 5, 5] and len(malignancy) == shape.n_readers
+    assert shape.nodule_index == shapes[0].nodule_index
+    np.testing.assert_array_equal(shape.mask, shapes[0].mask)
