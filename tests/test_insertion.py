@@ -89,3 +89,45 @@ def test_sample_location_respects_depth_and_forbidden() -> None:
         c = sample_location(dist, 3.0, rng, forbidden, juxtapleural_p=0.0)
         assert c is not None and dist[c] >= 4.0 and not forbidden[c]
     assert sample_location(dist, 10.0, rng, juxtapleural_p=0.0) is None
+
+
+def test_insertion_side_and_lobe_from_the_background_lungs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each insertion's side/lobe is estimate_lobe's for its centre, and the lung extents behind
+    it are measured once per background (not once per nodule)."""
+    from lungfuse.pipelines import lung as lung_mod
+    from lungfuse.pipelines.library import LibraryNodule
+    from lungfuse.pipelines.lung import LungMask, estimate_lobe
+    from lungfuse.pipelines.training_data import Background, insert_all
+
+    shape, spacing = (48, 64, 64), (2.0, 2.0, 2.0)
+    right = np.zeros(shape, bool)
+    right[4:44, 8:56, 4:30] = True
+    left = np.zeros(shape, bool)
+    left[4:44, 8:56, 34:60] = True
+    lungs = right | left
+    hu = np.where(lungs, -850.0, 40.0).astype(np.float32)
+    step = (2, 2, 2)
+    from scipy import ndimage
+
+    coarse = lungs[::2, ::2, ::2]
+    bg = Background(patient_id="synthetic", hu=hu, spacing=spacing, noise_sigma_hu=15.0, slice_thickness_mm=2.0,
+                    lung=LungMask(lungs, right, left, float(lungs.sum()) * 8e-3), place_step=step,
+                    place_dist_mm=ndimage.distance_transform_edt(coarse, sampling=(4.0, 4.0, 4.0)).astype(np.float32),
+                    forbidden=np.zeros(coarse.shape, bool))
+    nods = [LibraryNodule("LIDC-IDRI-9999", "train", i, sphere(2.5, 7), 5.0, 65.0, (ratings(),), (3,), (5.0,))
+            for i in range(6)]
+    built = []
+    real_init = lung_mod.LobeLocator.__init__
+
+    def counting_init(self, *a, **kw) -> None:  # noqa: ANN001, ANN002, ANN003
+        built.append(1)
+        real_init(self, *a, **kw)
+
+    monkeypatch.setattr(lung_mod.LobeLocator, "__init__", counting_init)
+    out = insert_all(nods, [bg], np.random.default_rng(0))
+    assert len(out) == 6 and len(built) == 1
+    monkeypatch.setattr(lung_mod.LobeLocator, "__init__", real_init)
+    for ins in out:
+        assert (ins.side, ins.lobe) == estimate_lobe(ins.center_in_volume, bg.lung)
+        assert ins.side == ("right" if ins.center_in_volume[2] < 32 else "left")
+    assert bg.lobes is bg.lobes
