@@ -420,7 +420,13 @@ class NoduleEncoder(nn.Module):
         """``(B, in_channels, D, H, W)`` -> :class:`NoduleEncoderOutput`."""
         if x.ndim != 5 or x.shape[1] != self.config.in_channels:
             raise ValueError(f"expected (B, {self.config.in_channels}, D, H, W), got {tuple(x.shape)}")
-        fmap = self.features(x)
+        return self.from_features(self.features(x))
+
+    def from_features(self, fmap: torch.Tensor) -> NoduleEncoderOutput:
+        """The rest of :meth:`forward` given the convolutional trunk's output ``self.features(x)``
+        (``(B, C, d, h, w)``): pooling, embedding, dropout and head. Split out so that training can
+        run the trunk, which treats samples independently, on batch chunks in parallel
+        (:class:`~lungfuse.models.parallel.ThreadedTrunk`)."""
         pooled = torch.cat([fmap.mean(dim=(2, 3, 4)), fmap.amax(dim=(2, 3, 4))], dim=1)
         emb = self.embed(pooled)
         logit = self.head(self.dropout(emb)).squeeze(1)

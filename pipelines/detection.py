@@ -69,6 +69,7 @@ from lungfuse.models.image import (
     detector_loss,
     render_detector_targets,
 )
+from lungfuse.models.parallel import ThreadedTrunk, trunk_workers
 
 from .crops import extract_crop, normalize_hu, random_rotation
 from .ingest import IngestError
@@ -146,6 +147,11 @@ class DetectionTrainConfig:
             and a slice-thickness blur along z (a third of the patches, Gaussian sd 0.5-1.5 voxels,
             i.e. FWHM 1.8-5.3 mm), see :func:`_sample_patch`.
         affine_p: with ``"affine"``, the share of resampled patches.
+        split_batch: on a CPU with ``threads`` >= 2, each batch is split into ``threads`` chunks
+            run in parallel, one intra-op thread each (:class:`~lungfuse.models.parallel.ThreadedTrunk`;
+            the same gradients up to float rounding, 1.15 vs 1.27 s per forward + backward of the
+            2 x 64^3 batch on 2 cores); False: the whole batch on ``threads`` threads, as the
+            detectors up to 2026-11-30 were trained.
     """
 
     epochs: int = 10
@@ -175,6 +181,7 @@ class DetectionTrainConfig:
     grid_cache_dir: str | None = None
     augmentation: str = "flips"
     affine_p: float = 0.7
+    split_batch: bool = True
 
     def __post_init__(self) -> None:
         if self.augmentation not in AUGMENTATIONS:
@@ -751,47 +758,55 @@ def _train(cfg: DetectionTrainConfig, lidc_root: Path | LidcRoot, out_dir: Path,
     run_loss = run_heat = run_size = 0.0
     n_run = 0
     stopped_early = False
-    while step < total:
-        if pool is not None and step > 0 and step % cfg.steps_per_epoch == 0:
-            # A new epoch swaps part of the pool (also right after resuming at an epoch boundary,
-            # as the uninterrupted run would have done at this step).
-            pool.refresh()
-            positives = pool.positives()
-            log(f"[train] epoch {step // cfg.steps_per_epoch + 1}: pool {[v.background for v in data]}, "
-                f"{len(positives)} nodules")
-        if ipool is not None and step > 0 and step % cfg.steps_per_epoch == 0:
-            ipool.at_epoch(step // cfg.steps_per_epoch)  # a no-op right after resuming at this boundary
-            positives = ipool.positives()
-        frac = step / max(total, 1)
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac)))
-        x, th, tl, tm = (t.to(device) for t in _sample_batch(data, positives, cfg, rng))
-        pred = model(x)
-        loss, parts = detector_loss(pred, th, tl, tm, return_parts=True)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        step += 1
-        run_loss += float(loss.detach())
-        run_heat += float(parts["heatmap"])
-        run_size += float(parts["size"])
-        n_run += 1
-        if step % cfg.log_every == 0 or step == total:
-            el = time.perf_counter() - t_loop
-            log(f"[train] step {step}/{total} epoch {(step - 1) // cfg.steps_per_epoch + 1} loss {run_loss / n_run:.4f} "
-                f"(heat {run_heat / n_run:.4f}, size {run_size / n_run:.4f}) lr {opt.param_groups[0]['lr']:.2e} "
-                f"elapsed {time.perf_counter() - t_start:.0f} s ({el / max(step - start_step, 1):.2f} s/step this run)")
-            run_loss = run_heat = run_size = 0.0
-            n_run = 0
-        if step % cfg.steps_per_epoch == 0:
-            save_ckpt()
-            log(f"[train] epoch {step // cfg.steps_per_epoch}/{cfg.epochs} checkpoint -> {ckpt_path}")
-        if cfg.max_minutes is not None and time.perf_counter() - t_start > 60.0 * cfg.max_minutes and step < total:
-            save_ckpt()
-            log(f"[train] time budget of {cfg.max_minutes} min reached at step {step}/{total}; checkpointed")
-            stopped_early = True
-            break
+    # The whole detector treats samples independently (instance norm, no dropout), so the trunk
+    # is all of it.
+    trunk = ThreadedTrunk(model, trunk_workers(cfg.device, cfg.threads, cfg.split_batch))
+    try:
+        while step < total:
+            if pool is not None and step > 0 and step % cfg.steps_per_epoch == 0:
+                # A new epoch swaps part of the pool (also right after resuming at an epoch boundary,
+                # as the uninterrupted run would have done at this step).
+                pool.refresh()
+                positives = pool.positives()
+                log(f"[train] epoch {step // cfg.steps_per_epoch + 1}: pool {[v.background for v in data]}, "
+                    f"{len(positives)} nodules")
+            if ipool is not None and step > 0 and step % cfg.steps_per_epoch == 0:
+                ipool.at_epoch(step // cfg.steps_per_epoch)  # a no-op right after resuming at this boundary
+                positives = ipool.positives()
+            frac = step / max(total, 1)
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * frac)))
+            x, th, tl, tm = (t.to(device) for t in _sample_batch(data, positives, cfg, rng))
+            pred = trunk(x)
+            loss, parts = detector_loss(pred, th, tl, tm, return_parts=True)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            trunk.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            step += 1
+            run_loss += float(loss.detach())
+            run_heat += float(parts["heatmap"])
+            run_size += float(parts["size"])
+            n_run += 1
+            if step % cfg.log_every == 0 or step == total:
+                el = time.perf_counter() - t_loop
+                log(f"[train] step {step}/{total} epoch {(step - 1) // cfg.steps_per_epoch + 1} loss {run_loss / n_run:.4f} "
+                    f"(heat {run_heat / n_run:.4f}, size {run_size / n_run:.4f}) lr {opt.param_groups[0]['lr']:.2e} "
+                    f"elapsed {time.perf_counter() - t_start:.0f} s ({el / max(step - start_step, 1):.2f} s/step this run)")
+                run_loss = run_heat = run_size = 0.0
+                n_run = 0
+            if step % cfg.steps_per_epoch == 0:
+                save_ckpt()
+                log(f"[train] epoch {step // cfg.steps_per_epoch}/{cfg.epochs} checkpoint -> {ckpt_path}")
+            if cfg.max_minutes is not None and time.perf_counter() - t_start > 60.0 * cfg.max_minutes and step < total:
+                save_ckpt()
+                log(f"[train] time budget of {cfg.max_minutes} min reached at step {step}/{total}; checkpointed")
+                stopped_early = True
+                break
+
+    finally:
+        trunk.close()
 
     weights = out_dir / WEIGHTS_NAME
     _save_atomic({k: v.detach().float().cpu() for k, v in model.state_dict().items()}, weights)

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from lungfuse.models.image import NoduleEncoder, NoduleEncoderConfig
+from lungfuse.models.parallel import ThreadedTrunk, trunk_workers
 
 from .crops import extract_crop, random_rotation
 from .detection import (
@@ -79,6 +80,10 @@ class FPRConfig:
     jitter_per_nodule: int = 4
     channels: tuple[int, ...] = (8, 16, 32, 48)
     strides: tuple[int, ...] = (2, 2, 2)
+    # CPU, threads >= 2: the convolutional trunk runs on ``threads`` chunks of each batch in
+    # parallel, one intra-op thread each (models.parallel.ThreadedTrunk; 0.46 vs 0.64 s per
+    # forward + backward of 32 crops on 2 cores); False: the whole batch on ``threads`` threads.
+    split_batch: bool = True
 
     def encoder_config(self) -> NoduleEncoderConfig:
         return NoduleEncoderConfig(channels=tuple(self.channels), strides=tuple(self.strides), embed_dim=64,
@@ -256,6 +261,7 @@ def train_fpr(ex: FPRExamples, cfg: FPRConfig, out_dir: Path, log: Callable[[str
         raise ValueError(f"need positives and negatives, got {len(pos)} and {len(neg)}")
     t0 = time.perf_counter()
     run = 0.0
+    trunk = ThreadedTrunk(model.features, trunk_workers("cpu", cfg.threads, cfg.split_batch))
     try:
         model.train()
         for step in range(cfg.steps):
@@ -265,16 +271,18 @@ def train_fpr(ex: FPRExamples, cfg: FPRConfig, out_dir: Path, log: Callable[[str
             idx = np.concatenate([rng.choice(pos, half), rng.choice(neg, cfg.batch_size - half)])
             x = np.stack([sample_crop(ex, int(i), rng) for i in idx])
             y = torch.from_numpy(labels[idx].astype(np.float32))
-            out = model(torch.from_numpy(x)[:, None])
+            out = model.from_features(trunk(torch.from_numpy(x)[:, None]))
             loss = F.binary_cross_entropy_with_logits(out.logit, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            trunk.backward()
             opt.step()
             run += loss.item()
             if (step + 1) % 100 == 0:
                 log(f"[fpr] step {step + 1}/{cfg.steps} loss {run / 100:.4f} ({time.perf_counter() - t0:.0f} s)")
                 run = 0.0
     finally:
+        trunk.close()
         torch.set_num_threads(prev)
     out_dir.mkdir(parents=True, exist_ok=True)
     pt = out_dir / WEIGHTS_NAME
