@@ -32,10 +32,13 @@ from torch import nn
 __all__ = ["ThreadedTrunk", "trunk_workers"]
 
 
-def trunk_workers(device: str, threads: int, split_batch: bool) -> int:
-    """Chunks a training loop's :class:`ThreadedTrunk` should use: ``threads`` on a CPU when
-    ``split_batch``, else 1 (the whole batch on ``threads`` intra-op threads; GPUs never split)."""
-    return max(1, int(threads)) if split_batch and torch.device(device).type == "cpu" else 1
+def trunk_workers(device: str, threads: int | None = None, split_batch: bool = True) -> int:
+    """Chunks a :class:`ThreadedTrunk` should use: ``threads`` (default: torch's current intra-op
+    thread count) on a CPU when ``split_batch``, else 1 (the whole batch on the intra-op threads;
+    GPUs never split)."""
+    if not split_batch or torch.device(device).type != "cpu":
+        return 1
+    return max(1, int(torch.get_num_threads() if threads is None else threads))
 
 
 class ThreadedTrunk:
@@ -49,11 +52,13 @@ class ThreadedTrunk:
         loss.backward()         # gradients of everything after the trunk, and of y
         trunk.backward()        # the trunk's parameter gradients, accumulated into .grad
 
-    ``module`` must treat samples independently (no batch norm, no dropout inside) and
-    must not be used from another thread meanwhile. With ``workers == 1``, or when
-    autograd is disabled, it is a plain call. Intra-op threads are set to 1 in each
-    worker (each chunk then runs on its own core); the caller's setting is restored
-    by :meth:`close`.
+    ``module`` must treat samples independently (no batch norm, no dropout inside, or the
+    module in eval mode) and must not be used from another thread meanwhile. With
+    ``workers == 1`` or a batch of one it is a plain call. With autograd disabled
+    (``torch.no_grad``/``inference_mode``, which the workers enter too) the chunks run in
+    parallel the same way and their outputs are concatenated: inference, e.g. a sliding
+    window's batch of windows. Intra-op threads are set to 1 in each worker (each chunk
+    then runs on its own core); the caller's setting is restored by :meth:`close`.
     """
 
     def __init__(self, module: nn.Module, workers: int = 2) -> None:
@@ -70,9 +75,16 @@ class ThreadedTrunk:
         torch.set_num_threads(1)
         return self.module(x)
 
+    def _infer(self, job: tuple[torch.Tensor, bool]) -> torch.Tensor:
+        # grad mode and inference mode are thread-local: the worker enters the caller's
+        x, inference = job
+        torch.set_num_threads(1)
+        with torch.inference_mode() if inference else torch.no_grad():
+            return self.module(x)
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self._pool is None or not torch.is_grad_enabled() or len(x) < 2:
-            self._y, self._outs = None, []
+        self._y, self._outs = None, []
+        if self._pool is None or len(x) < 2:
             return self.module(x)
         if self._prev_threads is None:
             self._prev_threads = torch.get_num_threads()
@@ -80,6 +92,9 @@ class ThreadedTrunk:
         # keeps the two workers' cores free while they run.
         torch.set_num_threads(1)
         chunks = x.tensor_split(min(self.workers, len(x)))
+        if not torch.is_grad_enabled():  # inference: the chunks' outputs, nothing to back-propagate
+            inference = torch.is_inference_mode_enabled()
+            return torch.cat(list(self._pool.map(self._infer, [(c, inference) for c in chunks])))
         self._outs = list(self._pool.map(self._run, chunks))
         y = torch.cat([o.detach() for o in self._outs]).requires_grad_(True)
         self._y = y

@@ -898,12 +898,16 @@ def detect(model: NoduleDetector, grid_array_hu: np.ndarray, lung_mask: np.ndarr
                                    padding_mode="constant", cval=0.0)
     was_training = model.training
     model.eval()
+    # On a CPU each window of a sw batch runs on its own core (ThreadedTrunk); the same
+    # outputs as the whole batch on the intra-op threads, faster on few cores.
+    net = ThreadedTrunk(model, trunk_workers(str(device)))
     try:
         use_amp = bool(amp) and str(device).startswith("cuda")
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
             x = torch.from_numpy(np.ascontiguousarray(img))[None, None].to(device)
-            pred = inferer(x, model)[0].float().cpu()
+            pred = inferer(x, net)[0].float().cpu()
     finally:
+        net.close()
         model.train(was_training)
     prob = torch.sigmoid(pred[NoduleDetector.HEATMAP])
     logd = pred[NoduleDetector.LOG_DIAMETER]

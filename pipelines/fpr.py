@@ -331,10 +331,10 @@ def classify(model: NoduleEncoder, norm_grid: np.ndarray, centres: Sequence[Sequ
         return np.zeros(0, np.float32)
     x = np.stack([patch_around(norm_grid, c, FPR_PATCH)[0] for c in centres])
     probs = []
-    with torch.inference_mode():
+    with torch.inference_mode(), ThreadedTrunk(model.features, trunk_workers(device)) as trunk:
         for axes in views:
             xv = np.ascontiguousarray(np.flip(x, axis=tuple(a + 1 for a in axes))) if axes else x
-            logit = model(torch.from_numpy(xv)[:, None].to(device)).logit
+            logit = model.from_features(trunk(torch.from_numpy(xv)[:, None].to(device))).logit
             probs.append(torch.sigmoid(logit.float()).cpu().numpy())
     return np.mean(probs, axis=0).astype(np.float32)
 

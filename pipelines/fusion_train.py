@@ -49,6 +49,7 @@ from .training_data import InsertedNodule, backgrounds_for, crops_for, insert_al
 if TYPE_CHECKING:
     import torch
 
+    from lungfuse.models.image import NoduleEncoderOutput
     from lungfuse.models.parallel import ThreadedTrunk
 
 log = logging.getLogger(__name__)
@@ -408,16 +409,19 @@ def make_batch(ex: ExampleSet, idx: np.ndarray, rng: np.random.Generator | None,
     }
 
 
-def _forward(model: torch.nn.Module, b: dict, device: str, trunk: ThreadedTrunk | None = None):  # noqa: ANN202
-    """The model on batch ``b``, each distinct crop encoded once; ``trunk`` (training) runs the
-    encoder's convolutional trunk on batch chunks in parallel (its ``backward`` is then the
-    caller's to call after the loss's)."""
+def _forward(model: torch.nn.Module, b: dict, device: str, trunk: ThreadedTrunk | None = None,  # noqa: ANN202
+             enc: NoduleEncoderOutput | None = None):
+    """The model on batch ``b``, each distinct crop encoded once; ``trunk`` runs the encoder's
+    convolutional trunk on batch chunks in parallel (in training its ``backward`` is then the
+    caller's to call after the loss's); ``enc``: the encoder's output for ``b["crop"]`` when the
+    caller has it already."""
     from lungfuse.models.eaf import normalise_env
     from lungfuse.models.image import NoduleEncoderOutput
 
     strategies = model.policy.decide_batch(b["env_raw"])
     crop = b["crop"].to(device)
-    enc = model.encoder(crop) if trunk is None else model.encoder.from_features(trunk(crop))
+    if enc is None:
+        enc = model.encoder(crop) if trunk is None else model.encoder.from_features(trunk(crop))
     i = b["crop_index"].to(device)
     encoded = NoduleEncoderOutput(enc.embedding[i], enc.feature_map[i], enc.logit[i])
     return model(crop, b["sentence"].to(device), b["claims"].to(device), b["present"].to(device),
@@ -527,17 +531,47 @@ def train_fusion(cfg: TrainConfig, train: ExampleSet, out_dir: Path, progress: C
 # ---------------------------------------------------------------------------
 # Prediction, calibration, metrics
 # ---------------------------------------------------------------------------
-def predict(model: torch.nn.Module, ex: ExampleSet, rows: np.ndarray, variant: int = 0, drop_report: bool = False,
-            device: str = "cpu", batch: int = 256) -> dict[str, np.ndarray]:
-    """Uncalibrated logits of every variant for ``rows`` (deterministic)."""
+def encode_nodules(model: torch.nn.Module, ex: ExampleSet, variant: int = 0, device: str = "cpu",
+                   batch: int = 128) -> NoduleEncoderOutput:
+    """The nodule encoder's output for every nodule of ``ex`` (crop variant ``variant``), in
+    nodule order, for :func:`predict` to reuse when it scores the same crops several times."""
     import torch
+
+    from lungfuse.models.image import NoduleEncoderOutput
+    from lungfuse.models.parallel import ThreadedTrunk, trunk_workers
+
+    model.eval()
+    parts = []
+    with torch.inference_mode(), ThreadedTrunk(model.encoder.features, trunk_workers(device)) as trunk:
+        for s in range(0, len(ex.crops), batch):
+            crop = torch.from_numpy(ex.crops[s : s + batch, variant].astype(np.float32)[:, None]).to(device)
+            parts.append(model.encoder.from_features(trunk(crop)))
+    return NoduleEncoderOutput(*(torch.cat(t) for t in zip(*parts, strict=True)))
+
+
+def predict(model: torch.nn.Module, ex: ExampleSet, rows: np.ndarray, variant: int = 0, drop_report: bool = False,
+            device: str = "cpu", batch: int = 256, encoded: NoduleEncoderOutput | None = None
+            ) -> dict[str, np.ndarray]:
+    """Uncalibrated logits of every variant for ``rows`` (deterministic).
+
+    ``encoded``: :func:`encode_nodules` of ``ex`` for this ``variant``, reused instead of
+    encoding the crops again."""
+    import torch
+
+    from lungfuse.models.image import NoduleEncoderOutput
+    from lungfuse.models.parallel import ThreadedTrunk, trunk_workers
 
     model.eval()
     outs: dict[str, list[np.ndarray]] = {}
-    with torch.inference_mode():
+    with torch.inference_mode(), ThreadedTrunk(model.encoder.features, trunk_workers(device)) as trunk:
         for s in range(0, len(rows), batch):
-            b = make_batch(ex, rows[s : s + batch], None, None, variant=variant, drop_report=drop_report)
-            o = _forward(model, b, device)
+            idx = rows[s : s + batch]
+            b = make_batch(ex, idx, None, None, variant=variant, drop_report=drop_report)
+            enc = None
+            if encoded is not None:  # make_batch's crops are those of np.unique(nodules), in that order
+                nod = torch.from_numpy(np.unique(ex.nodule[idx]).astype(np.int64))
+                enc = NoduleEncoderOutput(*(t[nod] for t in encoded))
+            o = _forward(model, b, device, trunk, enc)
             for k, v in o.logits.items():
                 outs.setdefault(k, []).append(v.float().cpu().numpy())
     return {k: np.concatenate(v) for k, v in outs.items()}
@@ -613,10 +647,12 @@ def calibrate_noise_threshold(model: torch.nn.Module, val: ExampleSet, device: s
     noisy = val.variant_names.index("noise20")
     y = np.concatenate([val.label[rows], val.label[rows]])
     best, best_auc = model.policy.noise_threshold_hu, -1.0
+    # The threshold only steers EAF's choice of path: the crops are encoded once, not per candidate.
+    enc = {v: encode_nodules(model, val, v, device) for v in (0, noisy)}
     for thr in candidates:
         model.policy.noise_threshold_hu = float(thr)
-        p = np.concatenate([predict(model, val, rows, 0, device=device)["afa_eaf"],
-                            predict(model, val, rows, noisy, device=device)["afa_eaf"]])
+        p = np.concatenate([predict(model, val, rows, v, device=device, encoded=enc[v])["afa_eaf"]
+                            for v in (0, noisy)])
         auc = roc_auc_score(y, p)
         if auc > best_auc + 1e-4:
             best, best_auc = float(thr), auc
@@ -656,7 +692,8 @@ def evaluate_fusion(model: torch.nn.Module, calib: dict[str, dict], train: Examp
 
     rows = np.nonzero(test.label >= 0)[0]
     y = test.label[rows]
-    clean = probs(predict(model, test, rows, 0, device=device))
+    enc0 = encode_nodules(model, test, 0, device)  # the clean crops, scored three times below
+    clean = probs(predict(model, test, rows, 0, device=device, encoded=enc0))
     mal = {k: binary_metrics(clean[k], y, float(calib[k].get("decision_threshold", 0.5)))
            for k in ("image_only", "text_only", "concat", "afa", "afa_eaf")}
     (p_sb, rows_sb), *on_val = structured_baseline(train, test, *([val] if val is not None else []))
@@ -676,9 +713,9 @@ def evaluate_fusion(model: torch.nn.Module, calib: dict[str, dict], train: Examp
         "thick_slices": pair(probs(predict(model, test, rows, test.variant_names.index("thick5"), device=device)), y),
     }
     inc = rows[(test.env_report[rows, 0] < 0.85) & test.present[rows]]
-    degraded["report_incomplete"] = pair(probs(predict(model, test, inc, 0, device=device)), test.label[inc])
+    degraded["report_incomplete"] = pair(probs(predict(model, test, inc, 0, device=device, encoded=enc0)), test.label[inc])
     degraded["report_incomplete"]["n"] = int(len(inc))  # type: ignore[assignment]
-    degraded["report_missing"] = pair(probs(predict(model, test, rows, 0, drop_report=True, device=device)), y)
+    degraded["report_missing"] = pair(probs(predict(model, test, rows, 0, drop_report=True, device=device, encoded=enc0)), y)
     return {"malignancy": mal, "degraded": degraded, "n_test_reports": int(len(rows)),
             "n_test_nodules": int(len(np.unique(test.nodule[rows])))}
 

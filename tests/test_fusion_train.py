@@ -164,6 +164,24 @@ def test_predict_with_shared_crops_matches_one_row_at_a_time() -> None:
         np.testing.assert_allclose(together[k], alone[k], rtol=1e-4, atol=1e-5)
 
 
+def test_predict_with_precomputed_encodings_matches() -> None:
+    """predict(..., encoded=encode_nodules(...)) scores rows exactly as encoding their crops does,
+    for any subset and order of rows and for another crop variant."""
+    from lungfuse.pipelines.fusion_train import encode_nodules, new_model
+
+    torch.manual_seed(0)
+    ex = tiny_examples(n_nod=5)
+    m = new_model(ex.claims.shape[1]).eval()
+    for variant in (0, 1):
+        enc = encode_nodules(m, ex, variant, batch=2)
+        assert enc.embedding.shape[0] == len(ex.crops)
+        for rows in (np.arange(len(ex.label)), np.array([7, 2, 3, 11, 0])):
+            direct = predict(m, ex, rows, variant, batch=4)
+            reused = predict(m, ex, rows, variant, batch=4, encoded=enc)
+            for k in direct:
+                np.testing.assert_allclose(reused[k], direct[k], rtol=1e-4, atol=1e-5)
+
+
 def test_shared_crop_epoch_sees_every_labelled_report_once_in_whole_nodules(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from lungfuse.pipelines import fusion_train

@@ -80,17 +80,30 @@ def test_whole_network_as_trunk_and_gradient_accumulation() -> None:
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_plain_call_without_grad_or_one_worker_and_threads_restored() -> None:
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_inference_in_chunks_equals_the_whole_batch(mode: str) -> None:
+    model = _encoder().eval()
+    x = torch.rand(5, 1, 12, 12, 12)
+    ctx = torch.no_grad if mode == "no_grad" else torch.inference_mode
+    with ctx():
+        whole = model.features(x)
+    before = torch.get_num_threads()
+    with ThreadedTrunk(model.features, 2) as trunk, ctx():
+        y = trunk(x)
+        trunk.backward()  # nothing to back-propagate
+    assert torch.get_num_threads() == before
+    assert not y.requires_grad and y.is_inference() == (mode == "inference_mode")
+    torch.testing.assert_close(y, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_plain_call_with_one_worker_and_threads_restored() -> None:
     model = _encoder()
     x = torch.rand(4, 1, 12, 12, 12)
     before = torch.get_num_threads()
     with ThreadedTrunk(model.features, 2) as trunk:
-        with torch.no_grad():
-            y = trunk(x)
-        assert not y.requires_grad
-        trunk.backward()  # nothing to do
         y = trunk(x)
         assert y.is_leaf and y.requires_grad
+        assert torch.get_num_threads() == 1  # the caller's cheap rest of the step: one thread
     assert torch.get_num_threads() == before
     one = ThreadedTrunk(model.features, 1)
     y = one(x)
@@ -105,3 +118,4 @@ def test_trunk_workers() -> None:
     assert trunk_workers("cpu", 2, False) == 1
     assert trunk_workers("cpu", 0, True) == 1
     assert trunk_workers("cuda", 2, True) == 1
+    assert trunk_workers("cpu") == torch.get_num_threads()
