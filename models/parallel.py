@@ -42,7 +42,7 @@ def trunk_workers(device: str, threads: int | None = None, split_batch: bool = T
 
 
 class ThreadedTrunk:
-    """Run ``module`` on ``workers`` chunks of the batch in parallel threads (training only).
+    """Run ``module`` on ``workers`` chunks of the batch in parallel threads (training and inference).
 
     Use::
 
@@ -100,10 +100,9 @@ class ThreadedTrunk:
         self._y = y
         return y
 
-    def _grads(self, job: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor | None, ...]:
-        out, grad = job
+    def _grads(self, job: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]) -> tuple[torch.Tensor | None, ...]:
+        out, grad, params = job
         torch.set_num_threads(1)
-        params = [p for p in self.module.parameters() if p.requires_grad]
         return torch.autograd.grad(out, params, grad_outputs=grad, allow_unused=True)
 
     def backward(self) -> None:
@@ -118,8 +117,8 @@ class ThreadedTrunk:
             return
         grads = y.grad.split([len(o) for o in outs])
         assert self._pool is not None
-        per_chunk = list(self._pool.map(self._grads, zip(outs, grads, strict=True)))
         params = [p for p in self.module.parameters() if p.requires_grad]
+        per_chunk = list(self._pool.map(self._grads, [(o, g, params) for o, g in zip(outs, grads, strict=True)]))
         for i, p in enumerate(params):
             parts = [g[i] for g in per_chunk if g[i] is not None]
             if not parts:

@@ -338,7 +338,7 @@ class TrainConfig:
     # CPU: the nodule encoder's convolutional trunk runs on ``threads`` chunks of each batch in
     # parallel, one intra-op thread each (models.parallel.ThreadedTrunk: 4.0 vs 4.6 s per step on
     # 2 cores); the same gradients up to float rounding. False: the whole batch on ``threads``
-    # intra-op threads, as every shipped model up to 2026-11-30 was trained.
+    # intra-op threads, as the fusion models before the one shipped on 2026-11-30 were trained.
     split_batch: bool = True
     max_steps: int | None = None  # smoke tests
 
