@@ -84,6 +84,21 @@ class ExampleSet:
         count = np.bincount(self.nodule, minlength=m)
         return np.log(np.maximum(total / np.maximum(count, 1), 1.0)).astype(np.float32)
 
+    @functools.cached_property
+    def nodule_attributes(self) -> np.ndarray:
+        """``(M, 8)`` each nodule's median reader rating per :data:`RATING_NAMES` (never the
+        malignancy), scaled from ``1..max`` to ``[0, 1]``: the nodule encoder's auxiliary
+        appearance targets. Annotation-derived, like the size target; nodules without a row are 0."""
+        m = len(self.crops)
+        top = np.array([_SCALE_MAX[k] for k in RATING_NAMES], np.float32)
+        out = np.zeros((m, len(RATING_NAMES)), np.float32)
+        order = np.argsort(self.nodule, kind="stable")
+        nods, first = np.unique(self.nodule[order], return_index=True)
+        for j, rows in zip(nods, np.split(order, first[1:]), strict=True):
+            med = np.median(self.structured[rows, : len(RATING_NAMES)], axis=0)
+            out[j] = np.clip((med - 1.0) / (top - 1.0), 0.0, 1.0)
+        return out
+
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         d = {k: v for k, v in asdict(self).items() if isinstance(v, np.ndarray)}
@@ -327,6 +342,9 @@ class TrainConfig:
     p_drop_report: float = 0.1  # on top of the examples' own missing reports
     infonce_weight: float = 0.1
     size_weight: float = 0.5  # auxiliary ln(diameter mm) regression of the nodule encoder
+    # auxiliary regression of the readers' median semantic ratings from the image embedding
+    # (ExampleSet.nodule_attributes; mean squared error over the 8); 0 = no such head
+    attr_weight: float = 0.0
     encoder_norm: str = "INSTANCE"  # the nodule encoder's norm (NoduleEncoderConfig.norm)
     encoder_stem_stride: int = 1  # 2: the encoder's stages start at 16^3 (NoduleEncoderConfig.stem_stride)
     # True: a step takes whole nodules (all their labelled reports, ~batch_size reports in all) and
@@ -406,6 +424,7 @@ def make_batch(ex: ExampleSet, idx: np.ndarray, rng: np.random.Generator | None,
         "env_raw": torch.from_numpy(env),
         "label": torch.from_numpy(ex.label[idx].astype(np.float32)),
         "log_diameter": torch.from_numpy(ex.nodule_log_diameter[nod]),
+        "attributes": torch.from_numpy(ex.nodule_attributes[nod]),
     }
 
 
@@ -429,17 +448,18 @@ def _forward(model: torch.nn.Module, b: dict, device: str, trunk: ThreadedTrunk 
 
 
 def new_model(n_claims: int = len(CLAIM_FEATURES), encoder_norm: str = "INSTANCE",  # noqa: ANN201
-              stem_stride: int = 1):
+              stem_stride: int = 1, n_attributes: int = 0):
     """A fresh fusion model; with ``stem_stride`` 2 the first residual stage does not stride, so the
-    encoder's feature map stays 8^3 for a 32^3 crop."""
+    encoder's feature map stays 8^3 for a 32^3 crop; ``n_attributes`` > 0 adds the auxiliary
+    rating head."""
     from lungfuse.models.fusion import FusionModel, FusionModelConfig
     from lungfuse.models.image import NoduleEncoderConfig
     from lungfuse.models.text import TextAdapterConfig
 
     strides = (2, 2, 1) if stem_stride == 1 else (1, 2, 1)
     enc = NoduleEncoderConfig(norm=encoder_norm, stem_stride=stem_stride, strides=strides)
-    return FusionModel(FusionModelConfig(encoder=enc,
-                                         text=TextAdapterConfig(n_claim_features=n_claims)))
+    return FusionModel(FusionModelConfig(encoder=enc, text=TextAdapterConfig(n_claim_features=n_claims),
+                                         n_attributes=n_attributes))
 
 
 def train_fusion(cfg: TrainConfig, train: ExampleSet, out_dir: Path, progress: Callable[[str], None] = log.info):  # noqa: ANN201
@@ -453,7 +473,8 @@ def train_fusion(cfg: TrainConfig, train: ExampleSet, out_dir: Path, progress: C
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     rng = np.random.default_rng(cfg.seed)
-    model = new_model(train.claims.shape[1], cfg.encoder_norm, cfg.encoder_stem_stride).to(cfg.device)
+    model = new_model(train.claims.shape[1], cfg.encoder_norm, cfg.encoder_stem_stride,
+                      len(RATING_NAMES) if cfg.attr_weight > 0 else 0).to(cfg.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rows = np.nonzero(train.label >= 0)[0]
     if cfg.share_crops:
@@ -507,6 +528,8 @@ def train_fusion(cfg: TrainConfig, train: ExampleSet, out_dir: Path, progress: C
                 loss = loss + cfg.infonce_weight * model.afa.info_nce(out.afa.z_img, out.afa.z_txt, present)
                 if cfg.size_weight > 0:
                     loss = loss + cfg.size_weight * F.mse_loss(out.log_diameter, b["log_diameter"].to(cfg.device))
+                if cfg.attr_weight > 0:
+                    loss = loss + cfg.attr_weight * F.mse_loss(out.attributes, b["attributes"].to(cfg.device))
                 opt.zero_grad()
                 loss.backward()
                 trunk.backward()

@@ -85,6 +85,47 @@ def test_size_loss_trains_the_size_head_only_when_weighted(tmp_path: Path, size_
     assert (moved < 1e-6) if size_weight == 0 else (moved > 1e-5), moved
 
 
+def test_nodule_attributes_are_the_scaled_median_ratings() -> None:
+    from lungfuse.pipelines.lidc import RATING_NAMES
+
+    ex = tiny_examples(n_nod=2)
+    ex.nodule[:] = [0, 0, 0, 1]  # three readers of nodule 0, one of nodule 1
+    ex.structured[:, :8] = 1.0
+    t = RATING_NAMES.index("texture")  # 1..5
+    c = RATING_NAMES.index("calcification")  # 1..6
+    ex.structured[:, t] = [1.0, 5.0, 4.0, 3.0]
+    ex.structured[:, c] = [6.0, 6.0, 1.0, 6.0]
+    a = ex.nodule_attributes
+    assert a.shape == (2, len(RATING_NAMES)) and a.dtype == np.float32
+    assert a[0, t] == pytest.approx(0.75) and a[1, t] == pytest.approx(0.5)  # median 4 of 1..5, then 3
+    assert a[0, c] == pytest.approx(1.0) and a[1, c] == pytest.approx(1.0)
+    others = [i for i in range(len(RATING_NAMES)) if i not in (t, c)]
+    assert np.all(a[:, others] == 0.0)  # rating 1 is the bottom of every scale
+
+
+@pytest.mark.parametrize("attr_weight", [0.0, 2.0])
+def test_attribute_head_exists_and_trains_only_when_weighted(tmp_path: Path, attr_weight: float) -> None:
+    from lungfuse.models.fusion import FusionModelConfig
+    from lungfuse.pipelines.fusion_train import new_model
+
+    ex = tiny_examples()
+    cfg = TrainConfig(epochs=1, batch_size=8, max_steps=2, threads=1, seed=5, attr_weight=attr_weight)
+    m = train_fusion(cfg, ex, tmp_path)
+    if attr_weight == 0:
+        assert m.attr_head is None and m.config.n_attributes == 0
+        return
+    torch.manual_seed(cfg.seed)
+    init = new_model(ex.claims.shape[1], n_attributes=8).attr_head.weight.detach().clone()
+    assert float((m.attr_head.weight.detach() - init).abs().max()) > 1e-5
+    # the head's size is part of the saved config; weights saved before it existed load without one
+    d = m.config.to_dict()
+    assert FusionModelConfig.from_dict(d).n_attributes == 8
+    d.pop("n_attributes")
+    assert FusionModelConfig.from_dict(d).n_attributes == 0
+    with pytest.raises(ValueError, match="n_attributes"):
+        FusionModelConfig(n_attributes=-1)
+
+
 def test_save_and_load_verify_hashes(tmp_path: Path) -> None:
     ex = tiny_examples()
     m = train_fusion(TrainConfig(epochs=1, batch_size=8, max_steps=1, threads=1), ex, tmp_path / "w")
