@@ -423,7 +423,7 @@ def load_models(models_dir: str | os.PathLike[str] | None = None, device: str = 
         else:
             consistency = ConsistencyCalibration()
         op = float(det_meta.get("operating_threshold", DEFAULT_OPERATING_THRESHOLD))
-        from .fpr import COMBINE, load_shipped_fpr
+        from .fpr import COMBINE, load_shipped_fpr, model_views
         from .fpr import WEIGHTS_NAME as FPR_WEIGHTS
 
         fpr = load_shipped_fpr(mdir, device)
@@ -447,7 +447,9 @@ def load_models(models_dir: str | os.PathLike[str] | None = None, device: str = 
         }
         if fpr is not None:
             info["fpr"] = {"name": "lungfuse-fpr (MONAI residual CNN, 32^3 at 1.5 mm)", "file": fpr_pt.name,
-                           "sha256": sha256_file(fpr_pt), "combine": COMBINE}
+                           "sha256": sha256_file(fpr_pt), "combine": COMBINE,
+                           # classifier probability = mean over these crop views (mirrored axes, z-y-x)
+                           "test_time_views": [list(v) for v in model_views(fpr)]}
         m = _Models(detector, fusion, meta["calibration"], consistency, op, info, device, fpr)
         _MODEL_CACHE[key] = m
         return m

@@ -3,6 +3,8 @@ discordance rules, the consistency calibration, word occlusion, the FP classifie
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -157,7 +159,17 @@ def test_patch_around_pads_with_air() -> None:
 
 
 def test_fpr_train_smoke(tmp_path) -> None:  # noqa: ANN001
-    from lungfuse.pipelines.fpr import TTA_VIEWS, FPRConfig, FPRExamples, classify, load_fpr, train_fpr
+    from lungfuse.pipelines.fpr import (
+        DEFAULT_VIEWS,
+        TTA_VIEWS,
+        FPRConfig,
+        FPRExamples,
+        classify,
+        load_fpr,
+        model_views,
+        rescore,
+        train_fpr,
+    )
 
     rng = np.random.default_rng(0)
     vol = rng.random((40, 40, 40)).astype(np.float16)
@@ -172,8 +184,25 @@ def test_fpr_train_smoke(tmp_path) -> None:  # noqa: ANN001
     one = lambda grid: classify(model, np.ascontiguousarray(grid), [(16, 16, 16)], views=((),))[0]  # noqa: E731
     views = [one(g), one(g[:, :, ::-1]), one(g[:, ::-1]), one(g[:, ::-1, ::-1])]
     assert classify(model, g, [(16, 16, 16)], views=TTA_VIEWS)[0] == pytest.approx(float(np.mean(views)), abs=1e-6)
-    assert classify(model, g, [(16, 16, 16)])[0] == views[0]  # default: one view
     assert len({round(float(v), 6) for v in views}) > 1  # the views do differ
+    # default: the views fpr.json names; a new classifier ships with the crop alone
+    assert model_views(model) == DEFAULT_VIEWS == ((),)
+    assert classify(model, g, [(16, 16, 16)])[0] == views[0]
+    # views named in fpr.json travel with the weights into classify and rescore
+    meta = json.loads((tmp_path / "fpr.json").read_text())
+    meta["test_time_views"] = [[], [2]]
+    (tmp_path / "fpr.json").write_text(json.dumps(meta))
+    two = load_fpr(pt)
+    assert model_views(two) == ((), (2,))
+    assert classify(two, g, [(16, 16, 16)])[0] == pytest.approx((views[0] + views[1]) / 2, abs=1e-6)
+    (q,) = rescore(two, g, [(16, 16, 16, 0.25, 8.0)])
+    assert q[3] == pytest.approx(np.sqrt(0.25 * (views[0] + views[1]) / 2), abs=1e-6)
+    # a classifier whose fpr.json predates the key runs on the crop alone
+    del meta["test_time_views"]
+    (tmp_path / "fpr.json").write_text(json.dumps(meta))
+    assert model_views(load_fpr(pt)) == ((),)
+    with pytest.raises(ValueError, match="at least one view"):
+        classify(model, g, [(16, 16, 16)], views=())
     ex.save(tmp_path / "ex.npz")
     back = FPRExamples.load(tmp_path / "ex.npz")
     np.testing.assert_array_equal(back.centres, ex.centres)
