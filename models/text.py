@@ -76,7 +76,7 @@ class TextEncoding:
     """Output of :func:`encode_texts` for N texts padded to a common length T.
 
     Attributes:
-        tokens: ``(N, T, 384)`` float32 last hidden states (padding positions are arbitrary;
+        tokens: ``(N, T, 384)`` float32 last hidden states (padding positions are zero;
             use ``attention_mask``).
         attention_mask: ``(N, T)`` int64, 1 for real tokens (including [CLS]/[SEP]).
         sentence: ``(N, 384)`` float32 masked mean of ``tokens``, L2-normalised (the
@@ -107,7 +107,7 @@ def encode_texts(
         texts: N strings; ``""`` is accepted (see the module note on missing reports),
             ``None`` is not (mark missing reports with a flag instead).
         max_length: truncation length in word pieces, including [CLS] and [SEP].
-        batch_size: texts per forward pass.
+        batch_size: texts per forward pass (batched by length: the shortest texts together).
         device: device of the backbone; returned tensors are on the CPU.
 
     Returns:
@@ -140,17 +140,24 @@ def encode_texts(
     ids = enc["input_ids"].long()
     mask = enc["attention_mask"].long()
     ttype = enc.get("token_type_ids")
-    hidden: list[torch.Tensor] = []
+    # Batches of texts of similar length, each cut to its own longest text: the backbone's cost
+    # grows with the padded length, and report sentences vary (val focus texts: median 48, max
+    # 96 word pieces), so this is ~2.2x faster than padding every batch to the longest text of
+    # all. Trailing padding is masked, so each text's outputs are the same up to float rounding.
+    lengths = mask.sum(1)
+    order = torch.argsort(lengths, stable=True)
+    tokens = torch.zeros(ids.shape[0], ids.shape[1], BACKBONE_DIM)
     with torch.no_grad():
         for s in range(0, len(texts), max(1, batch_size)):
-            sl = slice(s, s + batch_size)
-            kwargs = {"input_ids": ids[sl].to(device), "attention_mask": mask[sl].to(device)}
+            idx = order[s : s + max(1, batch_size)]
+            width = int(lengths[idx].max())
+            kwargs = {"input_ids": ids[idx, :width].to(device), "attention_mask": mask[idx, :width].to(device)}
             if ttype is not None:
-                kwargs["token_type_ids"] = ttype[sl].to(device)
-            hidden.append(model(**kwargs).last_hidden_state.float().cpu())
-    tokens = torch.cat(hidden, dim=0)
+                kwargs["token_type_ids"] = ttype[idx, :width].to(device)
+            tokens[idx, :width] = model(**kwargs).last_hidden_state.float().cpu()
     m = mask.unsqueeze(-1).to(tokens.dtype)
-    sentence = (tokens * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    tokens = tokens * m  # padding positions are exactly zero
+    sentence = tokens.sum(1) / m.sum(1).clamp(min=1e-9)
     sentence = F.normalize(sentence, p=2, dim=1)
     return TextEncoding(
         tokens=tokens,

@@ -39,6 +39,7 @@ from .lung import LobeLocator, LungMask, segment_lungs
 log = logging.getLogger(__name__)
 
 __all__ = ["Background", "InsertedNodule", "prepare_background", "insert_nodule", "real_nodule_block", "crops_for",
+           "CropAugmentation", "draw_augmentations",
            "BACKGROUNDS"]
 
 #: Which real CT hosts which split's nodules.
@@ -185,14 +186,40 @@ def real_nodule_block(bg: Background, nod: ScanNodule, block_mm: float = 64.0) -
                           side, lobe, bg.noise_sigma_hu, bg.slice_thickness_mm, None, nod.diameter_mm)
 
 
+@dataclass(frozen=True)
+class CropAugmentation:
+    """The random draws of one augmented crop (:func:`draw_augmentations`)."""
+
+    jitter_mm: np.ndarray  # (3,) centre shift, mm, z-y-x
+    flips: tuple[bool, bool, bool]  # mirror along z, y, x
+    rotation: np.ndarray  # (3, 3) rotation in the z-y-x frame
+    gain: float  # intensity scale
+
+
+def draw_augmentations(rng: np.random.Generator, n: int) -> list[CropAugmentation]:
+    """``n`` crop augmentations drawn from ``rng`` in a fixed order (jitter up to 1.5 mm, flips,
+    any rotation, intensity +/- 3 %), so a caller can draw them serially and render the crops in
+    any order or in parallel and get the same crops as :func:`crops_for` with that ``rng``."""
+    out = []
+    for _ in range(n):
+        jitter = rng.uniform(-1.5, 1.5, 3)
+        flips = tuple(bool(b) for b in rng.integers(0, 2, 3))
+        rotation = random_rotation(rng)
+        out.append(CropAugmentation(jitter, flips, rotation, float(rng.uniform(0.97, 1.03))))  # type: ignore[arg-type]
+    return out
+
+
 def crops_for(ins: InsertedNodule, rng: np.random.Generator | None, n: int = 1, *, thickness_mm: float | None = None,
-              extra_noise_hu: float = 0.0) -> tuple[np.ndarray, float, float]:
+              extra_noise_hu: float = 0.0, augmentations: Sequence[CropAugmentation] | None = None
+              ) -> tuple[np.ndarray, float, float]:
     """``n`` crops (n, S, S, S) float32 HU of an inserted nodule.
 
     With ``rng`` the crops are augmented (random rotation, flips, jitter of
-    the centre by up to 1.5 mm, intensity scale +/- 3 %); without, the single
-    canonical crop is returned.  ``thickness_mm`` re-slices the block thick
-    first; ``extra_noise_hu`` adds white Gaussian noise (HU) to the crop.
+    the centre by up to 1.5 mm, intensity scale +/- 3 %: :func:`draw_augmentations`);
+    ``augmentations`` gives those draws instead (then ``n`` is their number and
+    ``rng`` only draws the extra noise); with neither, the single canonical crop
+    is returned.  ``thickness_mm`` re-slices the block thick first;
+    ``extra_noise_hu`` adds white Gaussian noise (HU) to the crop.
     Returns ``(crops, noise_sigma_hu, slice_thickness_mm)`` — the environment
     the crops were acquired in.
     """
@@ -203,15 +230,16 @@ def crops_for(ins: InsertedNodule, rng: np.random.Generator | None, n: int = 1, 
         center = center.copy()
         center[0] = center[0] * spacing[0] / spacing2[0]
         spacing, thick = spacing2, thickness_mm
-    out = np.empty((n, CROP_SIZE, CROP_SIZE, CROP_SIZE), np.float32)
-    for i in range(n):
-        if rng is None:
-            out[i] = extract_crop(block, spacing, center)
-            continue
-        jitter = rng.uniform(-1.5, 1.5, 3) / np.array(spacing)
-        flips = tuple(bool(b) for b in rng.integers(0, 2, 3))
-        crop = extract_crop(block, spacing, center + jitter, rotation=random_rotation(rng), flips=flips)  # type: ignore[arg-type]
-        out[i] = crop * float(rng.uniform(0.97, 1.03))
+    if augmentations is None and rng is not None:
+        augmentations = draw_augmentations(rng, n)
+    if augmentations is None:
+        out = np.repeat(extract_crop(block, spacing, center)[None].astype(np.float32), n, axis=0)
+    else:
+        out = np.empty((len(augmentations), CROP_SIZE, CROP_SIZE, CROP_SIZE), np.float32)
+        for i, a in enumerate(augmentations):
+            crop = extract_crop(block, spacing, center + a.jitter_mm / np.array(spacing), rotation=a.rotation,
+                                flips=a.flips)
+            out[i] = crop * a.gain
     noise = ins.noise_sigma_hu
     if extra_noise_hu > 0:
         r = rng if rng is not None else np.random.default_rng(0)

@@ -244,3 +244,47 @@ def test_shared_crop_epoch_sees_every_labelled_report_once_in_whole_nodules(tmp_
     for idx in seen:  # whole nodules: both reports of every nodule in the same step
         nods = ex.nodule[idx]
         assert all((ex.nodule[np.nonzero(ex.label >= 0)[0]] == n).sum() == (nods == n).sum() for n in nods)
+
+
+def _synthetic_blocks(n: int = 5) -> list:
+    from lungfuse.pipelines.training_data import InsertedNodule
+
+    rng = np.random.default_rng(1)
+    out = []
+    for k in range(n):
+        block = rng.normal(-800.0, 30.0, (26, 52, 52)).astype(np.float32)
+        block[10:16, 22:30, 22:30] = 40.0  # a solid blob
+        out.append(InsertedNodule(f"n{k}", "bg", block, (2.5, 0.7, 0.7), (13.0, 26.0, 26.0), (50.0, 100.0, 100.0),
+                                  "right", "RUL", 20.0, 2.5))
+    return out
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_crop_variants_do_not_depend_on_the_worker_count(split: str) -> None:
+    """Crops are rendered in threads; the random draws are made serially first, so the crops, their
+    environment and the generator's state afterwards (the reports draw from it next) are the same
+    for 1 or 3 workers, and the same as one serial crops_for per nodule and variant."""
+    from lungfuse.pipelines.crops import normalize_hu
+    from lungfuse.pipelines.fusion_train import _crop_variants
+    from lungfuse.pipelines.training_data import crops_for
+
+    blocks = _synthetic_blocks()
+    runs = []
+    for workers in (1, 3):
+        rng = np.random.default_rng(7)
+        crops, env, names = _crop_variants(blocks, split, rng, n_aug=2, workers=workers)
+        runs.append((crops, env, names, rng.random()))
+    assert runs[0][2] == runs[1][2]
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    assert runs[0][3] == runs[1][3]
+    if split == "train":  # the serial reference: crops_for drawing from the generator as it goes
+        rng = np.random.default_rng(7)
+        for m, ins in enumerate(blocks):
+            c, nz, th = crops_for(ins, rng, 2)
+            np.testing.assert_array_equal(runs[0][0][m, :2], normalize_hu(c).astype(np.float16))
+            c, nz, th = crops_for(ins, rng, 1, thickness_mm=5.0)
+            np.testing.assert_array_equal(runs[0][0][m, 2], normalize_hu(c[0]).astype(np.float16))
+            assert tuple(runs[0][1][m, 2]) == (nz, th) == (20.0, 5.0)
+        assert rng.random() == runs[0][3]
+        assert len({float(np.abs(runs[0][0][m, 0].astype(np.float32) - runs[0][0][m, 1]).sum()) for m in range(5)}) > 1

@@ -470,3 +470,16 @@ def test_encode_texts_real_backbone() -> None:
     s = sims.sentence
     assert float(s[0] @ s[1]) > float(s[0] @ s[2]) + 0.2
     assert torch.isfinite(s[3]).all() and sims.attention_mask[3].sum() == 2  # "" -> [CLS] [SEP]
+
+    # Batching by length gives each text what it gets alone (up to float rounding), in input
+    # order, with zero padding: texts of very different lengths, batch size 2.
+    mixed = ["Nodule.", "A 6 mm solid nodule in the right upper lobe, smooth margin, no calcification, "
+             "stable since the prior examination.", "", "No pulmonary nodules.", "Small ground-glass nodule."]
+    together = encode_texts(mixed, batch_size=2)
+    for i, t in enumerate(mixed):
+        alone = encode_texts([t])
+        n_tok = int(alone.attention_mask.sum())
+        assert int(together.attention_mask[i].sum()) == n_tok
+        torch.testing.assert_close(together.tokens[i, :n_tok], alone.tokens[0, :n_tok], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(together.sentence[i], alone.sentence[0], atol=1e-5, rtol=1e-4)
+        assert torch.all(together.tokens[i, n_tok:] == 0)
