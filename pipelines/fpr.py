@@ -29,6 +29,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -94,6 +95,10 @@ class FPRConfig:
     # parallel, one intra-op thread each (models.parallel.ThreadedTrunk; 0.46 vs 0.64 s per
     # forward + backward of 32 crops on 2 cores); False: the whole batch on ``threads`` threads.
     split_batch: bool = True
+    # Draw and render the next batch's crops in a background thread while the network trains on
+    # this one. The crops come from the same generator in the same order, so the batches (and a
+    # seeded run's weights) are the same either way; False: drawn between steps.
+    prefetch: bool = True
 
     def encoder_config(self) -> NoduleEncoderConfig:
         return NoduleEncoderConfig(channels=tuple(self.channels), strides=tuple(self.strides), embed_dim=64,
@@ -271,15 +276,25 @@ def train_fpr(ex: FPRExamples, cfg: FPRConfig, out_dir: Path, log: Callable[[str
         raise ValueError(f"need positives and negatives, got {len(pos)} and {len(neg)}")
     t0 = time.perf_counter()
     run = 0.0
+    half = cfg.batch_size // 2
+
+    def draw() -> tuple[np.ndarray, np.ndarray]:  # rng is used here only, one batch after another
+        idx = np.concatenate([rng.choice(pos, half), rng.choice(neg, cfg.batch_size - half)])
+        return idx, np.stack([sample_crop(ex, int(i), rng) for i in idx])
+
     trunk = ThreadedTrunk(model.features, trunk_workers("cpu", cfg.threads, cfg.split_batch))
+    sampler = ThreadPoolExecutor(1) if cfg.prefetch else None
     try:
         model.train()
+        pending = sampler.submit(draw) if sampler is not None else None
         for step in range(cfg.steps):
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
-            half = cfg.batch_size // 2
-            idx = np.concatenate([rng.choice(pos, half), rng.choice(neg, cfg.batch_size - half)])
-            x = np.stack([sample_crop(ex, int(i), rng) for i in idx])
+            if sampler is not None and pending is not None:
+                idx, x = pending.result()
+                pending = sampler.submit(draw) if step + 1 < cfg.steps else None
+            else:
+                idx, x = draw()
             y = torch.from_numpy(labels[idx].astype(np.float32))
             out = model.from_features(trunk(torch.from_numpy(x)[:, None]))
             loss = F.binary_cross_entropy_with_logits(out.logit, y)
@@ -292,6 +307,8 @@ def train_fpr(ex: FPRExamples, cfg: FPRConfig, out_dir: Path, log: Callable[[str
                 log(f"[fpr] step {step + 1}/{cfg.steps} loss {run / 100:.4f} ({time.perf_counter() - t0:.0f} s)")
                 run = 0.0
     finally:
+        if sampler is not None:
+            sampler.shutdown(wait=True, cancel_futures=True)
         trunk.close()
         torch.set_num_threads(prev)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -228,3 +228,23 @@ def test_lobe_rule_respects_the_estimate_uncertainty() -> None:
     assert pair_discordances(_claim(side="right", lobe="RLL"), near_fissure) == []
     apex = FindingView("right", "RUL", 20.0, "solid", 0.0, 0.9, plausible_lobes=("RUL",))
     assert "lobe" in pair_discordances(_claim(side="right", lobe="RLL"), apex)[0]
+
+
+def test_fpr_prefetch_gives_the_same_weights(tmp_path) -> None:  # noqa: ANN001
+    """The next batch is drawn in a background thread from the same generator in the same order,
+    so a seeded run's weights are bit-identical with and without prefetching."""
+    import torch
+
+    from lungfuse.pipelines.fpr import FPRConfig, FPRExamples, train_fpr
+
+    rng = np.random.default_rng(0)
+    vol = rng.random((40, 40, 40)).astype(np.float16)
+    ex = FPRExamples([vol], [0] * 8, rng.uniform(10, 30, (8, 3)), [0, 1] * 4)
+    w = {}
+    for pf in (False, True):
+        pt = train_fpr(ex, FPRConfig(steps=3, batch_size=4, prefetch=pf), tmp_path / str(pf), log=lambda m: None)
+        w[pf] = torch.load(pt, weights_only=True)
+    assert all(torch.equal(w[False][k], w[True][k]) for k in w[False])
+    assert any(not torch.equal(w[True][k], v) for k, v in torch.load(
+        train_fpr(ex, FPRConfig(steps=3, batch_size=4, seed=1), tmp_path / "s1", log=lambda m: None),
+        weights_only=True).items())  # a different seed does change them
