@@ -315,6 +315,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backgrounds_arg(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """``--backgrounds`` as patient ids (``0001`` and ``LIDC-IDRI-0001`` alike), or None."""
+    ids = getattr(args, "backgrounds", None)
+    if not ids:
+        return None
+    return tuple(b if b.startswith("LIDC-IDRI-") else f"LIDC-IDRI-{b}" for b in ids)
+
+
 def cmd_train_detector(args: argparse.Namespace) -> int:
     from lungfuse.pipelines.detection import DetectionTrainConfig, train_detector
     from lungfuse.pipelines.resources import models_dir, write_manifest_entry
@@ -337,7 +345,10 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
                                lr=args.lr, positive_fraction=args.positive_fraction, init_weights=args.init,
                                log_every=args.log_every, pool=args.pool, pool_refresh=args.pool_refresh,
                                insertion_refresh=args.refresh_insertions, cache_grids=not args.no_grid_cache,
-                               grid_cache_dir=args.grid_cache, augmentation=args.augmentation, **size)
+                               grid_cache_dir=args.grid_cache, augmentation=args.augmentation,
+                               backgrounds=_backgrounds_arg(args), **size)
+    if cfg.backgrounds and args.lidc_root:
+        raise ValueError("--backgrounds selects insertion backgrounds; it does not apply with --lidc-root")
     source: Any
     if args.lidc_root:
         source = _train_root(args.lidc_root, say)
@@ -448,7 +459,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         calibrate_consistency(mdir, cases, seed=args.seed, device=device, progress=con.print)
     if args.what in ("detector", "all"):
         calibrate_detector_threshold(mdir, cases, fp_per_scan=args.fp_per_scan, seed=args.seed, device=device,
-                                     n_volumes=args.val_volumes,
+                                     n_volumes=args.val_volumes, backgrounds=_backgrounds_arg(args),
                                      progress=con.print)
     return 0
 
@@ -476,7 +487,10 @@ def cmd_train_fpr(args: argparse.Namespace) -> int:
     else:
         source = _local_cases(args.cases)
     volumes = args.volumes if args.volumes is not None else 32 if args.lidc_root else 4
-    cfg = FPRConfig(steps=args.steps, seed=args.seed, threads=args.threads, mine_volumes=volumes)
+    if args.backgrounds and args.lidc_root:
+        raise ValueError("--backgrounds selects insertion backgrounds; it does not apply with --lidc-root")
+    cfg = FPRConfig(steps=args.steps, seed=args.seed, threads=args.threads, mine_volumes=volumes,
+                    backgrounds=_backgrounds_arg(args))
     if args.fpr_channels:
         ch = tuple(int(c) for c in args.fpr_channels.split(","))
         cfg.channels, cfg.strides = ch, (2,) * (len(ch) - 1)
@@ -639,6 +653,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--models", metavar="DIR", help="weights folder (default resources/models)")
     s.add_argument("--fp-per-scan", type=float, default=1.0)
     s.add_argument("--val-volumes", type=int, default=2, help="copies of each val background (detector threshold)")
+    s.add_argument("--backgrounds", nargs="+", metavar="ID", help="detector: only these val backgrounds (e.g. "
+                   "0002 for a detector trained with --backgrounds 0001; default: both)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     s.set_defaults(func=cmd_calibrate)
@@ -658,6 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, default=800)
     s.add_argument("--volumes", type=int, help="insertion copies of each training background to mine (default 4); "
                    "with --lidc-root, train patients to mine (default 32; each stays in memory, about 25 MB)")
+    s.add_argument("--backgrounds", nargs="+", metavar="ID", help="mine only these training "
+                   "backgrounds (e.g. 0001, holding 0002 out for a cross-background val; default: both)")
     s.add_argument("--fpr-channels", help=argparse.SUPPRESS)  # smoke tests: a tiny classifier, e.g. 4,8
     s.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
     s.add_argument("--seed", type=int, default=0)
@@ -693,6 +711,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--augmentation", choices=("flips", "affine"), default="flips",
                    help="patch augmentation: flips and 90-degree axial turns (default), or 'affine': those plus "
                    "resampled patches (any axial angle, tilt, scale 0.85-1.2), noise and a thicker-slice blur")
+    s.add_argument("--backgrounds", nargs="+", metavar="ID", help="insertion training: only these training "
+                   "backgrounds (e.g. 0001, holding 0002 out for a cross-background val; default: both)")
     s.add_argument("--init", metavar="PT", help="fine-tune from these detector weights")
     s.add_argument("--max-minutes", type=float, help="stop (checkpointed, weights written) after this long")
     s.add_argument("--seed", type=int, default=0)

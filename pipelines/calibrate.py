@@ -98,13 +98,15 @@ def calibrate_consistency(models_dir: Path, cases: Path, seed: int = 0, device: 
 
 def calibrate_detector_threshold(models_dir: Path, cases: Path, fp_per_scan: float = 1.0, seed: int = 0,
                                  device: str = "cpu", progress: Callable[[str], None] = print,
-                                 n_volumes: int = 2) -> dict:
+                                 n_volumes: int = 2, backgrounds: tuple[str, ...] | None = None) -> dict:
     """Pick the detector's operating threshold on val and store it in ``detector.json``.
 
     Val = ``n_volumes`` copies of each val background with val nodules inserted.  Two copies
     each (4 scans) rather than one: with a budget of 1 FP/scan the threshold is set by the
     second or third false positive of the whole val set, so one copy each made it hinge on
-    two or three candidates.
+    two or three candidates.  ``backgrounds``: only these val backgrounds (patient ids), e.g. the
+    one a detector trained with ``DetectionTrainConfig.backgrounds`` never saw: a val that can
+    show a new background's false positives, which val on the training backgrounds cannot.
     """
     from .detection import CONFIG_NAME, DetectionTrainConfig, detect, froc, load_detector, make_detection_data
     from .resources import verify_manifest, write_manifest_entry
@@ -115,7 +117,8 @@ def calibrate_detector_threshold(models_dir: Path, cases: Path, fp_per_scan: flo
     from .fpr import load_shipped_fpr
 
     fpr = load_shipped_fpr(models_dir, device)
-    cfg = DetectionTrainConfig(n_volumes=n_volumes, nodules_per_volume=25, seed=seed, split="val")
+    cfg = DetectionTrainConfig(n_volumes=n_volumes, nodules_per_volume=25, seed=seed, split="val",
+                               backgrounds=backgrounds)
     vols = make_detection_data("val", cases, cfg, np.random.default_rng([seed, 3]), log=progress)
     dets, truths = [], []
     for v in vols:
@@ -143,7 +146,8 @@ def calibrate_detector_threshold(models_dir: Path, cases: Path, fp_per_scan: flo
     meta = json.loads((models_dir / CONFIG_NAME).read_text())
     meta["operating_threshold"] = float(thr)
     meta["operating_threshold_score"] = "detector x fpr (geometric mean)" if fpr is not None else "detector"
-    meta["operating_threshold_source"] = (f"val split (val nodules in LIDC-IDRI-0001/0002, {len(vols)} scans): "
+    where = "/".join(b.removeprefix("LIDC-IDRI-") for b in (backgrounds or ("LIDC-IDRI-0001", "LIDC-IDRI-0002")))
+    meta["operating_threshold_source"] = (f"val split (val nodules in LIDC-IDRI-{where}, {len(vols)} scans): "
                                           f"lowest score with <= {fp_per_scan:g} FP/scan")
     meta["val_detection"] = {"cpm": res["cpm"], "froc": res["froc"], "sensitivity_at_threshold": tp / max(res["n_truths"], 1),
                              "fp_per_scan_at_threshold": fp / max(len(vols), 1), "n_truths": res["n_truths"]}

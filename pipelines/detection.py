@@ -129,6 +129,8 @@ class DetectionTrainConfig:
         log_every: log the running loss every this many steps.
         max_minutes: stop (after checkpointing) once training ran this long; None = no limit.
         max_backgrounds: use only the first N backgrounds of the split (smoke tests); None = all.
+        backgrounds: insertion training: only these of the split's backgrounds (patient ids, e.g.
+            ``("LIDC-IDRI-0001",)`` to hold LIDC-IDRI-0002 out for a cross-background val); None = all.
         split: the training split (never ``test``).
         init_weights: start a fresh run from these detector weights (fine-tuning) instead of
             random initialisation; ignored when a checkpoint is resumed.
@@ -172,6 +174,7 @@ class DetectionTrainConfig:
     log_every: int = 10
     max_minutes: float | None = None
     max_backgrounds: int | None = None
+    backgrounds: tuple[str, ...] | None = None
     split: str = "train"
     init_weights: str | None = None
     pool: int = 8
@@ -188,6 +191,13 @@ class DetectionTrainConfig:
             raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {self.augmentation!r}")
         if not 0.0 <= self.affine_p <= 1.0:
             raise ValueError(f"affine_p must lie in [0, 1], got {self.affine_p}")
+        if self.backgrounds is not None:
+            self.backgrounds = tuple(self.backgrounds)
+            allowed = BACKGROUNDS.get(self.split, ())
+            bad = [b for b in self.backgrounds if b not in allowed]
+            if bad or not self.backgrounds:
+                raise ValueError(f"backgrounds must be a non-empty subset of the {self.split} backgrounds "
+                                 f"{allowed}, got {self.backgrounds}")
 
     def detector_config(self) -> DetectorConfig:
         p = int(self.patch_size)
@@ -238,8 +248,11 @@ def _merge_real(nodules: Sequence[ScanNodule], spacing: Sequence[float]) -> list
     return kept
 
 
-def _backgrounds(split: str, lidc_root: Path, limit: int | None) -> list[Background]:
-    ids = BACKGROUNDS[split][: limit if limit else None]
+def _backgrounds(split: str, lidc_root: Path, limit: int | None, only: Sequence[str] | None = None
+                 ) -> list[Background]:
+    """The split's backgrounds (:data:`BACKGROUNDS`), restricted to ``only`` (patient ids) when
+    given, then to the first ``limit``."""
+    ids = tuple(b for b in BACKGROUNDS[split] if only is None or b in only)[: limit if limit else None]
     if split != "test" and "LIDC-IDRI-0003" in ids:
         raise RuntimeError("the test background must never be used for training")
     return [prepare_background(Path(lidc_root) / pid, pid) for pid in ids]
@@ -300,7 +313,7 @@ def make_detection_data(split: str, lidc_root: Path, cfg: DetectionTrainConfig, 
     if not nods:
         raise RuntimeError(f"no library nodules in split {split!r}")
     out: list[DetectionVolume] = []
-    for bg in _backgrounds(split, lidc_root, cfg.max_backgrounds):
+    for bg in _backgrounds(split, lidc_root, cfg.max_backgrounds, cfg.backgrounds):
         reals = _merge_real(bg.real_nodules, bg.spacing)
         lung: tuple[np.ndarray, np.ndarray] | None = None
         for copy in range(cfg.n_volumes):
@@ -337,7 +350,7 @@ class InsertionPool:
                         else load_library(progress=log).split(split))
         if not self.nodules:
             raise RuntimeError(f"no library nodules in split {split!r}")
-        self.backgrounds = _backgrounds(split, lidc_root, cfg.max_backgrounds)
+        self.backgrounds = _backgrounds(split, lidc_root, cfg.max_backgrounds, cfg.backgrounds)
         self.reals = [_merge_real(bg.real_nodules, bg.spacing) for bg in self.backgrounds]
         self.per_background = int(cfg.n_volumes)
         self.n_slots = self.per_background * len(self.backgrounds)

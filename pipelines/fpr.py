@@ -87,6 +87,9 @@ class FPRConfig:
     mine_threshold: float = 0.05
     mine_max_peaks: int = 128
     mine_volumes: int = 4  # insertion copies per training background
+    # insertion: mine only these training backgrounds (patient ids; the detector's own when it was
+    # trained on a subset, DetectionTrainConfig.backgrounds); None = all
+    backgrounds: tuple[str, ...] | None = None
     random_negatives_per_volume: int = 60
     jitter_per_nodule: int = 4
     channels: tuple[int, ...] = (8, 16, 32, 48)
@@ -171,7 +174,8 @@ def _mining_volumes(cases: Path | LidcRoot, cfg: FPRConfig, log: Callable[[str],
     loaded is skipped with a log line.  Test patients are never read.
     """
     if not isinstance(cases, LidcRoot):
-        dcfg = DetectionTrainConfig(seed=cfg.seed, n_volumes=cfg.mine_volumes)  # the detector's own training volumes
+        # the detector's own training volumes
+        dcfg = DetectionTrainConfig(seed=cfg.seed, n_volumes=cfg.mine_volumes, backgrounds=cfg.backgrounds)
         vols = make_detection_data("train", cases, dcfg, np.random.default_rng([dcfg.seed, 0]), log=log)
         return len(vols), iter(vols)
     patients = cases.split("train")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -224,3 +225,27 @@ def test_insertion_pool_refresh_and_resume(tmp_path: Path, lidc_root: Path) -> N
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     meta = json.loads((tmp_path / "a" / "detector.json").read_text())
     assert meta["training_data"]["refresh_per_epoch"] == 1 and meta["training_data"]["nodule_draws"] == (3 + 2) * 2
+
+
+def test_held_out_background_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``backgrounds`` restricts a split's insertion backgrounds (a detector trained on 0001 can be
+    validated on 0002, a background it never saw); anything outside the split's list, e.g. the test
+    background for training, is refused at construction."""
+    from lungfuse.app.cli import _backgrounds_arg
+    from lungfuse.pipelines import detection
+    from lungfuse.pipelines.fpr import FPRConfig
+
+    monkeypatch.setattr(detection, "prepare_background", lambda path, pid: pid)
+    cfg = detection.DetectionTrainConfig(backgrounds=["LIDC-IDRI-0001"])
+    assert cfg.backgrounds == ("LIDC-IDRI-0001",)
+    assert detection._backgrounds("train", Path("/x"), None, cfg.backgrounds) == ["LIDC-IDRI-0001"]
+    assert detection._backgrounds("val", Path("/x"), None, ("LIDC-IDRI-0002",)) == ["LIDC-IDRI-0002"]
+    assert detection._backgrounds("train", Path("/x"), None) == ["LIDC-IDRI-0001", "LIDC-IDRI-0002"]
+    assert detection.DetectionTrainConfig(split="val", backgrounds=("LIDC-IDRI-0002",)).backgrounds == ("LIDC-IDRI-0002",)
+    for bad in (("LIDC-IDRI-0003",), (), ("LIDC-IDRI-0001", "LIDC-IDRI-0009")):
+        with pytest.raises(ValueError, match="backgrounds"):
+            detection.DetectionTrainConfig(backgrounds=bad)
+    assert FPRConfig(backgrounds=("LIDC-IDRI-0001",)).backgrounds == ("LIDC-IDRI-0001",)
+    ns = argparse.Namespace(backgrounds=["0001", "LIDC-IDRI-0002"])
+    assert _backgrounds_arg(ns) == ("LIDC-IDRI-0001", "LIDC-IDRI-0002")
+    assert _backgrounds_arg(argparse.Namespace(backgrounds=None)) is None
