@@ -146,7 +146,7 @@ def calibrate_detector_threshold(models_dir: Path, cases: Path, fp_per_scan: flo
     meta = json.loads((models_dir / CONFIG_NAME).read_text())
     meta["operating_threshold"] = float(thr)
     meta["operating_threshold_score"] = "detector x fpr (geometric mean)" if fpr is not None else "detector"
-    where = "/".join(b.removeprefix("LIDC-IDRI-") for b in (backgrounds or ("LIDC-IDRI-0001", "LIDC-IDRI-0002")))
+    where = "/".join(dict.fromkeys(v.background.removeprefix("LIDC-IDRI-") for v in vols))  # the scans scored
     meta["operating_threshold_source"] = (f"val split (val nodules in LIDC-IDRI-{where}, {len(vols)} scans): "
                                           f"lowest score with <= {fp_per_scan:g} FP/scan")
     meta["val_detection"] = {"cpm": res["cpm"], "froc": res["froc"], "sensitivity_at_threshold": tp / max(res["n_truths"], 1),
