@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -70,6 +70,9 @@ from .consistency import (
 from .ingest import CTVolume, load_ct
 from .measure import NoduleMeasurement, measure_nodule
 from .report import Report, load_report
+
+if TYPE_CHECKING:  # fpr imports torch; analyze loads it only with the models
+    from .fpr import FPRClassifier
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -352,7 +355,7 @@ class _Models:
     operating_threshold: float
     info: dict[str, Any]
     device: str
-    fpr: Any = None  # second-stage classifier (pipelines.fpr), None when not shipped
+    fpr: FPRClassifier | None = None  # second-stage classifier, None when not shipped
 
 
 _MODEL_CACHE: dict[tuple[str, str], _Models] = {}
@@ -423,7 +426,7 @@ def load_models(models_dir: str | os.PathLike[str] | None = None, device: str = 
         else:
             consistency = ConsistencyCalibration()
         op = float(det_meta.get("operating_threshold", DEFAULT_OPERATING_THRESHOLD))
-        from .fpr import COMBINE, load_shipped_fpr, model_views
+        from .fpr import COMBINE, load_shipped_fpr
         from .fpr import WEIGHTS_NAME as FPR_WEIGHTS
 
         fpr = load_shipped_fpr(mdir, device)
@@ -449,7 +452,7 @@ def load_models(models_dir: str | os.PathLike[str] | None = None, device: str = 
             info["fpr"] = {"name": "lungfuse-fpr (MONAI residual CNN, 32^3 at 1.5 mm)", "file": fpr_pt.name,
                            "sha256": sha256_file(fpr_pt), "combine": COMBINE,
                            # classifier probability = mean over these crop views (mirrored axes, z-y-x)
-                           "test_time_views": [list(v) for v in model_views(fpr)]}
+                           "test_time_views": [list(v) for v in fpr.test_time_views]}
         m = _Models(detector, fusion, meta["calibration"], consistency, op, info, device, fpr)
         _MODEL_CACHE[key] = m
         return m

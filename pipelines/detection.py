@@ -57,6 +57,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -79,6 +80,9 @@ from .lidc_root import LidcPatient, LidcRoot, load_patient_ct
 from .lung import _ball, segment_lungs
 from .preprocess import DETECTION_SPACING_MM, ModelGrid, to_model_grid
 from .training_data import BACKGROUNDS, Background, prepare_background, volume_with_insertions
+
+if TYPE_CHECKING:  # fpr imports this module
+    from .fpr import FPRClassifier
 
 __all__ = [
     "DetectionTrainConfig",
@@ -1020,7 +1024,7 @@ def froc(detections_per_scan: Sequence[Sequence[Sequence[float]]], truths_per_sc
 
 def evaluate_detection(model: NoduleDetector, lidc_root: Path, n_volumes: int = 2, nodules_per_volume: int = 25,
                        seed: int = 0, *, threshold: float = 0.02, device: str = "cpu", max_peaks: int = 64,
-                       log: Callable[[str], None] | None = print, fpr: torch.nn.Module | None = None) -> dict:
+                       log: Callable[[str], None] | None = print, fpr: FPRClassifier | None = None) -> dict:
     """FROC of ``model`` on the TEST split only: LIDC-IDRI-0003 with test nodules inserted.
 
     ``n_volumes`` copies of LIDC-IDRI-0003 (deterministic in ``seed``), each with

@@ -55,7 +55,7 @@ from .ingest import IngestError
 from .lidc_root import LidcRoot
 from .preprocess import DETECTION_SPACING_MM
 
-__all__ = ["COMBINE", "DEFAULT_VIEWS", "TTA_VIEWS", "FPRConfig", "FPRExamples", "FPR_PATCH", "mine_examples", "sample_crop", "train_fpr", "load_fpr", "load_shipped_fpr", "rescore", "classify"]
+__all__ = ["COMBINE", "DEFAULT_VIEWS", "TTA_VIEWS", "FPRClassifier", "FPRConfig", "FPRExamples", "FPR_PATCH", "mine_examples", "sample_crop", "train_fpr", "load_fpr", "load_shipped_fpr", "rescore", "classify"]
 
 FPR_PATCH = 32
 #: Optional test-time views for :func:`classify`: the crop and its mirror images along y, x and both.
@@ -327,17 +327,46 @@ def train_fpr(ex: FPRExamples, cfg: FPRConfig, out_dir: Path, log: Callable[[str
     return pt
 
 
-def load_fpr(pt: Path, device: str = "cpu") -> NoduleEncoder:
+def _checked_views(views: Sequence[Sequence[int]]) -> tuple[tuple[int, ...], ...]:
+    """``views`` as a tuple of tuples of patch axes (z-y-x = 0, 1, 2), each axis at most once per
+    view; ValueError for none at all or a bad axis."""
+    out = tuple(tuple(int(a) for a in v) for v in views)
+    if not out:
+        raise ValueError("views must name at least one view")
+    for v in out:
+        if any(a not in (0, 1, 2) for a in v) or len(set(v)) != len(v):
+            raise ValueError(f"a test-time view names patch axes 0, 1, 2 at most once each, got {v}")
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class FPRClassifier:
+    """A trained false-positive classifier: the network and the test-time views it ships with.
+
+    The views are part of the shipped model (``test_time_views`` in ``fpr.json``), because the
+    detector's operating threshold was picked on val with them; :func:`classify` uses them unless
+    told otherwise. Each view is a tuple of patch axes (z-y-x = 0, 1, 2) to mirror, ``()`` the crop
+    as it is. Validated at construction.
+    """
+
+    network: NoduleEncoder
+    test_time_views: tuple[tuple[int, ...], ...] = DEFAULT_VIEWS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "test_time_views", _checked_views(self.test_time_views))
+
+
+def load_fpr(pt: Path, device: str = "cpu") -> FPRClassifier:
+    """The classifier in ``pt`` with its ``fpr.json`` (one without ``test_time_views``, as the
+    shipped one, means the crop alone), in eval mode on ``device``."""
     meta = json.loads((Path(pt).parent / CONFIG_NAME).read_text())
     cfg = NoduleEncoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["encoder"].items()})
     model = NoduleEncoder(cfg)
     model.load_state_dict(torch.load(pt, map_location=device, weights_only=True))
-    # The views are part of the shipped model: the operating threshold was picked on val with them.
-    model.test_time_views = tuple(tuple(int(a) for a in v) for v in meta.get("test_time_views", [[]]))
-    return model.to(device).eval()
+    return FPRClassifier(model.to(device).eval(), meta.get("test_time_views", [[]]))
 
 
-def load_shipped_fpr(models_dir: Path, device: str = "cpu") -> NoduleEncoder | None:
+def load_shipped_fpr(models_dir: Path, device: str = "cpu") -> FPRClassifier | None:
     """The classifier shipped in ``models_dir`` (SHA-256 checked against the manifest), or None
     when the folder has none (detection then uses the detector's score alone)."""
     from .resources import verify_manifest
@@ -349,37 +378,32 @@ def load_shipped_fpr(models_dir: Path, device: str = "cpu") -> NoduleEncoder | N
     return load_fpr(pt, device=device)
 
 
-def model_views(model: NoduleEncoder) -> tuple[tuple[int, ...], ...]:
-    """The test-time views ``model`` was loaded with (:func:`load_fpr`; the crop alone otherwise)."""
-    return tuple(getattr(model, "test_time_views", ((),)))
-
-
-def classify(model: NoduleEncoder, norm_grid: np.ndarray, centres: Sequence[Sequence[float]], device: str = "cpu",
-             views: Sequence[tuple[int, ...]] | None = None) -> np.ndarray:
-    """Classifier probability that each centre (grid voxels) is a nodule.
+def classify(model: FPRClassifier, norm_grid: np.ndarray, centres: Sequence[Sequence[float]], device: str = "cpu",
+             views: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """Classifier probability that each centre (grid voxels, z-y-x) is a nodule.
 
     The probability is the mean over ``views``: the patch as it is (``()``) or mirrored along
-    the named patch axes (z-y-x = 0, 1, 2); None means the model's own (:func:`model_views`).
-    Each view costs one classifier pass (~0.4 s more per case on the 2-core CPU for two views
-    than for one). ``views=TTA_VIEWS`` (the four in-plane mirror images) gave val CPM 0.721,
-    no better than the x mirror alone (0.724), for twice that cost.
+    the named patch axes (z-y-x = 0, 1, 2); None means the model's own
+    (:attr:`FPRClassifier.test_time_views`). Each view costs one classifier pass (~0.4 s more
+    per case on the 2-core CPU for two views than for one). ``views=TTA_VIEWS`` (the four
+    in-plane mirror images) gave val CPM 0.721, no better than the x mirror alone (0.724), for
+    twice that cost.
     """
-    views = model_views(model) if views is None else tuple(views)
-    if not views:
-        raise ValueError("views must name at least one view")
+    views = model.test_time_views if views is None else _checked_views(views)
     if len(centres) == 0:
         return np.zeros(0, np.float32)
     x = np.stack([patch_around(norm_grid, c, FPR_PATCH)[0] for c in centres])
+    net = model.network
     probs = []
-    with torch.inference_mode(), ThreadedTrunk(model.features, trunk_workers(device)) as trunk:
+    with torch.inference_mode(), ThreadedTrunk(net.features, trunk_workers(device)) as trunk:
         for axes in views:
             xv = np.ascontiguousarray(np.flip(x, axis=tuple(a + 1 for a in axes))) if axes else x
-            logit = model.from_features(trunk(torch.from_numpy(xv)[:, None].to(device))).logit
+            logit = net.from_features(trunk(torch.from_numpy(xv)[:, None].to(device))).logit
             probs.append(torch.sigmoid(logit.float()).cpu().numpy())
     return np.mean(probs, axis=0).astype(np.float32)
 
 
-def rescore(model: NoduleEncoder, norm_grid: np.ndarray, dets: Sequence[Sequence[float]], device: str = "cpu"
+def rescore(model: FPRClassifier, norm_grid: np.ndarray, dets: Sequence[Sequence[float]], device: str = "cpu"
             ) -> list[tuple[int, int, int, float, float]]:
     """Detections ``(z, y, x, score, d)`` re-scored with the classifier (over its own test-time
     views), sorted by the new score."""

@@ -162,11 +162,11 @@ def test_fpr_train_smoke(tmp_path) -> None:  # noqa: ANN001
     from lungfuse.pipelines.fpr import (
         DEFAULT_VIEWS,
         TTA_VIEWS,
+        FPRClassifier,
         FPRConfig,
         FPRExamples,
         classify,
         load_fpr,
-        model_views,
         rescore,
         train_fpr,
     )
@@ -186,23 +186,28 @@ def test_fpr_train_smoke(tmp_path) -> None:  # noqa: ANN001
     assert classify(model, g, [(16, 16, 16)], views=TTA_VIEWS)[0] == pytest.approx(float(np.mean(views)), abs=1e-6)
     assert len({round(float(v), 6) for v in views}) > 1  # the views do differ
     # default: the views fpr.json names; a new classifier ships with the crop alone
-    assert model_views(model) == DEFAULT_VIEWS == ((),)
+    assert isinstance(model, FPRClassifier) and not model.network.training
+    assert model.test_time_views == DEFAULT_VIEWS == ((),)
     assert classify(model, g, [(16, 16, 16)])[0] == views[0]
     # views named in fpr.json travel with the weights into classify and rescore
     meta = json.loads((tmp_path / "fpr.json").read_text())
     meta["test_time_views"] = [[], [2]]
     (tmp_path / "fpr.json").write_text(json.dumps(meta))
     two = load_fpr(pt)
-    assert model_views(two) == ((), (2,))
+    assert two.test_time_views == ((), (2,))
     assert classify(two, g, [(16, 16, 16)])[0] == pytest.approx((views[0] + views[1]) / 2, abs=1e-6)
     (q,) = rescore(two, g, [(16, 16, 16, 0.25, 8.0)])
     assert q[3] == pytest.approx(np.sqrt(0.25 * (views[0] + views[1]) / 2), abs=1e-6)
     # a classifier whose fpr.json predates the key runs on the crop alone
     del meta["test_time_views"]
     (tmp_path / "fpr.json").write_text(json.dumps(meta))
-    assert model_views(load_fpr(pt)) == ((),)
+    assert load_fpr(pt).test_time_views == ((),)
     with pytest.raises(ValueError, match="at least one view"):
         classify(model, g, [(16, 16, 16)], views=())
+    # validated at construction, whatever fpr.json says
+    for bad in ([], [[3]], [[2, 2]]):
+        with pytest.raises(ValueError, match="view"):
+            FPRClassifier(model.network, bad)
     ex.save(tmp_path / "ex.npz")
     back = FPRExamples.load(tmp_path / "ex.npz")
     np.testing.assert_array_equal(back.centres, ex.centres)
