@@ -71,7 +71,10 @@ from .ingest import CTVolume, load_ct
 from .measure import NoduleMeasurement, measure_nodule
 from .report import Report, load_report
 
-if TYPE_CHECKING:  # fpr imports torch; analyze loads it only with the models
+if TYPE_CHECKING:  # these import torch; analyze loads them only with the models
+    from lungfuse.models.fusion import FusionModel
+    from lungfuse.models.image import NoduleDetector
+
     from .fpr import FPRClassifier
 
 __all__ = [
@@ -348,8 +351,8 @@ def _jsonable(o: Any) -> Any:
 
 @dataclass
 class _Models:
-    detector: Any
-    fusion: Any
+    detector: NoduleDetector
+    fusion: FusionModel
     calibration: dict[str, dict]
     consistency: ConsistencyCalibration
     operating_threshold: float

@@ -51,6 +51,7 @@ from .training_data import InsertedNodule, backgrounds_for, crops_for, draw_augm
 if TYPE_CHECKING:
     import torch
 
+    from lungfuse.models.fusion import FusionModel
     from lungfuse.models.image import NoduleEncoderOutput
     from lungfuse.models.parallel import ThreadedTrunk
 
@@ -780,8 +781,9 @@ def write_fusion_meta(out_dir: Path, meta: dict) -> None:
     write_manifest_entry(out_dir, "fusion.json", "fusion model config, EAF policy and calibration")
 
 
-def load_fusion(models_dir: Path, verify: bool = True):  # noqa: ANN201
-    """Load the shipped fusion model; returns ``(model, meta)``.  Verifies SHA-256 against the manifest."""
+def load_fusion(models_dir: Path, verify: bool = True) -> tuple[FusionModel, dict]:
+    """Load the shipped fusion model (eval mode, CPU); returns ``(model, meta)``, ``meta`` being
+    ``fusion.json``.  Verifies SHA-256 against the manifest."""
     import torch
 
     from lungfuse.models.eaf import FusionPolicy
