@@ -316,10 +316,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _backgrounds_arg(args: argparse.Namespace) -> tuple[str, ...] | None:
-    """``--backgrounds`` as patient ids (``0001`` and ``LIDC-IDRI-0001`` alike), or None."""
+    """``--backgrounds`` as patient ids (``0001`` and ``LIDC-IDRI-0001`` alike), or None.
+
+    ValueError with ``--lidc-root``: the option picks insertion backgrounds, and a full download
+    trains on its own scans instead.
+    """
     ids = getattr(args, "backgrounds", None)
     if not ids:
         return None
+    if getattr(args, "lidc_root", None):
+        raise ValueError("--backgrounds selects insertion backgrounds; it does not apply with --lidc-root")
     return tuple(b if b.startswith("LIDC-IDRI-") else f"LIDC-IDRI-{b}" for b in ids)
 
 
@@ -347,8 +353,6 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
                                insertion_refresh=args.refresh_insertions, cache_grids=not args.no_grid_cache,
                                grid_cache_dir=args.grid_cache, augmentation=args.augmentation,
                                backgrounds=_backgrounds_arg(args), **size)
-    if cfg.backgrounds and args.lidc_root:
-        raise ValueError("--backgrounds selects insertion backgrounds; it does not apply with --lidc-root")
     source: Any
     if args.lidc_root:
         source = _train_root(args.lidc_root, say)
@@ -487,8 +491,6 @@ def cmd_train_fpr(args: argparse.Namespace) -> int:
     else:
         source = _local_cases(args.cases)
     volumes = args.volumes if args.volumes is not None else 32 if args.lidc_root else 4
-    if args.backgrounds and args.lidc_root:
-        raise ValueError("--backgrounds selects insertion backgrounds; it does not apply with --lidc-root")
     cfg = FPRConfig(steps=args.steps, seed=args.seed, threads=args.threads, mine_volumes=volumes,
                     backgrounds=_backgrounds_arg(args))
     if args.fpr_channels:

@@ -294,7 +294,7 @@ def train_fpr(ex: FPRExamples, cfg: FPRConfig, out_dir: Path, log: Callable[[str
         for step in range(cfg.steps):
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
-            if sampler is not None and pending is not None:
+            if pending is not None:  # prefetching: this batch was drawn during the last step
                 idx, x = pending.result()
                 pending = sampler.submit(draw) if step + 1 < cfg.steps else None
             else:

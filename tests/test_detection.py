@@ -249,3 +249,6 @@ def test_held_out_background_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     ns = argparse.Namespace(backgrounds=["0001", "LIDC-IDRI-0002"])
     assert _backgrounds_arg(ns) == ("LIDC-IDRI-0001", "LIDC-IDRI-0002")
     assert _backgrounds_arg(argparse.Namespace(backgrounds=None)) is None
+    with pytest.raises(ValueError, match="--lidc-root"):
+        _backgrounds_arg(argparse.Namespace(backgrounds=["0001"], lidc_root="/data/LIDC"))
+    assert _backgrounds_arg(argparse.Namespace(backgrounds=None, lidc_root="/data/LIDC")) is None
