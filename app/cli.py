@@ -352,7 +352,7 @@ def cmd_train_detector(args: argparse.Namespace) -> int:
                                log_every=args.log_every, pool=args.pool, pool_refresh=args.pool_refresh,
                                insertion_refresh=args.refresh_insertions, cache_grids=not args.no_grid_cache,
                                grid_cache_dir=args.grid_cache, augmentation=args.augmentation,
-                               backgrounds=_backgrounds_arg(args), **size)
+                               nonsolid_weight=args.nonsolid_weight, backgrounds=_backgrounds_arg(args), **size)
     source: Any
     if args.lidc_root:
         source = _train_root(args.lidc_root, say)
@@ -713,6 +713,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--augmentation", choices=("flips", "affine"), default="flips",
                    help="patch augmentation: flips and 90-degree axial turns (default), or 'affine': those plus "
                    "resampled patches (any axial angle, tilt, scale 0.85-1.2), noise and a thicker-slice blur")
+    s.add_argument("--nonsolid-weight", type=float, default=1.0, metavar="W", help="draw positive patches of "
+                   "nodules that look non-solid at their centre (< -300 HU: ground-glass) W times as often as "
+                   "the others (default 1: uniform)")
     s.add_argument("--backgrounds", nargs="+", metavar="ID", help="insertion training: only these training "
                    "backgrounds (e.g. 0001, holding 0002 out for a cross-background val; default: both)")
     s.add_argument("--init", metavar="PT", help="fine-tune from these detector weights")

@@ -130,6 +130,10 @@ def write_model_card(res: dict, path: Path, meta: dict) -> None:
         "single reader's report lacks.",
         "- Reports are generated from ratings, not written by radiologists; the text branch's figures say how "
         "well ratings expressed in words predict the panel's malignancy, not how real reports do.",
+        "- Faint nodules: on a background it never saw, the detector never proposes 9 of the 28 val nodules whose "
+        "centre is below -450 HU (ground-glass, or small enough for partial volume) against 3 of the 20 brighter "
+        "ones, and the classifier scores the faint ones lower (median 0.53 vs 0.99 at the true centre); drawing "
+        "them 3x as often in training did not help (README, Detection).",
         "- Trained on a 2-core CPU in a short budget; see `train_config` in fusion.json.",
         f"- Training configuration: {meta.get('train_config')}",
     ]

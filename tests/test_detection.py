@@ -17,6 +17,7 @@ from lungfuse.pipelines.detection import (
     DetectionVolume,
     InsertionPool,
     _affine_patch,
+    _draw_positive,
     _sample_patch,
     detect,
     froc,
@@ -158,6 +159,32 @@ def test_sample_patch_augmentations() -> None:
     assert not np.allclose(a, b)
     with pytest.raises(ValueError, match="augmentation"):
         _tiny_cfg(augmentation="elastic")
+
+
+def test_nonsolid_weight_draws() -> None:
+    # two positives in one volume: a solid-looking one (0 HU at its centre) and a ground-glass one (-650 HU)
+    shape = (20, 20, 40)
+    img = np.full(shape, (-850.0 + 1000.0) / 1400.0, np.float32)
+    img[9:12, 9:12, 9:12] = (0.0 + 1000.0) / 1400.0
+    img[9:12, 9:12, 29:32] = (-650.0 + 1000.0) / 1400.0
+    v = DetectionVolume(image=img.astype(np.float16), lung=np.ones(shape, bool),
+                        centres=np.array([[10.0, 10.0, 10.0], [10.2, 9.8, 30.4]]), diameters_mm=np.array([6.0, 6.0]),
+                        real=[None, None], to_source=np.eye(4), background="two")
+    np.testing.assert_allclose(v.centre_hu, [0.0, -650.0], atol=1.0)
+    pos = [(0, 0), (0, 1)]
+
+    def share_ggo(cfg: DetectionTrainConfig, n: int = 4000) -> float:
+        rng = np.random.default_rng(1)
+        return float(np.mean([_draw_positive([v], pos, cfg, rng)[1] for _ in range(n)]))
+
+    assert share_ggo(_tiny_cfg()) == pytest.approx(0.5, abs=0.03)
+    assert share_ggo(_tiny_cfg(nonsolid_weight=3.0)) == pytest.approx(0.75, abs=0.03)
+    # weight 1 keeps the uniform draw of the earlier detectors: the same random stream
+    a, b = np.random.default_rng(4), np.random.default_rng(4)
+    assert [_draw_positive([v], pos, _tiny_cfg(), a) for _ in range(20)] == [pos[int(b.integers(2))] for _ in range(20)]
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="nonsolid_weight"):
+            _tiny_cfg(nonsolid_weight=bad)
 
 
 def test_smoke_synthetic(tmp_path: Path) -> None:
