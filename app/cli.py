@@ -714,8 +714,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="patch augmentation: flips and 90-degree axial turns (default), or 'affine': those plus "
                    "resampled patches (any axial angle, tilt, scale 0.85-1.2), noise and a thicker-slice blur")
     s.add_argument("--nonsolid-weight", type=float, default=1.0, metavar="W", help="draw positive patches of "
-                   "nodules that look non-solid at their centre (< -300 HU: ground-glass) W times as often as "
-                   "the others (default 1: uniform)")
+                   "nodules that are faint at their centre (< -300 HU: ground-glass, or small) W times as often "
+                   "as the others (default 1: uniform)")
     s.add_argument("--backgrounds", nargs="+", metavar="ID", help="insertion training: only these training "
                    "backgrounds (e.g. 0001, holding 0002 out for a cross-background val; default: both)")
     s.add_argument("--init", metavar="PT", help="fine-tune from these detector weights")

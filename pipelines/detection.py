@@ -110,8 +110,8 @@ WEIGHTS_NAME = "detector.pt"
 CONFIG_NAME = "detector.json"
 #: Patch augmentations of :class:`DetectionTrainConfig` (see :func:`_sample_patch`).
 AUGMENTATIONS = ("flips", "affine")
-#: A positive whose centre (3x3x3 voxel mean) is below this HU looks non-solid (ground-glass or
-#: the halo of a part-solid nodule): :attr:`DetectionTrainConfig.nonsolid_weight` oversamples those.
+#: A positive whose centre (3x3x3 voxel mean) is below this HU is faint: ground-glass, or small
+#: enough for partial volume to wash it out. :attr:`DetectionTrainConfig.nonsolid_weight` oversamples those.
 NONSOLID_HU = -300.0
 #: Bump when the preparation of a real-scan grid changes: cached grids of older versions are rebuilt.
 GRID_CACHE_VERSION = 1
@@ -158,7 +158,7 @@ class DetectionTrainConfig:
             i.e. FWHM 1.8-5.3 mm), see :func:`_sample_patch`.
         affine_p: with ``"affine"``, the share of resampled patches.
         nonsolid_weight: positive patches are drawn with this weight for nodules that look
-            non-solid at their centre (:data:`NONSOLID_HU`, :attr:`DetectionVolume.centre_hu`) and
+            faint at their centre (:data:`NONSOLID_HU`, :attr:`DetectionVolume.centre_hu`) and
             weight 1 for the others; 1.0 = uniform, the draws of the detectors up to stop 17.  Why:
             on a background the detector never saw (val nodules in LIDC-IDRI-0002, detector
             trained on 0001), 9 of the 13 nodules it never proposed were faint at their centre
