@@ -259,8 +259,8 @@ class DetectionVolume:
         the [0, 1] window mapped back to HU), computed once per volume."""
         out = np.empty(len(self.centres), np.float64)
         for i, c in enumerate(np.rint(self.centres).astype(int)):
-            sl = tuple(slice(max(int(v) - 1, 0), max(int(v) + 2, 1)) for v in c)
-            out[i] = float(self.image[sl].astype(np.float32).mean()) if self.image[sl].size else np.nan
+            block = self.image[tuple(slice(max(int(v) - 1, 0), max(int(v) + 2, 1)) for v in c)]
+            out[i] = float(block.astype(np.float32).mean()) if block.size else np.nan
         return out * (HU_WINDOW[1] - HU_WINDOW[0]) + HU_WINDOW[0]
 
 

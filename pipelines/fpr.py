@@ -363,7 +363,7 @@ def load_fpr(pt: Path, device: str = "cpu") -> FPRClassifier:
     cfg = NoduleEncoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["encoder"].items()})
     model = NoduleEncoder(cfg)
     model.load_state_dict(torch.load(pt, map_location=device, weights_only=True))
-    return FPRClassifier(model.to(device).eval(), meta.get("test_time_views", [[]]))
+    return FPRClassifier(model.to(device).eval(), meta.get("test_time_views", DEFAULT_VIEWS))
 
 
 def load_shipped_fpr(models_dir: Path, device: str = "cpu") -> FPRClassifier | None:
