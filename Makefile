@@ -9,7 +9,7 @@ DEMO := demo_case
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test venv lint demo bench clean apt
+.PHONY: run test test-fast venv lint typecheck demo bench clean apt
 
 # System packages the tests and later tools use (DICOM tools, PDF rendering, virtual screen).
 # Installed only when missing and only when we are root (CI and the dev machines are).
@@ -41,12 +41,18 @@ run: $(STAMP) $(DEMO)/report.txt
 	$(BIN)/lungfuse info
 	$(BIN)/lungfuse analyze $(DEMO) --json out/demo_result.json --profile
 
+# Static checks: style (ruff), the architecture's import contracts (.importlinter).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 
-test: $(STAMP) apt
-	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q tests
+# Everything, as CI runs it.
+test: $(STAMP) apt lint
+	$(BIN)/python -m pytest -q tests --durations=15
+
+# The fast tier: no LIDC data, no model training (well under 2 minutes).
+test-fast: $(STAMP) lint
+	$(BIN)/python -m pytest -q tests -m "not lidc and not slow" --durations=10
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_ingest.py --out bench/results/ingest.json

@@ -31,7 +31,7 @@ CHILD = r"""
 import json, os, resource, sys, time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
-from lungfuse.pipelines.analyze import AnalysisSettings, Case, analyze_case, load_models
+from lungfuse.pipelines.analysis.analyze import AnalysisSettings, Case, analyze_case, load_models
 path, device, threads, explain = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 if threads:
     torch.set_num_threads(threads)

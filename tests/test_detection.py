@@ -11,17 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from lungfuse.pipelines.detection import (
-    Detections,
+from lungfuse.pipelines.inference.detector import Detections, detect, load_detector
+from lungfuse.pipelines.lab.detection_eval import froc
+from lungfuse.pipelines.lab.detection_train import (
     DetectionTrainConfig,
     DetectionVolume,
     InsertionPool,
     _affine_patch,
     _draw_positive,
     _sample_patch,
-    detect,
-    froc,
-    load_detector,
     make_detection_data,
     train_detector,
 )
@@ -258,9 +256,9 @@ def test_held_out_background_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     """``backgrounds`` restricts a split's insertion backgrounds (a detector trained on 0001 can be
     validated on 0002, a background it never saw); anything outside the split's list, e.g. the test
     background for training, is refused at construction."""
-    from lungfuse.app.cli import _backgrounds_arg
-    from lungfuse.pipelines import detection
-    from lungfuse.pipelines.fpr import FPRConfig
+    from lungfuse.app.cli.lab import _backgrounds_arg
+    from lungfuse.pipelines.lab import detection_train as detection
+    from lungfuse.pipelines.lab.fpr_train import FPRConfig
 
     monkeypatch.setattr(detection, "prepare_background", lambda path, pid: pid)
     cfg = detection.DetectionTrainConfig(backgrounds=["LIDC-IDRI-0001"])

@@ -32,8 +32,8 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import ISfloat
 
-from lungfuse.pipelines import dicom_fast
-from lungfuse.pipelines.dicom_fast import (
+from lungfuse.pipelines.io import dicom_header as dicom_fast
+from lungfuse.pipelines.io.dicom_header import (
     KEYWORDS,
     TAGS,
     FastHeader,
@@ -157,7 +157,7 @@ def test_module_does_not_import_pydicom() -> None:
     import subprocess
     import sys
 
-    code = ("import sys; import lungfuse.pipelines.dicom_fast; "
+    code = ("import sys; import lungfuse.pipelines.io.dicom_header; "
             "bad = [m for m in ('pydicom', 'numpy') if m in sys.modules]; print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""

@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from lungfuse.pipelines.fusion_train import (
+from lungfuse.pipelines.core.resources import list_weights, models_dir
+from lungfuse.pipelines.inference.fusion import load_fusion
+from lungfuse.pipelines.lab.fusion_train import (
     ExampleSet,
     TrainConfig,
     binary_metrics,
     calibrate,
     decision_threshold,
-    load_fusion,
     predict,
     save_fusion,
     train_fusion,
 )
-from lungfuse.pipelines.resources import list_weights, models_dir
-from lungfuse.pipelines.text_features import CLAIM_FEATURES
+from lungfuse.pipelines.nlp.text_features import CLAIM_FEATURES
 
 
 def tiny_examples(n_nod: int = 12, seed: int = 0) -> ExampleSet:
@@ -74,7 +74,7 @@ def test_nodule_log_diameter_is_the_mean_over_readers() -> None:
 def test_size_loss_trains_the_size_head_only_when_weighted(tmp_path: Path, size_weight: float) -> None:
     """``TrainConfig.size_weight`` wires the ln(diameter) loss into training: with 0 the size head
     gets no gradient (only AdamW's decay, ~1e-7), with 0.5 its first Adam steps move it (~1e-4)."""
-    from lungfuse.pipelines.fusion_train import new_model
+    from lungfuse.pipelines.lab.fusion_train import new_model
 
     ex = tiny_examples()
     ex.structured[:, -1] = np.where(ex.label == 1, 20.0, 5.0)
@@ -86,7 +86,7 @@ def test_size_loss_trains_the_size_head_only_when_weighted(tmp_path: Path, size_
 
 
 def test_nodule_attributes_are_the_scaled_median_ratings() -> None:
-    from lungfuse.pipelines.lidc import RATING_NAMES
+    from lungfuse.pipelines.lab.lidc import RATING_NAMES
 
     ex = tiny_examples(n_nod=2)
     ex.nodule[:] = [0, 0, 0, 1]  # three readers of nodule 0, one of nodule 1
@@ -106,7 +106,7 @@ def test_nodule_attributes_are_the_scaled_median_ratings() -> None:
 @pytest.mark.parametrize("attr_weight", [0.0, 2.0])
 def test_attribute_head_exists_and_trains_only_when_weighted(tmp_path: Path, attr_weight: float) -> None:
     from lungfuse.models.fusion import FusionModelConfig
-    from lungfuse.pipelines.fusion_train import new_model
+    from lungfuse.pipelines.lab.fusion_train import new_model
 
     ex = tiny_examples()
     cfg = TrainConfig(epochs=1, batch_size=8, max_steps=2, threads=1, seed=5, attr_weight=attr_weight)
@@ -175,7 +175,7 @@ def test_shipped_weights_match_manifest() -> None:
 def test_make_batch_encodes_each_nodule_once() -> None:
     """Rows of the same nodule share one crop (``crop_index``), in evaluation and in shared-crop
     training; per-report training draws a crop per row."""
-    from lungfuse.pipelines.fusion_train import make_batch
+    from lungfuse.pipelines.lab.fusion_train import make_batch
 
     ex = tiny_examples(n_nod=5)
     idx = np.array([3, 0, 2, 1, 9, 8])  # nodules 1, 0, 1, 0, 4, 4
@@ -193,7 +193,7 @@ def test_make_batch_encodes_each_nodule_once() -> None:
 
 
 def test_predict_with_shared_crops_matches_one_row_at_a_time() -> None:
-    from lungfuse.pipelines.fusion_train import new_model
+    from lungfuse.pipelines.lab.fusion_train import new_model
 
     torch.manual_seed(0)
     ex = tiny_examples(n_nod=4)
@@ -208,7 +208,7 @@ def test_predict_with_shared_crops_matches_one_row_at_a_time() -> None:
 def test_predict_with_precomputed_encodings_matches() -> None:
     """predict(..., encoded=encode_nodules(...)) scores rows exactly as encoding their crops does,
     for any subset and order of rows and for another crop variant."""
-    from lungfuse.pipelines.fusion_train import encode_nodules, new_model
+    from lungfuse.pipelines.lab.fusion_train import encode_nodules, new_model
 
     torch.manual_seed(0)
     ex = tiny_examples(n_nod=5)
@@ -225,7 +225,7 @@ def test_predict_with_precomputed_encodings_matches() -> None:
 
 def test_shared_crop_epoch_sees_every_labelled_report_once_in_whole_nodules(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from lungfuse.pipelines import fusion_train
+    from lungfuse.pipelines.lab import fusion_train
 
     ex = tiny_examples(n_nod=12)
     ex.label[ex.nodule == 5] = -1  # an indeterminate nodule never trains
@@ -247,7 +247,7 @@ def test_shared_crop_epoch_sees_every_labelled_report_once_in_whole_nodules(tmp_
 
 
 def _synthetic_blocks(n: int = 5) -> list:
-    from lungfuse.pipelines.training_data import InsertedNodule
+    from lungfuse.pipelines.lab.training_data import InsertedNodule
 
     rng = np.random.default_rng(1)
     out = []
@@ -264,9 +264,9 @@ def test_crop_variants_do_not_depend_on_the_worker_count(split: str) -> None:
     """Crops are rendered in threads; the random draws are made serially first, so the crops, their
     environment and the generator's state afterwards (the reports draw from it next) are the same
     for 1 or 3 workers, and the same as one serial crops_for per nodule and variant."""
-    from lungfuse.pipelines.crops import normalize_hu
-    from lungfuse.pipelines.fusion_train import _crop_variants
-    from lungfuse.pipelines.training_data import crops_for
+    from lungfuse.pipelines.imaging.crops import normalize_hu
+    from lungfuse.pipelines.lab.fusion_train import _crop_variants
+    from lungfuse.pipelines.lab.training_data import crops_for
 
     blocks = _synthetic_blocks()
     runs = []

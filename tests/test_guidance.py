@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from lungfuse.pipelines.guidance import (
+from lungfuse.pipelines.analysis.guidance import (
     FLEISCHNER_APPLIES_TO,
     GUIDANCE_NOTICE,
     FleischnerGuidance,

@@ -11,8 +11,8 @@ import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
 
-from lungfuse.pipelines.geometry import lps_to_voxel, sitk_direction_to_zyx, voxel_to_lps
-from lungfuse.pipelines.ingest import IngestError, list_series, load_ct
+from lungfuse.pipelines.core.geometry import lps_to_voxel, sitk_direction_to_zyx, voxel_to_lps
+from lungfuse.pipelines.io.dicom import IngestError, list_series, load_ct
 
 EXPECTED = {
     # patient: (slices, z spacing mm, in-plane spacing mm)
@@ -364,7 +364,7 @@ def test_multiframe_enhanced_ct(case: Path, reference, tmp_path: Path) -> None:
 
 def test_nifti_roundtrip(reference, tmp_path: Path) -> None:
     nib = pytest.importorskip("nibabel")
-    from lungfuse.pipelines.geometry import ras_affine_to_lps_zyx
+    from lungfuse.pipelines.core.geometry import ras_affine_to_lps_zyx
 
     # Write our volume as NIfTI (x-y-z array, RAS affine) and read it back.
     aff_zyx = reference.affine
@@ -394,7 +394,7 @@ def test_fast_path_needs_no_pydicom(lidc_root: Path) -> None:
     import subprocess
     import sys
 
-    code = ("import sys; from lungfuse.pipelines.ingest import load_ct; "
+    code = ("import sys; from lungfuse.pipelines.io.dicom import load_ct; "
             f"v = load_ct({str(lidc_root / 'LIDC-IDRI-0001')!r}); "
             "print(v.n_slices, 'pydicom' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()

@@ -7,7 +7,7 @@ import inspect
 import numpy as np
 import pytest
 
-from lungfuse.pipelines.insertion import (
+from lungfuse.pipelines.lab.insertion import (
     appearance_from_ratings,
     insert_into,
     render_patch,
@@ -15,7 +15,7 @@ from lungfuse.pipelines.insertion import (
     texture_name,
     thicken_slices,
 )
-from lungfuse.pipelines.lidc import NoduleRatings
+from lungfuse.pipelines.lab.lidc import NoduleRatings
 
 
 def ratings(**kw: float) -> NoduleRatings:
@@ -94,10 +94,10 @@ def test_sample_location_respects_depth_and_forbidden() -> None:
 def test_insertion_side_and_lobe_from_the_background_lungs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each insertion's side/lobe is estimate_lobe's for its centre, and the lung extents behind
     it are measured once per background (not once per nodule)."""
-    from lungfuse.pipelines import lung as lung_mod
-    from lungfuse.pipelines.library import LibraryNodule
-    from lungfuse.pipelines.lung import LungMask, estimate_lobe
-    from lungfuse.pipelines.training_data import Background, insert_all
+    from lungfuse.pipelines.imaging import lung as lung_mod
+    from lungfuse.pipelines.imaging.lung import LungMask, estimate_lobe
+    from lungfuse.pipelines.lab.library import LibraryNodule
+    from lungfuse.pipelines.lab.training_data import Background, insert_all
 
     shape, spacing = (48, 64, 64), (2.0, 2.0, 2.0)
     right = np.zeros(shape, bool)

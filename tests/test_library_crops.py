@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lungfuse.pipelines.crops import extract_crop, normalize_hu, random_rotation
-from lungfuse.pipelines.library import NoduleLibrary, build_library
+from lungfuse.pipelines.imaging.crops import extract_crop, normalize_hu, random_rotation
+from lungfuse.pipelines.lab.library import NoduleLibrary, build_library
 
 
 def test_library_roundtrip(tmp_path: Path) -> None:
@@ -30,7 +30,7 @@ def test_library_roundtrip(tmp_path: Path) -> None:
 def test_library_build_reports_progress_and_does_not_depend_on_workers() -> None:
     """The library build says how far it is (it takes minutes from an empty cache), and the
     parallel build gives the same nodules in the same order as the serial one."""
-    from lungfuse.pipelines.lidc import annotated_patient_ids
+    from lungfuse.pipelines.lab.lidc import annotated_patient_ids
 
     ids = annotated_patient_ids()[:8]
     lines: list[str] = []

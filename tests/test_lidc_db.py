@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lungfuse.pipelines.lidc import (
+from lungfuse.pipelines.lab.lidc import (
     _DB_INDEXES,
     RATING_NAMES,
     NoduleShape,
@@ -115,7 +115,7 @@ def test_min_readers_filters() -> None:
 def test_labelled_shapes_pair_each_shape_with_its_readers_malignancy() -> None:
     """The library's one-pass loader: the same shapes as ``load_nodule_shapes``, each with its
     readers' malignancy ratings (LIDC-IDRI-0001's nodule: 5, 5, 5, 4), kept out of the shape."""
-    from lungfuse.pipelines.lidc import load_labelled_nodule_shapes
+    from lungfuse.pipelines.lab.lidc import load_labelled_nodule_shapes
 
     pairs = load_labelled_nodule_shapes(["LIDC-IDRI-0001"])
     shapes = load_nodule_shapes(["LIDC-IDRI-0001"])

@@ -18,16 +18,18 @@ import numpy as np
 import pytest
 import torch
 
-from lungfuse.pipelines import detection, ingest, training_data
-from lungfuse.pipelines.detection import (
+from lungfuse.pipelines.io import dicom as ingest
+from lungfuse.pipelines.lab import detection_train as detection
+from lungfuse.pipelines.lab import training_data
+from lungfuse.pipelines.lab.detection_train import (
     DetectionTrainConfig,
     DetectionVolume,
     VolumePool,
     real_detection_volume,
     train_detector,
 )
-from lungfuse.pipelines.lidc import patient_scans, scan_nodules
-from lungfuse.pipelines.lidc_root import discover
+from lungfuse.pipelines.lab.lidc import patient_scans, scan_nodules
+from lungfuse.pipelines.lab.lidc_root import discover
 
 UID_PREFIX = "1.3.6.1.4.1.14519.5.2.1.6279.6001."
 TRAIN = ("LIDC-IDRI-0001", "LIDC-IDRI-0002")
@@ -110,7 +112,7 @@ def test_bad_patients_are_skipped_with_a_warning(tiny_root: Path, tmp_path: Path
 
 def test_train_examples_are_the_real_nodules_of_train_patients(
         tiny_root: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lungfuse.pipelines.fusion_train import load_or_build
+    from lungfuse.pipelines.lab.fusion_train import load_or_build
 
     read = _spy_reads(monkeypatch, training_data)
     lidc = discover(tiny_root, splits=("train", "val"))
@@ -137,7 +139,7 @@ def test_train_examples_are_the_real_nodules_of_train_patients(
 def test_train_cli_smoke_on_tiny_root(tiny_root: Path, cache: Path, tmp_path: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     from lungfuse.app.cli import main
-    from lungfuse.pipelines.resources import models_dir
+    from lungfuse.pipelines.core.resources import models_dir
 
     shipped = {p.name: p.stat().st_mtime_ns for p in models_dir().glob("*")}
     out = tmp_path / "out"
@@ -250,7 +252,7 @@ def test_detector_pool_keeps_at_most_pool_volumes_and_resumes(
 def test_train_detector_cli_smoke_on_tiny_root(tiny_root: Path, grid_cache: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     from lungfuse.app.cli import main
-    from lungfuse.pipelines.resources import models_dir
+    from lungfuse.pipelines.core.resources import models_dir
 
     shipped = {p.name: p.stat().st_mtime_ns for p in models_dir().glob("*")}
     out = tmp_path / "out"
@@ -292,7 +294,7 @@ def test_train_fpr_cli_mines_real_scans_of_train_patients(
     assert not any("LIDC-IDRI-0003" in p for p in read), read
     assert "[fpr] volume 1/1 (LIDC-IDRI-000" in printed, printed
     assert {"fpr.pt", "fpr.json", "manifest.json"} <= {p.name for p in out.iterdir()}
-    from lungfuse.pipelines.fpr import FPRExamples
+    from lungfuse.pipelines.lab.fpr_train import FPRExamples
 
     ex = FPRExamples.load(tmp_path / "ex.npz")
     assert len(ex.volumes) == 1 and ex.labels.sum() >= 4  # the real nodules' jittered centres at least

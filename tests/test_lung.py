@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from lungfuse.pipelines.ingest import load_ct
-from lungfuse.pipelines.lidc import malignancy_class, scan_nodules
-from lungfuse.pipelines.lung import closing_edt, estimate_lobe, segment_lungs
+from lungfuse.pipelines.imaging.lung import closing_edt, estimate_lobe, segment_lungs
+from lungfuse.pipelines.io.dicom import load_ct
+from lungfuse.pipelines.lab.lidc import malignancy_class, scan_nodules
 
 
 def test_closing_edt_equals_a_ball_closing() -> None:

@@ -170,7 +170,7 @@ def test_encoder_shapes_params_and_grad_cam() -> None:
 def test_encoder_norm_choice_and_validation() -> None:
     """Instance norm is the encoder's default (configs written before ``norm`` existed, e.g. the
     FP classifier's, mean it); batch norm is an option of the malignancy model's training."""
-    from lungfuse.pipelines.fusion_train import new_model
+    from lungfuse.pipelines.lab.fusion_train import new_model
 
     inst = NoduleEncoder(TINY_ENC)
     assert any(isinstance(m, torch.nn.InstanceNorm3d) for m in inst.modules())
@@ -184,7 +184,7 @@ def test_encoder_norm_choice_and_validation() -> None:
 def test_encoder_stem_stride_keeps_the_feature_map() -> None:
     """Stem stride 2 (``lungfuse train --stem-stride 2``) starts the stages at half resolution;
     ``new_model`` drops the first stage's stride so the feature map stays 8^3 for 32^3 crops."""
-    from lungfuse.pipelines.fusion_train import new_model
+    from lungfuse.pipelines.lab.fusion_train import new_model
 
     x = torch.rand(2, 1, 32, 32, 32)
     for stem in (1, 2):

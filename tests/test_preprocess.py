@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lungfuse.pipelines.geometry import affine_from
-from lungfuse.pipelines.preprocess import to_model_grid
+from lungfuse.pipelines.core.geometry import affine_from
+from lungfuse.pipelines.imaging.preprocess import to_model_grid
 
 sitk = pytest.importorskip("SimpleITK")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lungfuse.pipelines.report import (
+from lungfuse.pipelines.io.report import (
     BODY,
     Report,
     Section,

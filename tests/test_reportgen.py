@@ -1,6 +1,6 @@
-"""Synthetic chest-CT report generator (lungfuse.pipelines.reportgen).
+"""Synthetic chest-CT report generator (lungfuse.pipelines.lab.reportgen).
 
-The parser-dependent checks use ``lungfuse.pipelines.claims.extract_claims`` as an
+The parser-dependent checks use ``lungfuse.pipelines.nlp.claims.extract_claims`` as an
 independent reader of the generated text; they are skipped when it cannot be imported.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lungfuse.pipelines.lidc import NoduleRatings
-from lungfuse.pipelines.reportgen import (
+from lungfuse.pipelines.lab.lidc import NoduleRatings
+from lungfuse.pipelines.lab.reportgen import (
     DESCRIPTORS,
     LOBES,
     MISSING_REPORT,
@@ -29,11 +29,11 @@ from lungfuse.pipelines.reportgen import (
 )
 
 try:
-    from lungfuse.pipelines.claims import extract_claims
+    from lungfuse.pipelines.nlp.claims import extract_claims
 except ImportError:  # pragma: no cover - the parser is developed separately
     extract_claims = None
 
-needs_parser = pytest.mark.skipif(extract_claims is None, reason="lungfuse.pipelines.claims is not available")
+needs_parser = pytest.mark.skipif(extract_claims is None, reason="lungfuse.pipelines.nlp.claims is not available")
 
 GROUND_GLASS_RE = re.compile(r"ground[\s-]*glass|\bGG[ON]\b|non[\s-]*solid", re.IGNORECASE)
 SPICULATION_RE = re.compile(r"spicul|spiculat", re.IGNORECASE)

@@ -1,0 +1,5 @@
+import sys
+
+from lungfuse.app.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Case analysis: Case, AnalysisSettings, CaseResult, the stages, consistency rules and guidance."""

@@ -1,0 +1,185 @@
+"""Image/report consistency: the calibrated AFA agreement score, claim matching and discordance rules.
+
+Research software, NOT for diagnostic use.
+
+**Consistency score (what exactly is computed).**  For one finding and the report text that
+describes it, AFA projects the image embedding and the text feature into its shared space
+(``z_img``, ``z_txt``, the space its InfoNCE loss trains).  The statistic is their cosine
+similarity ``s = cos(z_img, z_txt)``.  A raw cosine has no fixed meaning, so it is calibrated
+on the **validation** split (never test): ``s`` is computed for every true (nodule, its own
+report) pair and for as many mismatched pairs (the same nodule with another nodule's report,
+drawn at random), and a one-feature logistic regression maps ``s`` to
+``consistency = P(pair is a true pair | s)`` in [0, 1].  The *threshold* below which the
+realignment loop runs is the val point that maximises Youden's J (sensitivity + specificity
+- 1) of telling true from mismatched pairs would flag many correct reports when the score
+separates the two poorly, so the threshold is set by a stated false-alarm budget instead: the
+``false_alarm`` quantile (default 5 %) of the true pairs' consistency on val, i.e. about 1 in 20
+correctly described nodules enters the loop on this score alone.  The share of mismatched val
+pairs caught at that threshold and the Youden threshold are stored beside it.  This replaces the design's "FID-style" score: a
+Fréchet distance needs two *distributions* of features, whereas a case gives one image vector
+and one text vector per finding; the calibrated pair probability is the well-defined per-finding
+analogue.  ``fit_consistency`` writes ``consistency.json`` (slope, intercept, threshold, val AUC).
+
+**Matching** claims to image findings (:func:`match_claims`): Hungarian assignment on a cost of
+side/lobe disagreement, size disagreement and detector confidence; a claim whose best cost is
+above ``MAX_MATCH_COST`` stays unmatched.
+
+**Discordance rules** (:func:`pair_discordances`), each a plain-English reason:
+
+* side or lobe differs (lobe only when the side agrees, and only when the claimed lobe is not
+  among the lobes the finding's position allows once the geometric lobe estimate's uncertainty
+  is taken into account, :meth:`lung.LobeLocator.plausible`);
+* size differs by more than ``max(3 mm, 30 %)`` of the reported size (see
+  ``SIZE_TOL_MM``/``SIZE_TOL_REL``: both tolerances must be exceeded, because diameter
+  measurement varies by ~1.5-3 mm between readers for small nodules and proportionally for
+  large ones);
+* texture contradicts the measured HU (report solid / image ground glass, or the reverse;
+  part-solid is compatible with either);
+* calcification contradicts the measured HU (reported calcified, no voxel above 200 HU in the
+  core; or reported non-calcified, >= 30 % of the core above 200 HU).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lungfuse.pipelines.nlp.claims import NoduleClaim
+
+__all__ = [
+    "ConsistencyCalibration",
+    "FindingView",
+    "match_claims",
+    "pair_discordances",
+    "SIZE_TOL_MM",
+    "SIZE_TOL_REL",
+    "MAX_MATCH_COST",
+    "CALIBRATION_NAME",
+]
+
+SIZE_TOL_MM = 3.0
+SIZE_TOL_REL = 0.30
+MAX_MATCH_COST = 3.0
+CALIBRATION_NAME = "consistency.json"
+
+
+@dataclass(frozen=True)
+class ConsistencyCalibration:
+    """``consistency = sigmoid(slope * cos + intercept)``; realign when below ``threshold``."""
+
+    slope: float = 8.0
+    intercept: float = -2.0
+    threshold: float = 0.5
+    val_auc: float | None = None
+    n_val_pairs: int = 0
+    fitted: bool = False
+    false_alarm: float | None = None
+    mismatch_caught: float | None = None
+    youden_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.slope) or not np.isfinite(self.intercept):
+            raise ValueError("ConsistencyCalibration slope/intercept must be finite")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"ConsistencyCalibration.threshold={self.threshold!r} outside [0, 1]")
+
+    def score(self, cos: float | np.ndarray) -> np.ndarray | float:
+        z = self.slope * np.asarray(cos, float) + self.intercept
+        out = 1.0 / (1.0 + np.exp(-z))
+        return float(out) if np.ndim(out) == 0 else out
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> ConsistencyCalibration:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+@dataclass(frozen=True)
+class FindingView:
+    """What matching and the rules need to know of an image finding (mm, HU)."""
+
+    side: str | None
+    lobe: str | None
+    diameter_mm: float
+    texture: str
+    calcified_fraction: float
+    detection_score: float
+    plausible_lobes: tuple[str, ...] = ()  # lobes within the estimate's uncertainty (empty: only ``lobe``)
+
+    def lobe_agrees(self, lobe: str) -> bool:
+        return lobe in self.plausible_lobes if self.plausible_lobes else lobe == self.lobe
+
+
+def _claim_size(c: NoduleClaim) -> float | None:
+    if c.size_mm is not None:
+        return float(c.size_mm)
+    return None
+
+
+def _cost(c: NoduleClaim, f: FindingView) -> float:
+    cost = 0.0
+    if c.side and f.side and c.side != f.side:
+        cost += 2.0
+    elif c.lobe and f.lobe and not f.lobe_agrees(c.lobe):
+        cost += 1.0
+    size = _claim_size(c)
+    if size is not None and f.diameter_mm > 0:
+        cost += 2.0 * abs(f.diameter_mm - size) / max(size, f.diameter_mm)
+    return cost - 0.5 * float(f.detection_score)
+
+
+def match_claims(claims: Sequence[NoduleClaim], findings: Sequence[FindingView],
+                 max_cost: float = MAX_MATCH_COST) -> list[int | None]:
+    """For each claim, the index of its matched finding (or None); one finding per claim."""
+    from scipy.optimize import linear_sum_assignment
+
+    out: list[int | None] = [None] * len(claims)
+    if not claims or not findings:
+        return out
+    cost = np.array([[_cost(c, f) for f in findings] for c in claims])
+    rows, cols = linear_sum_assignment(cost)
+    for r, col in zip(rows, cols, strict=True):
+        if cost[r, col] <= max_cost:
+            out[int(r)] = int(col)
+    return out
+
+
+def lobe_name(lobe: str) -> str:
+    names = {"RUL": "right upper lobe", "RML": "right middle lobe", "RLL": "right lower lobe",
+             "LUL": "left upper lobe", "LLL": "left lower lobe", "lingula": "lingula"}
+    return names.get(lobe, lobe)
+
+
+def pair_discordances(c: NoduleClaim, f: FindingView, size_tol_mm: float = SIZE_TOL_MM,
+                      size_tol_rel: float = SIZE_TOL_REL) -> list[str]:
+    """Plain-English reasons why claim ``c`` and image finding ``f`` disagree (empty: they agree)."""
+    out: list[str] = []
+    if c.side and f.side and c.side != f.side:
+        out.append(f"side: the report places the nodule in the {c.side} lung, the image finding is in the {f.side} lung")
+    elif c.lobe and f.lobe and not f.lobe_agrees(c.lobe):
+        out.append(f"lobe: the report says {lobe_name(c.lobe)}, the image finding is in the {lobe_name(f.lobe)} "
+                   f"(lobe estimated from position, no fissure detection)")
+    size = _claim_size(c)
+    if size is not None and f.diameter_mm > 0:
+        diff = abs(f.diameter_mm - size)
+        if diff > size_tol_mm and diff > size_tol_rel * size:
+            out.append(f"size: the report says {size:g} mm, the image measures {f.diameter_mm:.1f} mm "
+                       f"(differs by {diff:.1f} mm, {100 * diff / size:.0f} %)")
+    if c.texture:
+        if (c.texture == "solid" and f.texture == "ground-glass") or (c.texture == "ground-glass" and f.texture == "solid"):
+            out.append(f"texture: the report says {c.texture}, the measured HU look {f.texture}")
+    if c.calcification is True and f.calcified_fraction == 0.0:
+        out.append("calcification: the report says calcified, no voxel above 200 HU in the nodule core")
+    elif c.calcification is False and f.calcified_fraction >= 0.3:
+        out.append(f"calcification: the report says non-calcified, {100 * f.calcified_fraction:.0f} % of the "
+                   f"nodule core is above 200 HU")
+    return out

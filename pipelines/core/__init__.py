@@ -1,0 +1,1 @@
+"""Shared domain types, errors, coded vocabularies, geometry and resource paths."""

@@ -1,0 +1,90 @@
+"""Where LungFuse finds its shipped resources (model weights and their manifest).
+
+The repository's top-level ``resources/`` folder is the home of the weights
+(``resources/models/``) with a SHA-256 manifest, ``manifest.json``:
+``{"files": {"name.pt": {"sha256": "...", "bytes": N, "description": "..."}}}``.
+``LUNGFUSE_RESOURCES`` overrides the location (e.g. for an installed wheel).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["resources_dir", "models_dir", "WeightFile", "list_weights", "sha256_file", "write_manifest_entry",
+           "verify_manifest", "cache_dir"]
+
+
+def resources_dir() -> Path:
+    env = os.environ.get("LUNGFUSE_RESOURCES")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "resources"
+
+
+def models_dir() -> Path:
+    return resources_dir() / "models"
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """A weight file found on disk, with its manifest entry (if any)."""
+
+    name: str
+    path: Path
+    bytes: int
+    sha256: str
+    expected_sha256: str | None
+
+    @property
+    def verified(self) -> bool:
+        return self.expected_sha256 is not None and self.expected_sha256 == self.sha256
+
+
+def list_weights() -> list[WeightFile]:
+    """Every weight file in ``models_dir()`` with its measured and expected SHA-256."""
+    mdir = models_dir()
+    manifest_path = mdir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())["files"] if manifest_path.exists() else {}
+    out = []
+    if mdir.exists():
+        for p in sorted(mdir.iterdir()):
+            if p.suffix in (".pt", ".pth", ".safetensors", ".npz", ".json") and p.name != "manifest.json":
+                entry = manifest.get(p.name, {})
+                out.append(WeightFile(p.name, p, p.stat().st_size, sha256_file(p), entry.get("sha256")))
+    return out
+
+
+def write_manifest_entry(models: Path, name: str, description: str) -> None:
+    """Record ``models/name``'s SHA-256 and size in ``models/manifest.json`` (created when missing)."""
+    p = Path(models) / name
+    man_path = Path(models) / "manifest.json"
+    manifest = json.loads(man_path.read_text()) if man_path.exists() else {"files": {}}
+    manifest["files"][name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size, "description": description}
+    man_path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def verify_manifest(*paths: Path) -> None:
+    """Raise ``ValueError`` naming the file when a weight file's SHA-256 differs from its manifest entry."""
+    for p in paths:
+        p = Path(p)
+        man_path = p.parent / "manifest.json"
+        manifest = json.loads(man_path.read_text())["files"] if man_path.exists() else {}
+        if manifest.get(p.name, {}).get("sha256") != sha256_file(p):
+            raise ValueError(f"{p}: SHA-256 does not match {man_path}")
+
+
+def cache_dir() -> Path:
+    """Where generated data is cached (gitignored, never committed)."""
+    return Path(os.environ.get("LUNGFUSE_CACHE", Path.home() / ".cache" / "lungfuse"))

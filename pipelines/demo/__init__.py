@@ -1,0 +1,1 @@
+"""The bundled synthetic demo case: phantom, nodule shapes, DICOM writer and report."""

@@ -1,0 +1,1 @@
+"""Image processing: preprocessing to the model grid, lung mask, crops and nodule measurement."""

@@ -1,0 +1,1 @@
+"""The shipped models at run time: detector, FP classifier, fusion model, explanations."""

@@ -1,0 +1,1 @@
+"""The training lab: LIDC database and library, insertion, report generation, training, evaluation."""

@@ -1,0 +1,1 @@
+"""Report understanding: nodule claim extraction and the text features the fusion model reads."""
