@@ -63,7 +63,7 @@ def save_demo_shapes(shapes: list[DemoNoduleShape], path: Path) -> None:
         arrays[f"mask{i}"] = np.packbits(s.mask.ravel())
         meta.append({"patient_id": s.patient_id, "nodule_index": s.nodule_index, "shape": list(s.mask.shape),
                      "ratings": s.ratings})
-    arrays["meta"] = np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8)
+    arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
 
