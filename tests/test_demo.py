@@ -13,7 +13,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from lungfuse.pipelines.demo.phantom import DemoCase, make_demo_case
+from lungfuse.pipelines.demo.case import DemoCase, make_demo_case
 from lungfuse.pipelines.io.dicom import load_ct
 from lungfuse.pipelines.lab.lidc import patient_split
 
