@@ -162,7 +162,8 @@ def make_demo_case(
         lung = ph.lung_right if nod.side == "right" else ph.lung_left
         lobe = lobe_of(nod.side, g.to_ref(center), lung, g)
         lps = np.array(origin) + direction @ (np.array(spacing) * center)
-        cat, sentence = lung_rads_statement(long_mm)
+        margin = margin_phrase(nod.ratings)
+        cat, sentence = lung_rads_statement(long_mm, short_mm, spiculated=margin == "spiculated margins")
         nod_truth.append(
             {
                 "source_patient_id": nod.source_patient_id,
@@ -180,7 +181,7 @@ def make_demo_case(
                 "lobe": lobe,
                 "lobe_name": LOBE_NAMES[lobe],
                 "texture": "solid",
-                "margin": margin_phrase(nod.ratings),
+                "margin": margin,
                 "hu": HU_NODULE,
                 "bbox_voxels_zyx": {"min": [int(v) for v in lo], "max_exclusive": [int(v) for v in hi]},
                 "reader_ratings_median": nod.ratings,

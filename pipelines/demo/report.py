@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lungfuse.pipelines.analysis.guidance import lung_rads_v2022
 from lungfuse.pipelines.demo.dicom_writer import SERIES_NUMBER
 
 LOBE_NAMES = {
@@ -17,18 +18,16 @@ LOBE_NAMES = {
 }
 
 
-def lung_rads_statement(size_mm: float) -> tuple[str, str]:
-    """Lung-RADS-style category and management sentence for a SOLID nodule (mm)."""
-    if size_mm >= 15:
-        return "4B", (
-            "Lung-RADS 4B (very suspicious): diagnostic chest CT with or without contrast, "
-            "PET/CT and/or tissue sampling is recommended."
-        )
-    if size_mm >= 8:
-        return "4A", "Lung-RADS 4A (suspicious): 3-month low-dose chest CT; PET/CT may be considered."
-    if size_mm >= 6:
-        return "3", "Lung-RADS 3 (probably benign): 6-month low-dose chest CT is recommended."
-    return "2", "Lung-RADS 2 (benign appearance): continue annual screening with low-dose chest CT in 12 months."
+def lung_rads_statement(long_mm: float, short_mm: float, spiculated: bool) -> tuple[str, str]:
+    """Lung-RADS v2022 category and the IMPRESSION sentence for one of the demo's SOLID,
+    non-calcified nodules, from :func:`~lungfuse.pipelines.analysis.guidance.lung_rads_v2022`
+    (the one implementation), as a baseline screening exam.
+
+    ``long_mm``/``short_mm``: the longest axial diameter and its perpendicular (mm); v2022
+    uses their mean.  ``spiculated``: the report describes spiculated margins, a feature
+    that increases suspicion (3/4A/4B -> 4X)."""
+    g = lung_rads_v2022(long_mm, "solid", mean_diameter_mm=(long_mm + short_mm) / 2, suspicious_features=spiculated)
+    return g.category, f"Lung-RADS {g.category} ({g.descriptor}): {g.management}."
 
 
 def write_report(path: Path, nodules: list[dict[str, Any]], spacing: Sequence[float]) -> str:

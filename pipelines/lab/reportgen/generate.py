@@ -364,7 +364,7 @@ def _target_impression(ctx: _Ctx) -> tuple[str, str | None, str]:
     if lr is not None:
         ctx.extras.add("lung_rads")
         text = text[:-1] + pick(rng, [f". Lung-RADS {lr}.", f" (Lung-RADS {lr}).", f". Lung-RADS category {lr}.",
-                                       f". Lung-RADS v1.1 category {lr}."])
+                                       f". Lung-RADS v2022 category {lr}."])
     rec_key = lr if lr is not None else ("benign" if kind in ("benign", "hamartoma") else
                                          "suspicious" if kind == "suspicious" else "other")
     return text, lr, rec_key

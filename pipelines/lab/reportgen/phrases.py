@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lungfuse.pipelines.analysis.guidance import lung_rads_v2022
 from lungfuse.pipelines.lab.reportgen.spec import LOBE_NAME, LOBE_SIDE, ReportSpec, texture_category
 
 # Segments by lobe (only anatomically compatible ones are ever written).
@@ -30,7 +31,10 @@ _SEGMENTS = {
 _ZONE = {"RUL": ("right", "apex"), "LUL": ("left", "apex"), "RLL": ("right", "base"), "LLL": ("left", "base")}
 
 
-_BENIGN_CALCIFICATION = (1, 2, 3, 5)  # popcorn, laminated, solid/diffuse, central
+# The benign LIDC calcification ratings and their Lung-RADS pattern names (analysis.guidance):
+# 1 popcorn, 2 laminated, 3 solid (complete), 5 central.
+_BENIGN_CALCIFICATION_PATTERN = {1: "popcorn", 2: "laminated", 3: "complete", 5: "central"}
+_BENIGN_CALCIFICATION = tuple(_BENIGN_CALCIFICATION_PATTERN)
 
 
 # ---------------------------------------------------------------------------
@@ -293,28 +297,23 @@ def calc_forms(calc: int) -> _Forms:
 # Interpretation and Lung-RADS (from KEPT descriptors only)
 # ---------------------------------------------------------------------------
 def lung_rads_category(spec: ReportSpec, r: dict[str, int], kept: frozenset[str], fat_written: bool) -> str | None:
-    """Lung-RADS v1.1 baseline category from the kept descriptors, or None when they do
-    not determine one.  Benign calcification or fat -> 1.  Solid: <6 -> 2, 6-<8 -> 3,
-    8-<15 -> 4A, >=15 -> 4B.  Ground-glass: <30 -> 2, >=30 -> 3.  Part-solid: <6 -> 2;
-    otherwise by the solid component, which LIDC does not measure and is approximated
-    as 0.5 x diameter (texture 3) or 0.75 x diameter (texture 4): <6 -> 3, 6-<8 -> 4A,
-    >=8 -> 4B.  A kept spiculated margin upgrades 3/4A to 4X ("additional features")."""
-    if ("calcification" in kept and r["calcification"] in _BENIGN_CALCIFICATION) or fat_written:
-        return "1"
-    if "size" not in kept or "texture" not in kept:
+    """Lung-RADS v2022 baseline category (:func:`~lungfuse.pipelines.analysis.guidance.lung_rads_v2022`,
+    the one implementation) from the KEPT descriptors, or None when they do not determine one.
+
+    Benign calcification kept (LIDC calcification 1 popcorn, 2 laminated, 3 solid = complete,
+    5 central) or fat written -> 1 whatever else is kept; otherwise size and texture must
+    both be kept.  The size is the reader's diameter (mm) as the largest diameter: LIDC has
+    no mean diameter.  A part-solid nodule's solid component, which LIDC does not measure,
+    is approximated as 0.5 x diameter (texture 3) or 0.75 x diameter (texture 4).  A kept
+    spiculated margin (spiculation >= 3) is a suspicious feature (3/4A/4B -> 4X)."""
+    pattern = _BENIGN_CALCIFICATION_PATTERN.get(r["calcification"]) if "calcification" in kept else None
+    if pattern is None and not fat_written and ("size" not in kept or "texture" not in kept):
         return None
-    d = spec.diameter_mm
-    cat = texture_category(r["texture"])
-    if cat == "ground-glass":
-        lr = "2" if d < 30 else "3"
-    elif cat == "solid":
-        lr = "2" if d < 6 else "3" if d < 8 else "4A" if d < 15 else "4B"
-    else:
-        solid = d * (0.5 if r["texture"] == 3 else 0.75)
-        lr = "2" if d < 6 else "3" if solid < 6 else "4A" if solid < 8 else "4B"
-    if "margin" in kept and r["spiculation"] >= 3 and lr in ("3", "4A"):
-        lr = "4X"
-    return lr
+    d = spec.diameter_mm if "size" in kept else None
+    tex = texture_category(r["texture"]) if "texture" in kept else None
+    solid = d * (0.5 if r["texture"] == 3 else 0.75) if d is not None and tex == "part-solid" else None
+    return lung_rads_v2022(d, tex, solid_component_mm=solid, calcification_pattern=pattern, fat=fat_written,
+                           suspicious_features="margin" in kept and r["spiculation"] >= 3).category
 
 
 def interpretation(spec: ReportSpec, r: dict[str, int], kept: frozenset[str], fat_written: bool,
