@@ -378,7 +378,7 @@ def generate_report(spec: ReportSpec, style: ReportStyle, rng: np.random.Generat
 
     Deterministic for a given ``rng`` state.  The typo stream is seeded from the first
     draw, so the same seed with typos on or off gives the same report up to the typos.
-    The malignancy rating is never an input (see the module docstring).
+    The malignancy rating is never an input (see the docstring of :mod:`lungfuse.pipelines.lab.reportgen`).
     """
     if not isinstance(spec, ReportSpec):
         raise TypeError(f"spec must be a ReportSpec, got {type(spec).__name__}")
