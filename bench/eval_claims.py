@@ -37,17 +37,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-try:  # installed package
-    from lungfuse.pipelines.nlp.claims import extract_claims
-except ImportError:  # pragma: no cover - running from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from pipelines.claims import extract_claims  # type: ignore[no-redef]
+# The package must be installed (`make venv` installs it editable): its modules import
+# each other as lungfuse.*, so a bare checkout on sys.path cannot stand in for it.
+from lungfuse.pipelines.nlp.claims import extract_claims
 
 __all__ = ["Mention", "baseline_mentions", "evaluate", "load_jsonl", "main", "match_mentions", "parser_mentions"]
 

@@ -13,7 +13,8 @@ import numpy as np
 import pydicom
 import pytest
 
-from lungfuse.pipelines.demo.phantom import DemoCase, make_demo_case
+from lungfuse.pipelines.analysis.guidance import lung_rads_v2022
+from lungfuse.pipelines.demo.case import DemoCase, make_demo_case
 from lungfuse.pipelines.io.dicom import load_ct
 from lungfuse.pipelines.lab.lidc import patient_split
 
@@ -171,7 +172,14 @@ def test_report_describes_the_nodules(case: DemoCase, headers: list[pydicom.Data
         assert re.search(pattern, findings), (pattern, findings)
         # The referenced image is the slice through the nodule centre.
         assert z_by_instance[nod["instance_number"]] == pytest.approx(nod["center_lps_mm"][2])
-    assert "Lung-RADS 4B" in text.split("IMPRESSION:")[1]
+    # Nodule 1 (LIDC-IDRI-0001) is a spiculated solid nodule >= 15 mm: Lung-RADS v2022 4B upgraded to
+    # 4X for the spiculation the report states; nodule 2 has no such feature and stays 4B.
+    assert [n["lung_rads"] for n in case.truth["nodules"]] == ["4X", "4B"]
+    for nod in case.truth["nodules"]:
+        g = lung_rads_v2022(nod["diameter_mm"], "solid", mean_diameter_mm=(nod["diameter_mm"] + nod["short_axis_mm"]) / 2,
+                            suspicious_features=nod["margin"] == "spiculated margins")
+        assert nod["lung_rads"] == g.category
+    assert "Lung-RADS 4X (very suspicious)" in text.split("IMPRESSION:")[1]
 
 
 def test_same_seed_same_uids_and_pixels(tmp_path: Path) -> None:

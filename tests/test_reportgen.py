@@ -385,6 +385,21 @@ def test_positive_distractor_is_marked() -> None:
 
 
 @needs_parser
+def test_lung_rads_is_v2022() -> None:
+    """The stated category is analysis.guidance's Lung-RADS v2022: sizes rounded half-up to 0.1 mm
+    (5.96 mm is 6.0 mm, category 3), spiculation upgrades 4B as well as 3/4A to 4X."""
+    rng = np.random.default_rng(13)
+    full = ReportStyle(completeness_target=1.0, lung_rads=True)
+    cases = [(5.94, {}, "2"), (5.96, {}, "3"), (7.96, {}, "4A"), (14.96, {}, "4B"), (20.0, {"spiculation": 4}, "4X"),
+             (7.0, {"spiculation": 3}, "4X"), (4.0, {"spiculation": 5}, "2")]
+    for diameter, overrides, category in cases:
+        for _ in range(3):
+            g = generate_report(ReportSpec(ratings(**overrides), diameter, lobe="RUL"), full, rng)
+            assert g.lung_rads == category, (diameter, overrides, g.lung_rads)
+            assert extract_claims(g.text).lung_rads == category, g.text
+
+
+@needs_parser
 def test_impression_reasons_from_descriptors() -> None:
     rng = np.random.default_rng(12)
     full = ReportStyle(completeness_target=1.0, lung_rads=True)
@@ -392,9 +407,9 @@ def test_impression_reasons_from_descriptors() -> None:
     granuloma = ReportSpec(ratings(texture=5, calcification=3, spiculation=1), 5.0, lobe="LLL")
     for _ in range(10):
         g = generate_report(spiculated, full, rng)
-        assert g.lung_rads == "4B"
+        assert g.lung_rads == "4X"  # Lung-RADS v2022: a 25 mm solid nodule is 4B, upgraded to 4X for spiculation
         claims = extract_claims(g.text)
-        assert claims.lung_rads == "4B"
+        assert claims.lung_rads == "4X"
         assert re.search(r"suspicious|concerning", claims.impression, re.IGNORECASE)
         g = generate_report(granuloma, full, rng)
         assert g.lung_rads == "1"

@@ -148,7 +148,7 @@ def cmd_claims(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from lungfuse.pipelines.demo.phantom import make_demo_case
+    from lungfuse.pipelines.demo.case import make_demo_case
 
     case = make_demo_case(Path(args.out), seed=args.seed)
     con = console()

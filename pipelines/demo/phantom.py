@@ -1,59 +1,27 @@
-"""The bundled demo case: a procedural chest-CT phantom with real LIDC nodule shapes.
+"""The demo's procedural chest anatomy, in HU on a z-y-x grid.  SYNTHETIC DATA, NOT FOR DIAGNOSTIC USE.
 
-LungFuse cannot ship LIDC-IDRI images, so the default input of the app and the test case
-that needs no ``../shared`` data is generated here: a synthetic chest CT (in HU), written
-as a CT DICOM series, with a free-text radiology report that describes its nodules, and a
-``truth.json`` with the exact geometry. SYNTHETIC DATA, NOT FOR DIAGNOSTIC USE.
-
-Outputs of :func:`make_demo_case` in ``out_dir``::
-
-    ct/IM0000.dcm .. IM{n-1:04d}.dcm   one CT slice per file, IM0000 = most superior slice
-    report.txt                         free-text report (first line: SYNTHETIC DEMO REPORT ...)
-    truth.json                         geometry + per-nodule ground truth
-
-Geometry convention (the project's): arrays are z-y-x; voxel (k, j, i) maps to
-``LPS = origin + direction @ (spacing * [k, j, i])`` where ``origin`` is the LPS position
-(x, y, z mm) of voxel (0, 0, 0) and the COLUMNS of ``direction`` are the LPS unit vectors
-of the z, y, x array axes. The phantom array has k increasing toward the head (superior),
-j toward posterior and i toward the patient's left, so ``direction`` has columns
-[0, 0, 1], [0, 1, 0], [1, 0, 0]. The DICOM files are numbered from the top:
-``InstanceNumber = nz - k`` (file ``IM{nz-1-k:04d}.dcm``).
-
-Anatomy is laid out in "reference millimetres" for a 320 mm x 320 mm x 280 mm field of view
-(the default grid) and scaled to the requested grid, so a smaller grid still holds a whole
-chest; the LIDC nodule shapes always keep their true physical size.
-
-Nodule shapes: the readers' consensus masks of the single nodules of LIDC-IDRI-0001
-(solid, spiculated) and LIDC-IDRI-0002 (readers rated it ground-glass; the phantom renders
-every nodule solid), both TRAIN patients per :func:`lungfuse.pipelines.lab.lidc.patient_split`
-(a test patient is refused), shipped as ``resources/demo/nodule_shapes.npz``
-(:mod:`.shapes`). They are resampled to the demo spacing, placed at random
-(seeded) positions fully inside a lung with a margin from the pleura and the mediastinum,
-and rendered as solid tissue (+30 HU, soft edge). ``truth.json`` and the report say where.
+Anatomy is laid out in "reference millimetres" for a 320 mm x 320 mm x 280 mm field of
+view (the default grid) and scaled to the requested grid (:class:`Grid`), so a smaller grid
+still holds a whole chest.  :func:`build_phantom` draws the body wall, thoracic cavity,
+diaphragm and upper abdomen, heart, great vessels, spine, ribs, sternum, scapulae, both lungs
+(with a dependent density gradient and texture), pulmonary vessel and airway trees
+(rasterised capsules grown by a branching random walk).  Reference-mm axes: z is height above the lowest
+slice (superior +), y posterior +, x patient left +.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage
-
-from lungfuse.pipelines.demo.shapes import DEMO_NODULE_SOURCES, DemoNoduleShape, load_demo_shapes
-
-__all__ = ["DemoCase", "DEMO_NODULE_SOURCES", "make_demo_case"]
-
 
 _REF_FOV_XY = 320.0  # mm, in-plane field of view the anatomy is laid out for
 _REF_FOV_Z = 280.0  # mm, cranio-caudal coverage the anatomy is laid out for
-_ORIGIN_Z = -300.0  # mm, LPS z of the most inferior slice (arbitrary, LIDC-like)
+
 
 # Tissue HU values (non-contrast CT).
 HU_AIR = -1000.0
@@ -68,43 +36,6 @@ HU_CARTILAGE = 120.0
 HU_NODULE = 30.0
 NOISE_SIGMA_HU = 20.0
 
-_SERIES_NUMBER = 2
-_STUDY_DATE = "20250101"
-_DISCLAIMER_ASCII = "NOT FOR DIAGNOSTIC USE - synthetic phantom"
-
-_LOBE_NAMES = {
-    "RUL": "right upper lobe",
-    "RML": "right middle lobe",
-    "RLL": "right lower lobe",
-    "LUL": "left upper lobe",
-    "LLL": "left lower lobe",
-}
-
-
-@dataclass(frozen=True)
-class DemoCase:
-    """Paths and ground truth of a generated demo case.
-
-    Attributes
-    ----------
-    out_dir: the case folder.
-    ct_dir: ``out_dir / "ct"``, the DICOM series (one file per slice).
-    report_path: ``out_dir / "report.txt"``.
-    truth: the content of ``out_dir / "truth.json"`` (geometry + nodules).
-    series_instance_uid: SeriesInstanceUID of the CT series.
-    """
-
-    out_dir: Path
-    ct_dir: Path
-    report_path: Path
-    truth: dict[str, Any]
-    series_instance_uid: str
-
-    @property
-    def truth_path(self) -> Path:
-        """``out_dir / "truth.json"``."""
-        return self.out_dir / "truth.json"
-
 
 # --------------------------------------------------------------------------------------
 # Grid helpers
@@ -112,7 +43,7 @@ class DemoCase:
 
 
 @dataclass(frozen=True)
-class _Grid:
+class Grid:
     """The voxel grid in reference millimetres (see module docstring).
 
     ``z`` is height above the lowest slice (superior +), ``y`` posterior +, ``x`` patient
@@ -127,7 +58,7 @@ class _Grid:
     x: np.ndarray
 
     @staticmethod
-    def make(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> _Grid:
+    def make(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> Grid:
         nz, ny, nx = shape
         sz, sy, sx = spacing
         s_xy = min(nx * sx, ny * sy) / _REF_FOV_XY
@@ -136,7 +67,7 @@ class _Grid:
         z = (np.arange(nz, dtype=np.float32) * vox[0])[:, None, None]
         y = ((np.arange(ny, dtype=np.float32) - (ny - 1) / 2) * vox[1])[None, :, None]
         x = ((np.arange(nx, dtype=np.float32) - (nx - 1) / 2) * vox[2])[None, None, :]
-        return _Grid(shape=shape, vox=vox, z=z, y=y, x=x)
+        return Grid(shape=shape, vox=vox, z=z, y=y, x=x)
 
     def to_index(self, p: np.ndarray) -> np.ndarray:
         """Reference-mm points (..., 3) z-y-x -> fractional voxel indices (..., 3)."""
@@ -161,7 +92,7 @@ def _smoothstep(e0: float, e1: float, v: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 
-def _render_tubes(segments: np.ndarray, grid: _Grid, soft: float | None = None) -> np.ndarray:
+def _render_tubes(segments: np.ndarray, grid: Grid, soft: float | None = None) -> np.ndarray:
     """Rasterise capsules (line segments with a radius) into an occupancy volume.
 
     Parameters
@@ -327,7 +258,7 @@ def _grow_tree(
 
 
 @dataclass
-class _Phantom:
+class Phantom:
     hu: np.ndarray  # float32 z-y-x HU (noise-free until _finish)
     lung_right: np.ndarray  # bool z-y-x, parenchyma region of the right lung
     lung_left: np.ndarray  # bool z-y-x
@@ -352,7 +283,7 @@ def _ellipse_rho(x: np.ndarray, y: np.ndarray, ax: Any, ay_ant: Any, ay_post: An
     return (np.abs(x / ax) ** p + np.abs(y / ay) ** p) ** (1.0 / p)
 
 
-def _build_phantom(rng: np.random.Generator, g: _Grid) -> _Phantom:
+def build_phantom(rng: np.random.Generator, g: Grid) -> Phantom:
     """Procedural chest: body wall, lungs, mediastinum, heart, bones, upper abdomen."""
     nz, ny, nx = g.shape
     z, y, x = g.z, g.y, g.x
@@ -570,10 +501,10 @@ def _build_phantom(rng: np.random.Generator, g: _Grid) -> _Phantom:
     aw_lumen = _render_tubes(aw, g)
     hu = hu * (1 - aw_lumen) + HU_AIR * aw_lumen
 
-    return _Phantom(hu=hu, lung_right=lung_r, lung_left=lung_l)
+    return Phantom(hu=hu, lung_right=lung_r, lung_left=lung_l)
 
 
-def _near_hila(g: _Grid) -> np.ndarray:
+def _near_hila(g: Grid) -> np.ndarray:
     """Boolean region around both hila where vessels may leave the lung mask (mediastinal
     end of the pulmonary vessels), so trees connect to the central pulmonary arteries."""
     near = np.zeros(g.shape, dtype=bool)
@@ -581,474 +512,3 @@ def _near_hila(g: _Grid) -> np.ndarray:
         d = np.sqrt(((g.z - 162.0) / 30.0) ** 2 + (g.y / 28.0) ** 2 + ((g.x - 38.0 * side) / 18.0) ** 2)
         near |= d <= 1.0
     return near
-
-
-# --------------------------------------------------------------------------------------
-# Nodules
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _PlacedNodule:
-    source_patient_id: str
-    source_nodule_index: int
-    mask: np.ndarray  # bool, cropped, demo voxel grid
-    weight: np.ndarray  # float32 soft occupancy, same crop
-    corner: tuple[int, int, int]  # voxel index of mask[0,0,0] in the volume (z, y, x)
-    side: str
-    ratings: dict[str, float]
-
-
-def _resample_shape(iso_mask: np.ndarray, spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """1 mm isotropic mask -> (bool mask, float soft weight) on the demo grid (z-y-x mm).
-
-    Linear interpolation of the float mask with ``grid_mode=True`` (voxel boxes keep their
-    physical extent), threshold 0.5 for the mask. The soft weight is the interpolated
-    fraction, lightly smoothed (sigma 0.5 voxel) to give the nodule a soft edge.
-    """
-    padded = np.pad(iso_mask.astype(np.float32), 2)
-    frac = ndimage.zoom(padded, [1.0 / s for s in spacing], order=1, mode="grid-constant", grid_mode=True)
-    frac = np.pad(frac, 2)
-    mask = frac >= 0.5
-    weight = np.clip(ndimage.gaussian_filter(frac, 0.5), 0.0, 1.0)
-    weight = np.maximum(weight, mask * 0.9)  # keep the interior solid after smoothing
-    return mask, weight.astype(np.float32)
-
-
-def _place_nodules(
-    rng: np.random.Generator, ph: _Phantom, g: _Grid, spacing: Sequence[float], shapes: list[DemoNoduleShape]
-) -> list[_PlacedNodule]:
-    """Choose positions fully inside a lung, >= 6 mm from the pleura/mediastinum, not
-    touching each other; the two nodules go to different lungs when there are two."""
-    placed: list[_PlacedNodule] = []
-    taken = np.zeros(g.shape, dtype=bool)
-    sides = ["right", "left"]
-    rng.shuffle(sides)
-    margin_mm = 6.0
-    for n, shape in enumerate(shapes):
-        mask, weight = _resample_shape(shape.mask, spacing)
-        # Margin ball on the demo grid (anisotropic voxels).
-        rad = [max(1, math.ceil(margin_mm / s)) for s in spacing]
-        zz, yy, xx = np.ogrid[-rad[0] : rad[0] + 1, -rad[1] : rad[1] + 1, -rad[2] : rad[2] + 1]
-        ball = (zz * spacing[0]) ** 2 + (yy * spacing[1]) ** 2 + (xx * spacing[2]) ** 2 <= margin_mm**2
-        grown = ndimage.binary_dilation(np.pad(mask, [(r, r) for r in rad]), structure=ball)
-        side = sides[n % 2]
-        lung = ph.lung_right if side == "right" else ph.lung_left
-        # Candidate centres: lung voxels far from its border (cheap coarse distance map).
-        cands = np.argwhere(lung[:, ::2, ::2]) * np.array([1, 2, 2])
-        if len(cands) == 0:
-            raise RuntimeError(f"the phantom has no {side} lung on this grid")
-        half = np.array(grown.shape) // 2
-        ok = None
-        for _ in range(400):
-            c = cands[rng.integers(len(cands))]
-            lo = c - half
-            hi = lo + np.array(grown.shape)
-            if np.any(lo < 0) or np.any(hi > np.array(g.shape)):
-                continue
-            sl = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
-            if np.all(lung[sl][grown]) and not np.any(taken[sl][grown]):
-                ok = lo + np.array(rad)
-                taken[sl] |= grown
-                break
-        if ok is None:
-            raise RuntimeError(f"could not place nodule {n} ({shape.patient_id}) fully inside the {side} lung")
-        placed.append(
-            _PlacedNodule(
-                source_patient_id=shape.patient_id,
-                source_nodule_index=shape.nodule_index,
-                mask=mask,
-                weight=weight,
-                corner=tuple(int(v) for v in ok),
-                side=side,
-                ratings=dict(shape.ratings),
-            )
-        )
-    return placed
-
-
-def _render_nodules(hu: np.ndarray, placed: list[_PlacedNodule]) -> None:
-    for nod in placed:
-        sl = tuple(slice(c, c + s) for c, s in zip(nod.corner, nod.mask.shape, strict=True))
-        w = nod.weight
-        # Solid nodule: uniform +30 HU with a little internal heterogeneity from the
-        # underlying texture; the soft edge blends into the parenchyma.
-        hu[sl] = hu[sl] * (1 - w) + HU_NODULE * w
-
-
-def _axial_diameters(mask2d: np.ndarray, sy: float, sx: float) -> tuple[float, float]:
-    """Longest in-plane diameter and the perpendicular extent (mm) of a 2D mask.
-
-    Long axis = max distance between foreground pixel centres + one pixel (pixel extent);
-    short axis = extent of the pixel centres projected on the perpendicular + one pixel.
-    """
-    pts = np.argwhere(mask2d) * np.array([sy, sx])
-    if len(pts) == 0:
-        return 0.0, 0.0
-    if len(pts) == 1:
-        return float(sx), float(sx)
-    if len(pts) > 4000:  # keep pdist small: only the border pixels matter
-        border = mask2d & ~ndimage.binary_erosion(mask2d)
-        pts = np.argwhere(border) * np.array([sy, sx])
-    diff = pts[:, None, :] - pts[None, :, :]
-    d2 = (diff**2).sum(-1)
-    i, j = np.unravel_index(int(d2.argmax()), d2.shape)
-    long_vec = pts[j] - pts[i]
-    long_len = float(np.sqrt(d2[i, j]))
-    u = long_vec / max(long_len, 1e-9)
-    perp = np.array([-u[1], u[0]])
-    proj = pts @ perp
-    pix = float(min(sx, sy))
-    return long_len + pix, float(proj.max() - proj.min()) + pix
-
-
-def _lobe(side: str, center_ref: np.ndarray, lung: np.ndarray, g: _Grid) -> str:
-    """Simple, documented lobe rule on the phantom lung of the nodule's side.
-
-    t = relative height of the nodule centre within the lung's z-extent (0 = lowest lung
-    voxel, 1 = apex). Right lung: t >= 2/3 -> RUL; t < 1/3 -> RLL; in the middle third,
-    anterior to the lung's mean y at that slice -> RML, else RLL. Left lung: t >= 1/2 ->
-    LUL (with the lingula), else LLL.
-    """
-    ks = np.nonzero(lung.any(axis=(1, 2)))[0]
-    zlo, zhi = g.to_ref(np.array([ks[0], 0, 0]))[0], g.to_ref(np.array([ks[-1], 0, 0]))[0]
-    t = (center_ref[0] - zlo) / max(zhi - zlo, 1e-6)
-    if side == "left":
-        return "LUL" if t >= 0.5 else "LLL"
-    if t >= 2.0 / 3.0:
-        return "RUL"
-    if t < 1.0 / 3.0:
-        return "RLL"
-    k = int(np.rint(g.to_index(center_ref)[0]))
-    jj = np.nonzero(lung[k])[0]
-    y_mean = g.to_ref(np.array([0, float(jj.mean()), 0]))[1]
-    return "RML" if center_ref[1] < y_mean else "RLL"
-
-
-def _margin_phrase(r: dict[str, float]) -> str:
-    """Margin wording from the median reader ratings (LIDC scales, see NoduleRatings)."""
-    if r["spiculation"] >= 3:
-        return "spiculated margins"
-    if r["margin"] <= 2:
-        return "ill-defined margins"
-    if r["lobulation"] >= 3:
-        return "lobulated margins"
-    if r["margin"] >= 4:
-        return "smooth, well-circumscribed margins"
-    return "mildly irregular margins"
-
-
-def _lung_rads(size_mm: float) -> tuple[str, str]:
-    """Lung-RADS-style category and management sentence for a SOLID nodule (mm)."""
-    if size_mm >= 15:
-        return "4B", (
-            "Lung-RADS 4B (very suspicious): diagnostic chest CT with or without contrast, "
-            "PET/CT and/or tissue sampling is recommended."
-        )
-    if size_mm >= 8:
-        return "4A", "Lung-RADS 4A (suspicious): 3-month low-dose chest CT; PET/CT may be considered."
-    if size_mm >= 6:
-        return "3", "Lung-RADS 3 (probably benign): 6-month low-dose chest CT is recommended."
-    return "2", "Lung-RADS 2 (benign appearance): continue annual screening with low-dose chest CT in 12 months."
-
-
-# --------------------------------------------------------------------------------------
-# DICOM
-# --------------------------------------------------------------------------------------
-
-
-def _uid(seed: int, params: str, *parts: str) -> str:
-    # Deterministic: the same seed and grid give the same UIDs (generate_uid hashes the
-    # entropy sources under pydicom's UID root).
-    return str(generate_uid(entropy_srcs=["lungfuse-demo", str(seed), params, *parts]))
-
-
-def _write_series(
-    ct_dir: Path,
-    hu: np.ndarray,
-    spacing: tuple[float, float, float],
-    origin: tuple[float, float, float],
-    seed: int,
-    params: str,
-) -> tuple[str, list[str]]:
-    """Write one CT Image Storage file per slice; returns (series UID, SOP UIDs by k)."""
-    nz, ny, nx = hu.shape
-    sz, sy, sx = spacing
-    study_uid = _uid(seed, params, "study")
-    series_uid = _uid(seed, params, "series")
-    for_uid = _uid(seed, params, "frame-of-reference")
-    stored = (np.clip(np.rint(hu), -1024, 3071) + 1024).astype(np.int16)  # HU + 1024
-    ct_dir.mkdir(parents=True, exist_ok=True)
-    for old in ct_dir.glob("IM*.dcm"):  # a re-run must not leave stale slices behind
-        old.unlink()
-    sop_uids = [_uid(seed, params, "sop", str(k)) for k in range(nz)]
-    for k in range(nz):
-        idx = nz - 1 - k  # file / instance order: top (superior) slice first
-        zpos = origin[2] + k * sz
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = sop_uids[k]
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        meta.ImplementationVersionName = "LUNGFUSE_010"
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = sop_uids[k]
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = _STUDY_DATE
-        ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = "090000"
-        ds.AccessionNumber = ""
-        ds.Modality = "CT"
-        ds.Manufacturer = "LungFuse"
-        ds.ManufacturerModelName = "Procedural chest phantom"
-        ds.InstitutionName = "LungFuse synthetic data"
-        ds.ReferringPhysicianName = ""
-        ds.StudyDescription = "CT CHEST - SYNTHETIC DEMO"
-        ds.SeriesDescription = "SYNTHETIC PHANTOM - NOT FOR DIAGNOSTIC USE"
-        ds.PatientName = "Demo^Phantom"
-        ds.PatientID = "LUNGFUSE-DEMO"
-        ds.PatientBirthDate = ""
-        ds.PatientSex = "O"
-        ds.BodyPartExamined = "CHEST"
-        ds.SliceThickness = f"{sz:g}"
-        ds.SpacingBetweenSlices = f"{sz:g}"
-        ds.KVP = "120"
-        ds.ConvolutionKernel = "STANDARD"
-        ds.PatientPosition = "HFS"
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.StudyID = "1"
-        ds.SeriesNumber = _SERIES_NUMBER
-        ds.AcquisitionNumber = 1
-        ds.InstanceNumber = idx + 1
-        ds.ImagePositionPatient = [f"{origin[0]:.4f}", f"{origin[1]:.4f}", f"{zpos:.4f}"]
-        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-        ds.FrameOfReferenceUID = for_uid
-        ds.PositionReferenceIndicator = ""
-        ds.SliceLocation = f"{zpos:.4f}"
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = ny
-        ds.Columns = nx
-        ds.PixelSpacing = [f"{sy:g}", f"{sx:g}"]  # row spacing (y), column spacing (x)
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1
-        ds.WindowCenter = "-600"
-        ds.WindowWidth = "1500"
-        ds.RescaleIntercept = "-1024"
-        ds.RescaleSlope = "1"
-        ds.RescaleType = "HU"
-        ds.ImageComments = _DISCLAIMER_ASCII
-        ds.PixelData = stored[k].tobytes()
-        ds["PixelData"].VR = "OW"
-        ds.save_as(ct_dir / f"IM{idx:04d}.dcm", enforce_file_format=True)
-    return series_uid, sop_uids
-
-
-# --------------------------------------------------------------------------------------
-# Report
-# --------------------------------------------------------------------------------------
-
-
-def _write_report(path: Path, nodules: list[dict[str, Any]], spacing: Sequence[float]) -> str:
-    sz, sy, _sx = spacing
-    lines = [
-        "SYNTHETIC DEMO REPORT — NOT FOR DIAGNOSTIC USE",
-        "",
-        "EXAMINATION: CT chest without contrast (low-dose).",
-        "",
-        "CLINICAL INDICATION: Lung cancer screening. 64-year-old former smoker, 35 pack-years.",
-        "",
-        f"TECHNIQUE: Low-dose helical CT of the chest without intravenous contrast, acquired at "
-        f"120 kVp. Axial images reconstructed at {sz:g} mm slice thickness with a "
-        f"{sy:g} mm in-plane pixel size; coronal and sagittal reformats reviewed.",
-        "",
-        "COMPARISON: None available.",
-        "",
-        "FINDINGS:",
-    ]
-    if nodules:
-        lines.append("Lungs and airways:")
-        for i, n in enumerate(nodules):
-            lead = "There is a" if i == 0 else "A second"
-            sentence = (
-                f"{lead} {n['diameter_mm_rounded']} x {n['short_axis_mm_rounded']} mm solid nodule with "
-                f"{n['margin']} in the {_LOBE_NAMES[n['lobe']]} (series {_SERIES_NUMBER}, image "
-                f"{n['instance_number']})"
-            )
-            sentence += ", without calcification." if i == 0 else ", also without calcification."
-            lines.append(sentence)
-        lines.append(
-            "No other pulmonary nodules. No consolidation. The central airways are patent. "
-            "No bronchiectasis."
-        )
-    else:
-        lines.append("Lungs and airways: No pulmonary nodules. No consolidation. The central airways are patent.")
-    lines += [
-        "Pleura: No pleural effusion or pneumothorax.",
-        "Heart and mediastinum: Normal heart size. No pericardial effusion. No mediastinal or hilar "
-        "lymphadenopathy by size criteria. Normal caliber thoracic aorta.",
-        "Upper abdomen: Unremarkable within the limits of a non-contrast study.",
-        "Bones and soft tissues: No suspicious osseous lesion.",
-        "",
-        "IMPRESSION:",
-    ]
-    if nodules:
-        worst = max(nodules, key=lambda n: n["diameter_mm"])
-        for i, n in enumerate(nodules, start=1):
-            lines.append(
-                f"{i}. {n['diameter_mm_rounded']} mm solid nodule with {n['margin']} in the "
-                f"{_LOBE_NAMES[n['lobe']]} (series {_SERIES_NUMBER}, image {n['instance_number']})."
-            )
-        lines.append(f"{len(nodules) + 1}. {worst['lung_rads_sentence']}")
-    else:
-        lines.append(
-            "1. No pulmonary nodules. Lung-RADS 1 (negative): continue annual screening with "
-            "low-dose chest CT in 12 months."
-        )
-    text = "\n".join(lines) + "\n"
-    path.write_text(text, encoding="utf-8")
-    return text
-
-
-# --------------------------------------------------------------------------------------
-# Entry point
-# --------------------------------------------------------------------------------------
-
-
-def make_demo_case(
-    out_dir: str | Path,
-    *,
-    seed: int = 0,
-    shape: tuple[int, int, int] = (112, 256, 256),
-    spacing: tuple[float, float, float] = (2.5, 1.25, 1.25),
-    n_nodules: int = 2,
-) -> DemoCase:
-    """Generate the synthetic demo chest CT with its report and ground truth.
-
-    Parameters
-    ----------
-    out_dir: folder to write (created); existing ``ct/IM*.dcm`` files are replaced.
-    seed: seeds everything (anatomy noise, vessel trees, nodule positions, UIDs); the same
-        seed and grid give byte-identical outputs.
-    shape: grid size (nz, ny, nx), z-y-x.
-    spacing: voxel size (z, y, x) in mm; z is the slice spacing = slice thickness.
-    n_nodules: 0, 1 or 2 nodules (shapes from LIDC-IDRI-0001 then LIDC-IDRI-0002).
-
-    Returns
-    -------
-    DemoCase
-
-    Raises
-    ------
-    ValueError: bad arguments.
-    RuntimeError: a nodule does not fit.
-    """
-    if not 0 <= n_nodules <= len(DEMO_NODULE_SOURCES):
-        raise ValueError(f"n_nodules must be 0..{len(DEMO_NODULE_SOURCES)}, got {n_nodules}")
-    shape = tuple(int(v) for v in shape)  # type: ignore[assignment]
-    spacing = tuple(float(v) for v in spacing)  # type: ignore[assignment]
-    if len(shape) != 3 or min(shape) < 16:
-        raise ValueError(f"shape must be 3 sizes >= 16 (z, y, x), got {shape}")
-    if len(spacing) != 3 or min(spacing) <= 0:
-        raise ValueError(f"spacing must be 3 positive mm values (z, y, x), got {spacing}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-
-    # Load the nodule shapes first: a missing shapes file must fail before any heavy work.
-    shapes = load_demo_shapes(n_nodules) if n_nodules else []
-
-    rng = np.random.default_rng(seed)
-    g = _Grid.make(shape, spacing)
-    ph = _build_phantom(rng, g)
-    placed = _place_nodules(rng, ph, g, spacing, shapes)
-    _render_nodules(ph.hu, placed)
-
-    # Scanner blur (in-plane PSF) then quantum noise.
-    hu = ndimage.gaussian_filter(ph.hu, (0.35, 0.7, 0.7))
-    hu += rng.standard_normal(hu.shape, dtype=np.float32) * NOISE_SIGMA_HU
-
-    nz, ny, nx = shape
-    sz, sy, sx = spacing
-    origin = (-(nx - 1) / 2 * sx, -(ny - 1) / 2 * sy, _ORIGIN_Z)  # LPS x, y, z of voxel (0,0,0)
-    direction = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])  # columns: z, y, x axes
-
-    params = f"{shape}|{spacing}|{n_nodules}"
-    series_uid, sop_uids = _write_series(out / "ct", hu, spacing, origin, seed, params)
-
-    nod_truth: list[dict[str, Any]] = []
-    for nod in placed:
-        idx = np.argwhere(nod.mask)
-        cen = idx.mean(axis=0)
-        # The centroid of a non-convex shape can fall outside it: use the nearest mask voxel.
-        near = idx[int(np.argmin(((idx - cen) ** 2).sum(-1)))]
-        center = np.array(nod.corner) + near
-        k = int(center[0])
-        lo = np.array(nod.corner) + idx.min(axis=0)
-        hi = np.array(nod.corner) + idx.max(axis=0) + 1
-        long_mm, short_mm = 0.0, 0.0
-        for kk in range(nod.mask.shape[0]):
-            lm, sm = _axial_diameters(nod.mask[kk], sy, sx)
-            if lm > long_mm:
-                long_mm, short_mm = lm, sm
-        lung = ph.lung_right if nod.side == "right" else ph.lung_left
-        lobe = _lobe(nod.side, g.to_ref(center), lung, g)
-        lps = np.array(origin) + direction @ (np.array(spacing) * center)
-        cat, sentence = _lung_rads(long_mm)
-        nod_truth.append(
-            {
-                "source_patient_id": nod.source_patient_id,
-                "source_nodule_index": nod.source_nodule_index,
-                "center_voxel_zyx": [int(v) for v in center],
-                "center_lps_mm": [round(float(v), 3) for v in lps],
-                "instance_number": nz - k,
-                "sop_instance_uid": sop_uids[k],
-                "diameter_mm": round(long_mm, 2),
-                "diameter_mm_rounded": int(round(long_mm)),
-                "short_axis_mm": round(short_mm, 2),
-                "short_axis_mm_rounded": int(round(short_mm)),
-                "volume_mm3": round(float(nod.mask.sum()) * sz * sy * sx, 1),
-                "side": nod.side,
-                "lobe": lobe,
-                "lobe_name": _LOBE_NAMES[lobe],
-                "texture": "solid",
-                "margin": _margin_phrase(nod.ratings),
-                "hu": HU_NODULE,
-                "bbox_voxels_zyx": {"min": [int(v) for v in lo], "max_exclusive": [int(v) for v in hi]},
-                "reader_ratings_median": nod.ratings,
-                "lung_rads": cat,
-                "lung_rads_sentence": sentence,
-            }
-        )
-
-    report_text = _write_report(out / "report.txt", nod_truth, spacing)
-    truth: dict[str, Any] = {
-        "note": "SYNTHETIC PHANTOM - NOT FOR DIAGNOSTIC USE",
-        "generator": "lungfuse.pipelines.demo.phantom.make_demo_case",
-        "seed": seed,
-        "geometry": {
-            "axis_order": "zyx",
-            "shape_zyx": list(shape),
-            "spacing_zyx_mm": list(spacing),
-            "origin_lps_mm": [float(v) for v in origin],
-            "direction": direction.tolist(),
-            "direction_note": "row-major 3x3; COLUMNS are the LPS unit vectors of the z, y, x array axes",
-            "instance_number_rule": "InstanceNumber = nz - k (InstanceNumber 1 = most superior slice)",
-        },
-        "series_number": _SERIES_NUMBER,
-        "series_instance_uid": series_uid,
-        "n_slices": nz,
-        "nodules": nod_truth,
-        "report_first_line": report_text.splitlines()[0],
-    }
-    (out / "truth.json").write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
-    return DemoCase(
-        out_dir=out,
-        ct_dir=out / "ct",
-        report_path=out / "report.txt",
-        truth=truth,
-        series_instance_uid=series_uid,
-    )

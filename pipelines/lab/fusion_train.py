@@ -65,7 +65,9 @@ log = logging.getLogger(__name__)
 
 # 2: MiniLM sentences encoded in batches of similar length (encode_texts); the same up to float16
 # rounding (0.1-0.2 % of the values one ulp apart), every other array identical to version 1.
-EXAMPLES_VERSION = 2
+# 3: the generated reports' Lung-RADS statements come from analysis.guidance (v2022: sizes half-up to
+# 0.1 mm, spiculation upgrades 4B to 4X too) and name v2022 instead of v1.1.
+EXAMPLES_VERSION = 3
 NOISE_20PCT_HU = 0.2 * 1400.0  # 20 % of the [-1000, 400] HU window
 
 

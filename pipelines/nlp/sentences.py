@@ -1,0 +1,245 @@
+"""Sentences of a report and the partition of each sentence between its finding heads.
+
+Research software, NOT for diagnostic use.
+
+Internal to :mod:`lungfuse.pipelines.nlp`.  :func:`masked_text` overwrites image
+references, dates and Lung-RADS statements in a working copy (same length, so character
+offsets are kept); :func:`report_sentences` splits the parsed sections into sentences
+(no break on decimals, enumerators or abbreviations), strips enumerators and organ labels
+and carries the organ context; :func:`find_heads` finds the nodule anchors and the other
+finding heads of a sentence and :func:`scopes` cuts the sentence between them.  All
+positions are character offsets into the working text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from lungfuse.pipelines.io.report import Report
+from lungfuse.pipelines.nlp.lexicon import (
+    ABBREVIATIONS,
+    ANCHOR_PATTERNS,
+    CONJOINED_GAP_RE,
+    DATE_MASK,
+    DATE_RES,
+    ENUM_PREFIX_RE,
+    FUNCTION_WORD_RE,
+    IMAGE_REF_RES,
+    LABEL_RE,
+    LUNG_LABEL_RE,
+    NODULE_TOKEN_RE,
+    NUMBER_WORD_UNIT_RE,
+    NUMBER_WORD_VALUES,
+    OTHER_HEAD_RE,
+    OTHER_LABEL_RE,
+    REF_MASK,
+    SENT_CANDIDATE_RE,
+    SKIP_SECTIONS,
+    STRONG_SEP_RE,
+    WEAK_SEP_RE,
+    is_plural_word,
+    nodule_word,
+)
+
+
+@dataclass
+class Sentence:
+    start: int
+    end: int
+    section: str
+    context: str | None  # "lung", "other" or None (organ sub-header in force)
+    index: int
+    label_nodule: bool = False  # the sentence started with a "Nodules:" style label
+    list_item: bool = False  # an item of a "Lung nodules: 1. RUL 4 mm. 2. LLL 6 mm." list
+
+
+@dataclass
+class Head:
+    start: int
+    end: int
+    kind: str  # nodule kinds or "other"
+    plural: bool
+    micro: bool = False
+
+    @property
+    def is_nodule(self) -> bool:
+        return self.kind != "other"
+
+
+def _mask(work: list[str], start: int, end: int, char: str) -> None:
+    for i in range(start, end):
+        if work[i] != "\n":
+            work[i] = char
+
+
+def masked_text(text: str, lung_rads_spans: Iterable[tuple[int, int]]) -> str:
+    """Working copy of ``text`` with image references, dates and Lung-RADS statements
+    overwritten (same length, newlines kept) so their numbers never become sizes, and
+    spelled-out sizes ("four millimeter") turned into digits."""
+    work = list(text)
+    for pattern in IMAGE_REF_RES:
+        for m in pattern.finditer(text):
+            _mask(work, m.start(), m.end(), REF_MASK)
+    masked = "".join(work)
+    for pattern in DATE_RES:
+        for m in pattern.finditer(masked):
+            _mask(work, m.start(), m.end(), DATE_MASK)
+    for s, e in lung_rads_spans:
+        _mask(work, s, e, REF_MASK)
+    for m in NUMBER_WORD_UNIT_RE.finditer(text):
+        digits = str(NUMBER_WORD_VALUES[m.group("word").lower()])
+        work[m.start() : m.end()] = list(digits.ljust(m.end() - m.start()))
+    return "".join(work)
+
+
+# ---------------------------------------------------------------------------
+# Sentences
+# ---------------------------------------------------------------------------
+def _split_sentences(work: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Sentence spans in ``work[start:end]``; no split on decimals, enumerators or
+    abbreviations."""
+    spans: list[tuple[int, int]] = []
+    cur = start
+    for m in SENT_CANDIDATE_RE.finditer(work, start, end):
+        if m.group().startswith((".", "!", "?")):
+            before = work[cur : m.start()]
+            tok_m = re.search(r"([\w/]+(?:\.[\w/]+)*)$", before)
+            token = tok_m.group(1).lower() if tok_m else ""
+            if token in ABBREVIATIONS or (len(token) == 1 and token.isalpha()):
+                continue
+            prefix = before[: len(before) - len(token)]
+            if token.isdigit() and len(token) <= 2 and (
+                not prefix.strip(" \t\n-*(\u2022") or prefix.rstrip().endswith(":")
+            ):
+                continue  # enumerator "1." at the start of the sentence or after "Nodules:"
+            cut, nxt = m.end(), m.end()
+        else:
+            cut, nxt = m.start(), m.end()
+        if work[cur:cut].strip():
+            spans.append((cur, cut))
+        cur = nxt
+    if work[cur:end].strip():
+        spans.append((cur, end))
+    trimmed = []
+    for s, e in spans:
+        while s < e and work[s].isspace():
+            s += 1
+        while e > s and work[e - 1].isspace():
+            e -= 1
+        if e > s:
+            trimmed.append((s, e))
+    return trimmed
+
+
+def _has_nodule_word(text: str) -> bool:
+    return any(nodule_word(t.group()) for t in NODULE_TOKEN_RE.finditer(text))
+
+
+def _classify_label(label: str) -> str | None:
+    if LUNG_LABEL_RE.search(label):
+        return "lung"
+    if OTHER_LABEL_RE.search(label):
+        return "other"
+    return None
+
+
+def report_sentences(report: Report, work: str) -> list[Sentence]:
+    """Sentences of the parsed sections, with enumerators and organ labels stripped and
+    the organ context carried from label to label."""
+    out: list[Sentence] = []
+    for sec in report.sections:
+        if sec.name in SKIP_SECTIONS or sec.end <= sec.start:
+            continue
+        context: str | None = None
+        list_mode = False  # after a "Lung nodules:" label, anchor-less items are nodules
+        for s, e in _split_sentences(work, sec.start, sec.end):
+            m = ENUM_PREFIX_RE.match(work, s, e)
+            if m:
+                s = m.end()
+            label_nodule = False
+            m = LABEL_RE.match(work, s, e)
+            if m:
+                kind = _classify_label(m.group("label"))
+                label_has_nodule = _has_nodule_word(m.group("label"))
+                if kind is not None:
+                    context = kind
+                    list_mode = label_has_nodule
+                    if not work[m.end() : e].strip():
+                        continue  # a sub-header line on its own ("NODULES:")
+                    if label_has_nodule and not _has_nodule_word(work[m.end() : e]):
+                        label_nodule = True  # "Nodules: RUL 4 mm" - the label is the anchor
+                    else:
+                        s = m.end()  # "Lungs: 4 mm nodule", "Two nodules: a 4 mm nodule ..."
+            list_item = list_mode and not label_nodule and not _has_nodule_word(work[s:e])
+            if e > s:
+                out.append(Sentence(s, e, sec.name, context, len(out), label_nodule, list_item))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Heads and scopes
+# ---------------------------------------------------------------------------
+def find_heads(work: str, s: int, e: int) -> list[Head]:
+    """Nodule anchors and other finding heads in ``work[s:e]``, non-overlapping, sorted."""
+    cands: list[Head] = []
+    for m in NODULE_TOKEN_RE.finditer(work, s, e):
+        kind = nodule_word(m.group())
+        if kind is not None:
+            plural, micro = kind
+            cands.append(Head(m.start(), m.end(), "micronodule" if micro else "nodule", plural, micro))
+    for kind_name, pattern in ANCHOR_PATTERNS:
+        for m in pattern.finditer(work, s, e):
+            cands.append(Head(m.start(), m.end(), kind_name, is_plural_word(m.group())))
+    for m in OTHER_HEAD_RE.finditer(work, s, e):
+        cands.append(Head(m.start(), m.end(), "other", is_plural_word(m.group())))
+    # longest first at equal start; nodule anchors win over "other" on overlap
+    cands.sort(key=lambda h: (h.start, -(h.end - h.start), h.kind == "other"))
+    kept: list[Head] = []
+    for h in cands:
+        # kept is sorted by start and heads are short: only its tail can overlap h
+        clash = [k for k in kept[-8:] if h.start < k.end and k.start < h.end]
+        if not clash:
+            kept.append(h)
+        elif h.kind != "other" and all(k.kind == "other" for k in clash):
+            for k in clash:
+                kept.remove(k)
+            kept.append(h)
+    kept.sort(key=lambda h: h.start)
+    # merge conjoined nodule heads ("nodules or masses")
+    merged: list[Head] = []
+    for h in kept:
+        if merged and merged[-1].is_nodule and h.is_nodule and CONJOINED_GAP_RE.match(work[merged[-1].end : h.start]):
+            prev = merged[-1]
+            kind = prev.kind if prev.kind in ("nodule", "micronodule") else h.kind
+            merged[-1] = Head(prev.start, h.end, kind, prev.plural or h.plural, prev.micro or h.micro)
+        else:
+            merged.append(h)
+    return merged
+
+
+def _boundary(work: str, a: int, b: int) -> int:
+    """Where to cut the gap ``work[a:b]`` between two heads: at the last strong
+    separator (comma, "and", ";", ":"), else the last weak one ("with", "adjacent to"),
+    else just after the last function word ("for", "of", "is"), else at the second head."""
+    gap = work[a:b]
+    last = None
+    for m in STRONG_SEP_RE.finditer(gap):
+        last = m
+    if last is None:
+        for m in WEAK_SEP_RE.finditer(gap):
+            last = m
+    if last is not None:
+        return a + last.start()
+    for m in FUNCTION_WORD_RE.finditer(gap):
+        last = m
+    return a + last.end() if last is not None else b
+
+
+def scopes(work: str, sent: Sentence, heads: list[Head]) -> list[tuple[int, int]]:
+    bounds = [sent.start]
+    for h1, h2 in zip(heads, heads[1:], strict=False):
+        bounds.append(_boundary(work, h1.end, h2.start))
+    bounds.append(sent.end)
+    return [(bounds[i], bounds[i + 1]) for i in range(len(heads))]
