@@ -11,8 +11,10 @@ import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
 
+from lungfuse.pipelines.core.errors import IngestError
 from lungfuse.pipelines.core.geometry import lps_to_voxel, sitk_direction_to_zyx, voxel_to_lps
-from lungfuse.pipelines.io.dicom import IngestError, list_series, load_ct
+from lungfuse.pipelines.io.dicom import load_ct
+from lungfuse.pipelines.io.dicom_series import list_series
 
 EXPECTED = {
     # patient: (slices, z spacing mm, in-plane spacing mm)

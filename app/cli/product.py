@@ -69,17 +69,16 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from lungfuse.pipelines.io.dicom import list_series, load_ct
+    from lungfuse.pipelines.io.dicom import load_ct
+    from lungfuse.pipelines.io.dicom_series import list_series
+    from lungfuse.pipelines.io.report import find_report, load_report
 
     path = Path(args.path)
     vol = load_ct(path, series_uid=args.series)
     summary = vol.summary()
     summary["series_found"] = [s.to_dict() for s in list_series(path)] if path.is_dir() else []
-    from lungfuse.pipelines.analysis.analyze import find_report
-
     rep = find_report(path)
     if rep is not None:
-        from lungfuse.pipelines.io.report import load_report
         from lungfuse.pipelines.nlp.claims import extract_claims
 
         claims = extract_claims(load_report(rep))

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from lungfuse.pipelines.core.errors import ModelIntegrityError
+
 __all__ = ["resources_dir", "models_dir", "WeightFile", "list_weights", "sha256_file", "write_manifest_entry",
            "verify_manifest", "cache_dir"]
 
@@ -76,13 +78,24 @@ def write_manifest_entry(models: Path, name: str, description: str) -> None:
 
 
 def verify_manifest(*paths: Path) -> None:
-    """Raise ``ValueError`` naming the file when a weight file's SHA-256 differs from its manifest entry."""
+    """Check each weight file against the ``manifest.json`` beside it.
+
+    Raises:
+        ModelIntegrityError: naming the file, when it is missing, or when its SHA-256 differs
+            from its manifest entry (or the manifest is missing, unreadable or has no entry).
+    """
     for p in paths:
         p = Path(p)
         man_path = p.parent / "manifest.json"
-        manifest = json.loads(man_path.read_text())["files"] if man_path.exists() else {}
+        if not p.is_file():
+            raise ModelIntegrityError(f"{p}: weight file missing (expected beside {man_path})", p)
+        try:
+            manifest = json.loads(man_path.read_text())["files"] if man_path.exists() else {}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelIntegrityError(f"{man_path}: unreadable manifest ({type(exc).__name__}: {exc})",
+                                      man_path) from exc
         if manifest.get(p.name, {}).get("sha256") != sha256_file(p):
-            raise ValueError(f"{p}: SHA-256 does not match {man_path}")
+            raise ModelIntegrityError(f"{p}: SHA-256 does not match {man_path}", p)
 
 
 def cache_dir() -> Path:

@@ -39,12 +39,12 @@ import torch.nn.functional as F
 
 from lungfuse.models.image import NoduleEncoder, NoduleEncoderConfig
 from lungfuse.models.parallel import ThreadedTrunk, trunk_workers
+from lungfuse.pipelines.core.errors import IngestError
 from lungfuse.pipelines.imaging.crops import extract_crop, random_rotation
 from lungfuse.pipelines.imaging.preprocess import DETECTION_SPACING_MM
 from lungfuse.pipelines.inference.detector import detect, load_detector
 from lungfuse.pipelines.inference.explain import patch_around
 from lungfuse.pipelines.inference.fpr import COMBINE, CONFIG_NAME, DEFAULT_VIEWS, FPR_PATCH, WEIGHTS_NAME
-from lungfuse.pipelines.io.dicom import IngestError
 from lungfuse.pipelines.lab.detection_eval import HIT_MIN_RADIUS_MM
 from lungfuse.pipelines.lab.detection_train import (
     DetectionTrainConfig,
