@@ -26,6 +26,7 @@ shared by the three loaders.  The result is a
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,18 +36,18 @@ from lungfuse.pipelines.core.errors import IngestError
 from lungfuse.pipelines.core.geometry import direction_from_iop
 from lungfuse.pipelines.core.volume import CTVolume, QualityRecord, VolumeWarning
 from lungfuse.pipelines.io.dicom_series import (
+    SeriesInfo,
     SliceHeader,
     choose_series,
     group_series,
     read_header,
     scan_headers,
+    series_info,
 )
-from lungfuse.pipelines.io.multiframe import load_multiframe
-from lungfuse.pipelines.io.nifti import load_nifti
 from lungfuse.pipelines.io.noise import estimate_noise_sigma
 from lungfuse.pipelines.io.stack import is_integral, rescale_into, stack_geometry
 
-__all__ = ["load_ct"]
+__all__ = ["load_ct", "load_ct_and_series"]
 
 
 def load_ct(
@@ -72,15 +73,44 @@ def load_ct(
             slices, or nothing readable; the message names the path.
         FileNotFoundError: ``path`` does not exist.
     """
-    root = Path(path)
+    return _load(Path(path), series_uid, min_slices, estimate_noise, None)
+
+
+def load_ct_and_series(
+    path: str | os.PathLike[str],
+    *,
+    series_uid: str | None = None,
+    min_slices: int = 3,
+    estimate_noise: bool = True,
+) -> tuple[CTVolume, list[SeriesInfo]]:
+    """:func:`load_ct`, plus every image stack found under a folder ``path``, from the same header pass.
+
+    The list is what :func:`~lungfuse.pipelines.io.dicom_series.list_series` gives (largest
+    first); it is empty when ``path`` is a file.  ``lungfuse inspect`` shows both, and reading
+    the headers once instead of twice saves it a few tens of ms.  Raises as :func:`load_ct`.
+    """
+    found: list[SeriesInfo] = []
+    vol = _load(Path(path), series_uid, min_slices, estimate_noise, found)
+    return vol, found
+
+
+def _load(
+    root: Path, series_uid: str | None, min_slices: int, estimate_noise: bool, found: list[SeriesInfo] | None
+) -> CTVolume:
+    """:func:`load_ct`; when ``root`` is a folder and ``found`` is a list, the folder's series are added to it."""
     if not root.exists():
         raise FileNotFoundError(f"no such file or folder: {root}")
     name = root.name.lower()
     if root.is_file() and (name.endswith(".nii") or name.endswith(".nii.gz")):
+        from lungfuse.pipelines.io.nifti import load_nifti  # lazily: a DICOM series never needs it
+
         return load_nifti(root, estimate_noise)
-    if root.is_file():
+    is_file = root.is_file()
+    if is_file:
         res = read_header(root)
         if isinstance(res, SliceHeader) and res.n_frames > 1:
+            from lungfuse.pipelines.io.multiframe import load_multiframe  # lazily, as nifti
+
             return load_multiframe(root, estimate_noise)
         if isinstance(res, str):
             raise IngestError(f"{root}: not a readable DICOM file ({res})")
@@ -97,13 +127,20 @@ def load_ct(
             msg += f"; {len(warns)} unreadable, e.g. {warns[0].message}"
         raise IngestError(msg + ")")
 
+    groups = group_series(headers)
+    if found is not None and not is_file:
+        found.extend(sorted((series_info(k, hs) for k, hs in groups.items()), key=lambda s: -s.n_images))
+
     multi = [h for h in headers if h.n_frames > 1]
     if multi and series_uid is None and all(h.n_frames > 1 for h in headers):
+        from lungfuse.pipelines.io.multiframe import load_multiframe
+
         return load_multiframe(Path(max(multi, key=lambda h: h.n_frames).path), estimate_noise)
 
-    groups = group_series(headers)
     key, hs = choose_series(groups, series_uid, warns, root)
     if hs[0].n_frames > 1:
+        from lungfuse.pipelines.io.multiframe import load_multiframe
+
         return load_multiframe(Path(hs[0].path), estimate_noise)
     return _assemble(hs, warns, root, min_slices, estimate_noise)
 
@@ -138,6 +175,8 @@ def _assemble(
     def work(k: int) -> None:
         h = chosen[k]
         try:
+            if _read_native_int16_into(h, out[k]):
+                return
             stored = _read_pixels(h)
             rescale_into(out[k], stored, h.slope, h.intercept)
             if h.padding is not None:
@@ -150,8 +189,16 @@ def _assemble(
         except Exception as exc:  # noqa: BLE001 - one bad slice must not sink the volume
             failed[k] = f"{type(exc).__name__}: {exc}"
 
-    with ThreadPoolExecutor(_n_threads()) as pool:
-        list(pool.map(work, range(len(chosen))))
+    def work_range(ks: range) -> None:
+        for k in ks:
+            work(k)
+
+    # A few contiguous runs of slices per thread, not one task per slice: a future per slice
+    # cost ~20 % of the pixel pass in executor bookkeeping (measured on LIDC-IDRI-0002).
+    n_threads = _n_threads()
+    step = max(1, -(-len(chosen) // (4 * n_threads)))
+    with ThreadPoolExecutor(n_threads) as pool:
+        list(pool.map(work_range, [range(i, min(i + step, len(chosen))) for i in range(0, len(chosen), step)]))
 
     if failed:
         for k, why in sorted(failed.items()):
@@ -211,6 +258,37 @@ def _pixel_dtype(h: SliceHeader) -> np.dtype:
     if h.bits_allocated == 32:
         return np.dtype("<i4") if h.pixel_representation == 1 else np.dtype("<u4")
     raise IngestError(f"{h.path}: unsupported BitsAllocated {h.bits_allocated}")
+
+
+def _read_native_int16_into(h: SliceHeader, dest: np.ndarray) -> bool:
+    """Read a native signed-16-bit slice straight into ``dest`` (one int16 slice, y-x) as HU.
+
+    The common CT case (uncompressed, PixelRepresentation 1, integral rescale): the file's
+    bytes go into the volume with no intermediate array; the padding mask is taken from the
+    stored values before the intercept is added, as :func:`rescale_into` plus the padding step
+    of ``_assemble`` would.  Returns False (nothing read) when the slice is not such a case.
+    """
+    if (h.pixel_offset is None or h.pixel_nbytes is None or dest.dtype != np.int16
+            or _pixel_dtype(h) != np.dtype("<i2") or not dest.flags.c_contiguous
+            or dest.shape != (h.rows, h.cols) or h.slope != 1.0 or not is_integral(h.intercept)):
+        return False
+    want = h.rows * h.cols * 2
+    if h.pixel_nbytes < want:
+        raise IngestError(f"{h.path}: pixel data has {h.pixel_nbytes} bytes, expected {want}")
+    with open(h.path, "rb") as f:
+        f.seek(h.pixel_offset)
+        got = f.readinto(memoryview(dest).cast("B"))  # type: ignore[arg-type]
+    if got != want:
+        raise IngestError(f"{h.path}: truncated file, {got} of {want} pixel bytes present")
+    if sys.byteorder != "little":  # pragma: no cover - the file is little endian
+        dest.byteswap(inplace=True)
+    mask = dest == np.array(h.padding).astype(np.int16, casting="unsafe") if h.padding is not None else None
+    if h.intercept:
+        dest += np.int16(h.intercept)
+    if mask is not None:
+        # Pixel padding (outside the reconstruction circle) is not tissue: air, as in _assemble.
+        np.copyto(dest, np.int16(-1024), where=mask)
+    return True
 
 
 def _read_pixels(h: SliceHeader) -> np.ndarray:

@@ -40,6 +40,7 @@ __all__ = [
     "read_header",
     "scan_headers",
     "scan_series",
+    "series_info",
 ]
 
 #: Image storage SOP classes we can turn into a CT volume.
@@ -452,7 +453,7 @@ def _acquisitions_overlap(by_acq: dict[str, list[SliceHeader]]) -> bool:
     return False
 
 
-def _series_info(key: str, hs: list[SliceHeader]) -> SeriesInfo:
+def series_info(key: str, hs: list[SliceHeader]) -> SeriesInfo:
     h0 = hs[0]
     n_images = sum(h.n_frames for h in hs)
     if h0.iop is not None:
@@ -543,7 +544,7 @@ def scan_series(path: str | os.PathLike[str]) -> tuple[list[SeriesInfo], list[Vo
     their ``modality`` so the caller chooses.
     """
     headers, warns, _ = scan_headers(Path(path))
-    infos = [_series_info(k, hs) for k, hs in group_series(headers).items()]
+    infos = [series_info(k, hs) for k, hs in group_series(headers).items()]
     return sorted(infos, key=lambda s: -s.n_images), warns
 
 

@@ -6,6 +6,9 @@ filter would cost ~0.1 s per process.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 __all__ = ["estimate_noise_sigma"]
@@ -14,13 +17,27 @@ __all__ = ["estimate_noise_sigma"]
 def _box_mean(a: np.ndarray, k: int) -> np.ndarray:
     """k x k moving average of a 2-D float32 array (edge-replicated), via summed-area tables.
 
-    numpy only: importing scipy.ndimage for this would cost ~0.1 s per process.
+    numpy only: importing scipy.ndimage for this would cost ~0.1 s per process.  The table is
+    built in place in one float64 array: a casting ``cumsum(dtype=float64)`` and fresh
+    temporaries made this 1.6x slower, for the same values bit for bit.
     """
     p = k // 2
-    a = np.pad(a, ((p + 1, p), (p + 1, p)), mode="edge")
-    c = a.cumsum(axis=0, dtype=np.float64).cumsum(axis=1)
-    s = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
-    return (s / (k * k)).astype(np.float32)
+    c = np.pad(a, ((p + 1, p), (p + 1, p)), mode="edge").astype(np.float64)
+    np.cumsum(c, axis=0, out=c)
+    np.cumsum(c, axis=1, out=c)
+    s = c[k:, k:] - c[:-k, k:]
+    s -= c[k:, :-k]
+    s += c[:-k, :-k]
+    s /= k * k
+    return s.astype(np.float32)
+
+
+def _local_mean_sd(slice_hu: np.ndarray, patch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Local mean and standard deviation (HU, float32, y-x) of one slice in ``patch`` x ``patch`` windows."""
+    sl = slice_hu.astype(np.float32)
+    m = _box_mean(sl, patch)
+    m2 = _box_mean(sl * sl, patch)
+    return m, np.sqrt(np.maximum(m2 - m * m, 0))
 
 
 def estimate_noise_sigma(hu: np.ndarray, max_slices: int = 6, patch: int = 7) -> float | None:
@@ -40,13 +57,13 @@ def estimate_noise_sigma(hu: np.ndarray, max_slices: int = 6, patch: int = 7) ->
         return None
     idx = np.linspace(nz * 0.3, nz * 0.7, num=min(max_slices, nz)).astype(int)
     idx = np.unique(np.clip(idx, 0, nz - 1))
+    # The slices' local statistics are computed once (both passes below use them), in threads:
+    # numpy's accumulations release the GIL, and this is half of a plain DICOM load's compute.
+    with ThreadPoolExecutor(min(len(idx), max(1, min(4, os.cpu_count() or 1)))) as pool:
+        stats = list(pool.map(lambda k: _local_mean_sd(hu[k], patch), idx))
     sds: list[np.ndarray] = []
     for prefer_tissue in (True, False):
-        for k in idx:
-            sl = hu[k].astype(np.float32)
-            m = _box_mean(sl, patch)
-            m2 = _box_mean(sl * sl, patch)
-            sd = np.sqrt(np.maximum(m2 - m * m, 0))
+        for m, sd in stats:
             sel = ((m > -150) & (m < 150)) if prefer_tissue else ((m < -950) & (m > -1100))
             sel &= sd > 0
             sel[: patch, :] = sel[-patch:, :] = False
