@@ -545,7 +545,7 @@ class VolumePool:
             if p.patient_id not in held and p.patient_id not in self.failed:
                 self._add(p)
         if not self.volumes:
-            raise ValueError(f"no usable volume among {len(self.patients)} patient(s): "
+            raise ConfigurationError(f"no usable volume among {len(self.patients)} patient(s): "
                              + "; ".join(f"{k}: {v}" for k, v in sorted(self.failed.items())))
 
     def refresh(self) -> None:
@@ -756,7 +756,7 @@ def _train(cfg: DetectionTrainConfig, lidc_root: Path | LidcRoot, out_dir: Path,
         pool = VolumePool(lidc_root.split(cfg.split), cfg.pool, refresh=cfg.pool_refresh, seed=cfg.seed,
                           cache_dir=cache, log=log)
         if not pool.patients:
-            raise ValueError(f"no usable {cfg.split} patients under {lidc_root.root}")
+            raise ConfigurationError(f"no usable {cfg.split} patients under {lidc_root.root}", lidc_root.root)
         if pool_state is not None:
             pool.restore(pool_state)
         else:
