@@ -69,8 +69,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from lungfuse.pipelines.io.case_files import find_report
     from lungfuse.pipelines.io.dicom import load_ct_and_series
-    from lungfuse.pipelines.io.report import find_report, load_report
 
     path = Path(args.path)
     vol, series = load_ct_and_series(path, series_uid=args.series)
@@ -78,6 +78,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     summary["series_found"] = [s.to_dict() for s in series]
     rep = find_report(path)
     if rep is not None:
+        from lungfuse.pipelines.io.report import load_report
         from lungfuse.pipelines.nlp.claims import extract_claims
 
         claims = extract_claims(load_report(rep))

@@ -68,8 +68,9 @@ from lungfuse.pipelines.analysis.consistency import (
 )
 from lungfuse.pipelines.core.volume import CTVolume
 from lungfuse.pipelines.imaging.measure import NoduleMeasurement, measure_nodule
+from lungfuse.pipelines.io.case_files import find_report
 from lungfuse.pipelines.io.dicom import load_ct
-from lungfuse.pipelines.io.report import Report, find_report, load_report
+from lungfuse.pipelines.io.report import Report, load_report
 from lungfuse.pipelines.nlp.claims import NoduleClaim, ReportClaims, extract_claims
 
 if TYPE_CHECKING:  # these import torch; analyze loads them only with the models

@@ -30,16 +30,11 @@ __all__ = [
     "Report",
     "Section",
     "canonical_section_name",
-    "REPORT_NAMES",
     "decode_bytes",
-    "find_report",
     "load_report",
     "normalise_newlines",
     "split_sections",
 ]
-
-#: File names of the free-text report that travels with a case, in the order they are looked for.
-REPORT_NAMES = ("report.txt", "report.md", "REPORT.txt")
 
 #: Name of the pseudo-section holding text that precedes the first header
 #: (or the whole report when it has no recognisable header).
@@ -501,13 +496,3 @@ def load_report(path_or_text: str | os.PathLike[str] | bytes | bytearray | Repor
         if _EXT_RE.search(candidate) and not re.search(r"[.:;,]\s", candidate):
             raise FileNotFoundError(errno.ENOENT, "report file not found", candidate)
     return Report(text=normalise_newlines(path_or_text), encoding="str")
-
-
-def find_report(ct_path: Path) -> Path | None:
-    """The free-text report that travels with a case: ``report.txt``/``.md`` in or beside ``ct_path``."""
-    base = ct_path if ct_path.is_dir() else ct_path.parent
-    for d in (base, base.parent):
-        for name in REPORT_NAMES:
-            if (d / name).is_file():
-                return d / name
-    return None
