@@ -198,3 +198,32 @@ def test_a_value_error_bug_is_not_an_input_error(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("LUNGFUSE_LOG_DIR", str(tmp_path / "logs"))
     assert main(["inspect", str(tmp_path)]) == 1
     assert "internal error" in capsys.readouterr().err
+
+
+def test_model_files_that_do_not_load_are_model_integrity_errors(tmp_path: Path) -> None:
+    """What the manifest cannot see: a missing config, weights that do not decode or do not fit."""
+    import json
+    import shutil
+
+    from lungfuse.pipelines.core.errors import ModelIntegrityError
+    from lungfuse.pipelines.core.resources import models_dir
+    from lungfuse.pipelines.inference.detector import load_detector
+    from lungfuse.pipelines.inference.fpr import load_fpr
+
+    m = tmp_path / "models"
+    shutil.copytree(models_dir(), m)
+    assert load_detector(m / "detector.pt") is not None  # the copy itself loads
+    (m / "detector.pt").write_bytes(b"not a torch archive")
+    with pytest.raises(ModelIntegrityError, match="unreadable weight file") as exc:
+        load_detector(m / "detector.pt")
+    assert exc.value.path == m / "detector.pt"
+    shutil.copy(m / "fpr.pt", m / "detector.pt")  # a real state dict, of another network
+    with pytest.raises(ModelIntegrityError, match="do not fit"):
+        load_detector(m / "detector.pt")
+    cfg = json.loads((m / "fpr.json").read_text())
+    (m / "fpr.json").unlink()
+    with pytest.raises(ModelIntegrityError, match="model config missing"):
+        load_fpr(m / "fpr.pt")
+    (m / "fpr.json").write_text(json.dumps(cfg)[:-5])
+    with pytest.raises(ModelIntegrityError, match="unreadable model config"):
+        load_fpr(m / "fpr.pt")
