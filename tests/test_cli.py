@@ -227,3 +227,12 @@ def test_model_files_that_do_not_load_are_model_integrity_errors(tmp_path: Path)
     (m / "fpr.json").write_text(json.dumps(cfg)[:-5])
     with pytest.raises(ModelIntegrityError, match="unreadable model config"):
         load_fpr(m / "fpr.pt")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_damaged_nifti_is_exit_2_one_line(damage: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ct = _tiny_nifti(tmp_path / "ct.nii")
+    data = ct.read_bytes()
+    ct.write_bytes(b"garbage" * 100 if damage == "garbage" else data[: len(data) // 2])
+    assert main(["inspect", str(ct)]) == 2
+    _one_line_error(capsys, str(ct), "NIfTI")

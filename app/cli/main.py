@@ -60,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (LungFuseError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"lungfuse {args.command}: error: {exc}", file=sys.stderr)
+        # one line, whatever the message holds (library errors quoted in it may carry newlines)
+        print(f"lungfuse {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lungfuse {args.command}: interrupted", file=sys.stderr)

@@ -31,7 +31,10 @@ def load_multiframe(path: Path, estimate_noise: bool) -> CTVolume:
     """Enhanced / legacy-converted multi-frame CT (one file, many frames)."""
     import pydicom
 
-    ds = pydicom.dcmread(path)
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:  # noqa: BLE001 - pydicom can raise almost anything on a damaged file
+        raise IngestError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})", path) from exc
     if str(ds.get("Modality", "")).upper() != "CT":
         raise IngestError(f"{path}: modality {ds.get('Modality', '?')}, expected CT")
     if "PixelData" not in ds:
@@ -62,7 +65,10 @@ def load_multiframe(path: Path, estimate_noise: bool) -> CTVolume:
     thickness = float(np.median(thick)) if thick else None
     files = [f"{path}#frame{i + 1}" for i in range(n)]
     order, keep, dz, warns, quality = stack_geometry(ipps_a, iop, thickness, files)
-    frames = ds.pixel_array  # (n, rows, cols), stored values
+    try:
+        frames = ds.pixel_array  # (n, rows, cols), stored values
+    except Exception as exc:  # noqa: BLE001 - pydicom's decoders raise many kinds on damaged data
+        raise IngestError(f"{path}: pixel data cannot be decoded ({type(exc).__name__}: {exc})", path) from exc
     sel = order[keep]
     int_ok = all(slopes[i] == 1.0 and is_integral(intercepts[i]) for i in sel)
     out = np.empty((len(sel),) + frames.shape[1:], dtype=np.int16 if int_ok else np.float32)

@@ -19,13 +19,19 @@ def load_nifti(path: Path, estimate_noise: bool) -> CTVolume:
     """NIfTI through nibabel; values are taken as HU (scl_slope/inter applied by nibabel)."""
     import nibabel as nib
 
-    img = nib.load(str(path))
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - nibabel raises ImageFileError, EOFError, gzip/zlib errors...
+        raise IngestError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})", path) from exc
     if len(img.shape) < 3:
         raise IngestError(f"{path}: NIfTI image has {len(img.shape)} dimensions, expected 3")
     dataobj = img.dataobj
     slope = getattr(dataobj, "slope", 1.0)
     inter = getattr(dataobj, "inter", 0.0)
-    raw = np.asanyarray(dataobj.get_unscaled() if hasattr(dataobj, "get_unscaled") else dataobj)
+    try:
+        raw = np.asanyarray(dataobj.get_unscaled() if hasattr(dataobj, "get_unscaled") else dataobj)
+    except (OSError, EOFError, ValueError) as exc:  # truncated data: the header promised more voxels
+        raise IngestError(f"{path}: NIfTI voxel data unreadable ({type(exc).__name__}: {exc})", path) from exc
     if raw.ndim > 3:
         raw = raw[..., 0]
     arr_ijk = raw
