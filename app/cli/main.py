@@ -77,8 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError:
             sys.stderr.write(text)
             where = "traceback above"
-        print(f"lungfuse {args.command}: internal error (a bug, please report it): {type(exc).__name__}: {exc} "
-              f"({where})", file=sys.stderr)
+        print(f"lungfuse {args.command}: internal error (a bug, please report it): {type(exc).__name__}: "
+              f"{' '.join(str(exc).split())} ({where})", file=sys.stderr)
         return 1
 
 
