@@ -100,3 +100,29 @@ def test_installed_wheel_finds_its_weights(wheel: Path, tmp_path: Path) -> None:
     assert Path(got["models"]) == site / "lungfuse" / "resources" / "models"
     assert Path(got["package"]) == site / "lungfuse" / "resources"  # found by importlib.resources
     assert got["n"] >= 3 and got["demo"]
+
+
+def test_the_lock_satisfies_the_declared_ranges() -> None:
+    """requirements.txt (what `make` installs) pins a version inside every range pyproject.toml declares."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pins = {}
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version
+    declared = [Requirement(r) for r in project["dependencies"]]
+    declared += [Requirement(r) for extra in project["optional-dependencies"].values() for r in extra]
+    assert len(declared) >= 20
+    for req in declared:
+        name = canonicalize_name(req.name)
+        if name in pins:
+            assert req.specifier.contains(pins[name]), f"{req} does not admit the pinned {name}=={pins[name]}"
+    runtime = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    assert {"torch", "monai", "pydicom", "transformers", "highdicom", "numpy"} <= runtime
+    assert not runtime & {"scikit-learn", "pylidc", "sqlalchemy", "pyside6-essentials", "pytest"}  # extras only
