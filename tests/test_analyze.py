@@ -270,7 +270,7 @@ def test_settings_validate() -> None:
 
 
 def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
-    from lungfuse.pipelines.io.dicom import IngestError
+    from lungfuse.pipelines.core.errors import IngestError
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(IngestError, match="empty"):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from lungfuse.pipelines.core.errors import DataLeakageError
 from lungfuse.pipelines.inference.detector import Detections, detect, load_detector
 from lungfuse.pipelines.lab.detection_eval import froc
 from lungfuse.pipelines.lab.detection_train import (
@@ -212,7 +213,7 @@ def test_smoke_real_data(tmp_path: Path, lidc_root: Path) -> None:
 
 
 def test_never_trains_on_test(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(DataLeakageError):
         train_detector(_tiny_cfg(split="test"), Path("/nonexistent"), tmp_path)
 
 

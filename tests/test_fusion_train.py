@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from lungfuse.pipelines.core.errors import ModelIntegrityError
 from lungfuse.pipelines.core.resources import list_weights, models_dir
 from lungfuse.pipelines.inference.fusion import load_fusion
 from lungfuse.pipelines.lab.fusion_train import (
@@ -136,7 +137,7 @@ def test_save_and_load_verify_hashes(tmp_path: Path) -> None:
     y = predict(loaded, ex, np.arange(4))["afa_eaf"]
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
     (tmp_path / "out" / "fusion.json").write_text(json.dumps(meta) + " ")
-    with pytest.raises(ValueError, match="SHA-256"):
+    with pytest.raises(ModelIntegrityError, match="SHA-256"):
         load_fusion(tmp_path / "out")
 
 

@@ -11,8 +11,11 @@ import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless, generate_uid
 
+from lungfuse.pipelines.core.errors import IngestError
 from lungfuse.pipelines.core.geometry import lps_to_voxel, sitk_direction_to_zyx, voxel_to_lps
-from lungfuse.pipelines.io.dicom import IngestError, list_series, load_ct
+from lungfuse.pipelines.io.dicom import load_ct, load_ct_and_series
+from lungfuse.pipelines.io.dicom_series import list_series
+from lungfuse.pipelines.io.noise import _box_mean
 
 EXPECTED = {
     # patient: (slices, z spacing mm, in-plane spacing mm)
@@ -206,6 +209,29 @@ def test_second_series_in_folder(case: Path, reference) -> None:
     assert picked.n_slices == 8 and picked.series_instance_uid == uid
     with pytest.raises(IngestError, match="not found"):
         load_ct(case, series_uid="1.2.3.4")
+    # one header pass for both (what `lungfuse inspect` shows): the same volume, the same list
+    for choice in (None, uid):
+        vol2, found = load_ct_and_series(case, series_uid=choice)
+        np.testing.assert_array_equal(vol2.hu, load_ct(case, series_uid=choice).hu)
+        assert [s.to_dict() for s in found] == [s.to_dict() for s in series]
+        assert [s.files for s in found] == [s.files for s in series]
+    assert load_ct_and_series(by_z(case)[0])[1] == []  # a file: no folder listing
+
+
+def test_box_mean_matches_a_direct_window_sum() -> None:
+    """The noise estimate's summed-area box mean equals the plain 7 x 7 window mean (edge-replicated)."""
+    rng = np.random.default_rng(5)
+    for a in (rng.integers(-1024, 3000, (40, 37)).astype(np.float32), rng.normal(0, 30, (23, 31)).astype(np.float32)):
+        q = np.pad(a.astype(np.float64), 3, mode="edge")
+        direct = np.zeros(a.shape, np.float64)
+        for dy in range(7):
+            for dx in range(7):
+                direct += q[dy : dy + a.shape[0], dx : dx + a.shape[1]]
+        got = _box_mean(a, 7)
+        assert got.dtype == np.float32 and got.shape == a.shape
+        np.testing.assert_allclose(got, (direct / 49).astype(np.float32), rtol=1e-6, atol=1e-4)
+        if a[0, 0] == round(float(a[0, 0])):  # integer HU: every sum is exact, so equal to the bit
+            np.testing.assert_array_equal(got, (direct / 49).astype(np.float32))
 
 
 def test_truncated_file_skipped_with_warning(case: Path) -> None:

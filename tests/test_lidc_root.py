@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from lungfuse.pipelines.io import dicom as ingest
+from lungfuse.pipelines.io import dicom_series
 from lungfuse.pipelines.lab import detection_train as detection
 from lungfuse.pipelines.lab import training_data
 from lungfuse.pipelines.lab.detection_train import (
@@ -72,8 +73,8 @@ def cache(tiny_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _spy_reads(monkeypatch: pytest.MonkeyPatch, loader: object) -> list[str]:
     """Record every folder whose headers are scanned or whose CT ``loader.load_ct`` loads."""
     read: list[str] = []
-    scan, load = ingest.scan_series, loader.load_ct  # type: ignore[attr-defined]
-    monkeypatch.setattr(ingest, "scan_series", lambda path: (read.append(str(path)), scan(path))[1])
+    scan, load = dicom_series.scan_series, loader.load_ct  # type: ignore[attr-defined]
+    monkeypatch.setattr(dicom_series, "scan_series", lambda path: (read.append(str(path)), scan(path))[1])
     monkeypatch.setattr(loader, "load_ct", lambda path, **kw: (read.append(str(path)), load(path, **kw))[1])
     return read
 

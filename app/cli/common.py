@@ -63,6 +63,11 @@ def timed_logger(con: Any) -> Callable[..., None]:
 
 
 def pick_device(name: str) -> str:
+    """``--device`` resolved (``auto`` -> cuda or cpu); one that cannot be used is a ConfigurationError."""
     from lungfuse.pipelines.analysis.analyze import resolve_device
+    from lungfuse.pipelines.core.errors import ConfigurationError
 
-    return resolve_device(name)
+    try:
+        return resolve_device(name)
+    except ValueError as exc:  # resolve_device's only error: a device this machine lacks
+        raise ConfigurationError(f"--device {name}: {exc}") from exc

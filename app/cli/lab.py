@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lungfuse.app.cli.common import NOTICE, console, local_cases, pick_device, timed_logger, write_json
+from lungfuse.pipelines.core.errors import ConfigurationError
 
 __all__ = ["add_lab_commands"]
 
@@ -29,7 +30,7 @@ def _train_root(path: str, say: Callable[..., None]) -> Any:
     for w in root.warnings:
         say(f"warning: {w.message}")
     if not root.split("train"):
-        raise ValueError(f"no usable train patients under {root.root} (see the warnings above)")
+        raise ConfigurationError(f"no usable train patients under {root.root} (see the warnings above)", root.root)
     return root
 
 
@@ -64,7 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         say(f"LIDC root {lidc.root}: {n_tr} train and {n_va} val patient(s) usable, {len(lidc.not_read)} test "
             f"patient(s) not read, {len(lidc.warnings)} warning(s)")
         if not n_tr:
-            raise ValueError(f"no usable train patients under {lidc.root} (see the warnings above)")
+            raise ConfigurationError(f"no usable train patients under {lidc.root} (see the warnings above)", lidc.root)
         train = load_or_build("train", lidc, args.seed, progress=say, n_aug=4, p_missing=0.1)
         val = load_or_build("val", lidc, args.seed, progress=say) if n_va else None
         for w in lidc.warnings:
@@ -80,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     n_val = 0 if val is None else int(len(val.label))
     say(f"examples: train {len(train.label)} reports / {train.crops.shape[0]} nodules, val {n_val} reports")
     if not (train.label >= 0).any():
-        raise ValueError("no benign or malignant training nodule (all indeterminate or none): nothing to train on")
+        raise ConfigurationError("no benign or malignant training nodule (all indeterminate or none): nothing to train on")
     cfg = TrainConfig(epochs=args.epochs, seed=args.seed, device=device, threads=args.threads, max_steps=args.max_steps,
                       encoder_norm=args.encoder_norm.upper(), encoder_stem_stride=args.stem_stride,
                       share_crops=args.share_crops, attr_weight=args.attr_weight)
@@ -111,14 +112,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _backgrounds_arg(args: argparse.Namespace) -> tuple[str, ...] | None:
     """``--backgrounds`` as patient ids (``0001`` and ``LIDC-IDRI-0001`` alike), or None.
 
-    ValueError with ``--lidc-root``: the option picks insertion backgrounds, and a full download
+    ConfigurationError (a ValueError) with ``--lidc-root``: the option picks insertion backgrounds, and a full download
     trains on its own scans instead.
     """
     ids = getattr(args, "backgrounds", None)
     if not ids:
         return None
     if getattr(args, "lidc_root", None):
-        raise ValueError("--backgrounds selects insertion backgrounds; it does not apply with --lidc-root")
+        raise ConfigurationError("--backgrounds selects insertion backgrounds; it does not apply with --lidc-root")
     return tuple(b if b.startswith("LIDC-IDRI-") else f"LIDC-IDRI-{b}" for b in ids)
 
 
@@ -238,7 +239,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from lungfuse.pipelines.lab.model_card import write_model_card
 
     if args.split != "test":
-        raise ValueError("only --split test is scored (val is used for calibration)")
+        raise ConfigurationError("only --split test is scored (val is used for calibration)")
     con = console()
     cases = local_cases(args.cases)
     mdir = Path(args.models) if args.models else models_dir()

@@ -60,7 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (LungFuseError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        print(f"lungfuse {args.command}: error: {exc}", file=sys.stderr)
+        # one line, whatever the message holds (library errors quoted in it may carry newlines)
+        print(f"lungfuse {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"lungfuse {args.command}: interrupted", file=sys.stderr)
@@ -76,8 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except OSError:
             sys.stderr.write(text)
             where = "traceback above"
-        print(f"lungfuse {args.command}: internal error (a bug, please report it): {type(exc).__name__}: {exc} "
-              f"({where})", file=sys.stderr)
+        print(f"lungfuse {args.command}: internal error (a bug, please report it): {type(exc).__name__}: "
+              f"{' '.join(str(exc).split())} ({where})", file=sys.stderr)
         return 1
 
 

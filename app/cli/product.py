@@ -69,14 +69,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from lungfuse.pipelines.io.dicom import list_series, load_ct
+    from lungfuse.pipelines.io.case_files import find_report
+    from lungfuse.pipelines.io.dicom import load_ct_and_series
 
     path = Path(args.path)
-    vol = load_ct(path, series_uid=args.series)
+    vol, series = load_ct_and_series(path, series_uid=args.series)
     summary = vol.summary()
-    summary["series_found"] = [s.to_dict() for s in list_series(path)] if path.is_dir() else []
-    from lungfuse.pipelines.analysis.analyze import find_report
-
+    summary["series_found"] = [s.to_dict() for s in series]
     rep = find_report(path)
     if rep is not None:
         from lungfuse.pipelines.io.report import load_report

@@ -66,8 +66,10 @@ from lungfuse.pipelines.analysis.consistency import (
     match_claims,
     pair_discordances,
 )
+from lungfuse.pipelines.core.volume import CTVolume
 from lungfuse.pipelines.imaging.measure import NoduleMeasurement, measure_nodule
-from lungfuse.pipelines.io.dicom import CTVolume, load_ct
+from lungfuse.pipelines.io.case_files import find_report
+from lungfuse.pipelines.io.dicom import load_ct
 from lungfuse.pipelines.io.report import Report, load_report
 from lungfuse.pipelines.nlp.claims import NoduleClaim, ReportClaims, extract_claims
 
@@ -85,7 +87,6 @@ __all__ = [
     "ClaimMatch",
     "CaseResult",
     "analyze_case",
-    "find_report",
     "load_models",
     "resolve_device",
 ]
@@ -94,7 +95,6 @@ SCHEMA_VERSION = "1.0"
 NOTICE = "LungFuse is research software - NOT FOR DIAGNOSTIC USE."
 STATUSES = ("concordant", "realigned", "discordant")
 DEFAULT_OPERATING_THRESHOLD = 0.3
-REPORT_NAMES = ("report.txt", "report.md", "REPORT.txt")
 _SERIOUS_WARNINGS = {"gap", "uneven_spacing", "gantry_tilt", "skipped_file", "duplicate_position", "mixed_size"}
 
 
@@ -462,16 +462,6 @@ def load_models(models_dir: str | os.PathLike[str] | None = None, device: str = 
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def find_report(ct_path: Path) -> Path | None:
-    """The free-text report that travels with a case: ``report.txt``/``.md`` in or beside ``ct_path``."""
-    base = ct_path if ct_path.is_dir() else ct_path.parent
-    for d in (base, base.parent):
-        for name in REPORT_NAMES:
-            if (d / name).is_file():
-                return d / name
-    return None
 
 
 def _quality_score(vol: CTVolume) -> float:
@@ -1206,7 +1196,7 @@ def analyze_case(case: Case | str | os.PathLike[str], settings: AnalysisSettings
             (the GUI runs this in a worker thread and forwards it to a progress bar).
 
     Raises:
-        lungfuse.pipelines.io.dicom.IngestError: the CT cannot be read (message names the path).
+        lungfuse.pipelines.core.errors.IngestError: the CT cannot be read (message names the path).
         ValueError: bad settings, or weights whose SHA-256 does not match the manifest.
     """
     import torch

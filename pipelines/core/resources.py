@@ -1,9 +1,11 @@
-"""Where LungFuse finds its shipped resources (model weights and their manifest).
+"""Where LungFuse finds its shipped resources (model weights and their manifest, demo shapes).
 
 The repository's top-level ``resources/`` folder is the home of the weights
 (``resources/models/``) with a SHA-256 manifest, ``manifest.json``:
 ``{"files": {"name.pt": {"sha256": "...", "bytes": N, "description": "..."}}}``.
-``LUNGFUSE_RESOURCES`` overrides the location (e.g. for an installed wheel).
+It is installed as the package ``lungfuse.resources`` (package data of the wheel), so
+:func:`resources_dir` finds it with :mod:`importlib.resources` in a wheel install, an
+editable install and a source checkout alike.  ``LUNGFUSE_RESOURCES`` overrides the location.
 """
 
 from __future__ import annotations
@@ -14,18 +16,43 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["resources_dir", "models_dir", "WeightFile", "list_weights", "sha256_file", "write_manifest_entry",
+from lungfuse.pipelines.core.errors import ModelIntegrityError
+
+__all__ = ["RESOURCES_PACKAGE", "resources_dir", "models_dir", "WeightFile", "list_weights", "sha256_file", "write_manifest_entry",
            "verify_manifest", "cache_dir"]
 
 
+#: The package that holds the shipped data (the repository's ``resources/`` folder).
+RESOURCES_PACKAGE = "lungfuse.resources"
+
+
 def resources_dir() -> Path:
+    """The folder of the shipped data: ``$LUNGFUSE_RESOURCES``, else the ``lungfuse.resources`` package.
+
+    The package is the wheel's copy in an install, the repository's ``resources/`` folder in an
+    editable install.  A checkout whose editable install predates that package (or plain
+    ``PYTHONPATH`` use) falls back to the ``resources/`` folder beside ``pipelines/``.
+    """
     env = os.environ.get("LUNGFUSE_RESOURCES")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "resources"
+    return _package_dir(RESOURCES_PACKAGE) or Path(__file__).resolve().parents[2] / "resources"
+
+
+def _package_dir(package: str) -> Path | None:
+    """The folder of an installed package on disk, or None when it is absent (or not a folder)."""
+    from importlib import resources
+
+    try:
+        root = resources.files(package)
+    except ModuleNotFoundError:
+        return None
+    # Wheels are installed unpacked, so the package is a folder: a pathlib.Path.
+    return root if isinstance(root, Path) and root.is_dir() else None
 
 
 def models_dir() -> Path:
+    """The folder of the shipped weights and their ``manifest.json`` (``resources_dir() / "models"``)."""
     return resources_dir() / "models"
 
 
@@ -76,13 +103,24 @@ def write_manifest_entry(models: Path, name: str, description: str) -> None:
 
 
 def verify_manifest(*paths: Path) -> None:
-    """Raise ``ValueError`` naming the file when a weight file's SHA-256 differs from its manifest entry."""
+    """Check each weight file against the ``manifest.json`` beside it.
+
+    Raises:
+        ModelIntegrityError: naming the file, when it is missing, or when its SHA-256 differs
+            from its manifest entry (or the manifest is missing, unreadable or has no entry).
+    """
     for p in paths:
         p = Path(p)
         man_path = p.parent / "manifest.json"
-        manifest = json.loads(man_path.read_text())["files"] if man_path.exists() else {}
+        if not p.is_file():
+            raise ModelIntegrityError(f"{p}: weight file missing (expected beside {man_path})", p)
+        try:
+            manifest = json.loads(man_path.read_text())["files"] if man_path.exists() else {}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelIntegrityError(f"{man_path}: unreadable manifest ({type(exc).__name__}: {exc})",
+                                      man_path) from exc
         if manifest.get(p.name, {}).get("sha256") != sha256_file(p):
-            raise ValueError(f"{p}: SHA-256 does not match {man_path}")
+            raise ModelIntegrityError(f"{p}: SHA-256 does not match {man_path}", p)
 
 
 def cache_dir() -> Path:

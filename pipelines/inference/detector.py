@@ -13,7 +13,6 @@ was 2x faster but lost sensitivity (0.577 at 1 FP/scan: InstanceNorm statistics 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from lungfuse.models.parallel import ThreadedTrunk, trunk_workers
 from lungfuse.pipelines.imaging.crops import normalize_hu
 from lungfuse.pipelines.imaging.lung import ball_structure
 from lungfuse.pipelines.imaging.preprocess import DETECTION_SPACING_MM
+from lungfuse.pipelines.inference.weights import load_state_into, read_model_json
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "LUNG_MARGIN_MM", "Detections", "detect", "load_detector"]
 
@@ -43,11 +43,11 @@ CONFIG_NAME = "detector.json"
 def load_detector(weights: Path, device: str = "cpu") -> NoduleDetector:
     """A :class:`NoduleDetector` from ``detector.pt`` and the ``detector.json`` beside it."""
     weights = Path(weights)
-    meta = json.loads((weights.parent / CONFIG_NAME).read_text())
+    meta = read_model_json(weights.parent / CONFIG_NAME)
     d = meta["detector"]
     cfg = DetectorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
     model = NoduleDetector(cfg)
-    model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+    load_state_into(model, weights, device)
     return model.to(device).eval()
 
 

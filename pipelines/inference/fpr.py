@@ -10,7 +10,6 @@ default, :data:`DEFAULT_VIEWS`).  Training lives in :mod:`lungfuse.pipelines.lab
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import torch
 from lungfuse.models.image import NoduleEncoder, NoduleEncoderConfig
 from lungfuse.models.parallel import ThreadedTrunk, trunk_workers
 from lungfuse.pipelines.inference.explain import patch_around
+from lungfuse.pipelines.inference.weights import load_state_into, read_model_json
 
 __all__ = ["COMBINE", "CONFIG_NAME", "DEFAULT_VIEWS", "FPR_PATCH", "TTA_VIEWS", "WEIGHTS_NAME", "FPRClassifier", "classify", "load_fpr", "load_shipped_fpr", "rescore"]
 
@@ -75,10 +75,10 @@ class FPRClassifier:
 def load_fpr(pt: Path, device: str = "cpu") -> FPRClassifier:
     """The classifier in ``pt`` with its ``fpr.json`` (one without ``test_time_views``, as the
     shipped one, means the crop alone), in eval mode on ``device``."""
-    meta = json.loads((Path(pt).parent / CONFIG_NAME).read_text())
+    meta = read_model_json(Path(pt).parent / CONFIG_NAME)
     cfg = NoduleEncoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["encoder"].items()})
     model = NoduleEncoder(cfg)
-    model.load_state_dict(torch.load(pt, map_location=device, weights_only=True))
+    load_state_into(model, Path(pt), device)
     return FPRClassifier(model.to(device).eval(), meta.get("test_time_views", DEFAULT_VIEWS))
 
 

@@ -5,7 +5,6 @@ Research software, NOT for diagnostic use.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,17 +17,16 @@ __all__ = ["load_fusion"]
 def load_fusion(models_dir: Path, verify: bool = True) -> tuple[FusionModel, dict]:
     """Load the shipped fusion model (eval mode, CPU); returns ``(model, meta)``, ``meta`` being
     ``fusion.json``.  Verifies SHA-256 against the manifest."""
-    import torch
-
     from lungfuse.models.eaf import FusionPolicy
     from lungfuse.models.fusion import FusionModel, FusionModelConfig
     from lungfuse.pipelines.core.resources import verify_manifest
+    from lungfuse.pipelines.inference.weights import load_state_into, read_model_json
 
     pt, js = models_dir / "fusion.pt", models_dir / "fusion.json"
     if verify:
         verify_manifest(pt, js)
-    meta = json.loads(js.read_text())
+    meta = read_model_json(js)
     model = FusionModel(FusionModelConfig.from_dict(meta["config"]), FusionPolicy.from_dict(meta["policy"]))
-    model.load_state_dict(torch.load(pt, map_location="cpu", weights_only=True))
+    load_state_into(model, pt, "cpu")
     model.eval()
     return model, meta

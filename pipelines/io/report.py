@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lungfuse.pipelines.core.errors import ReportError
+
 __all__ = [
     "BODY",
     "Report",
@@ -422,11 +424,11 @@ def _read_dicom_sr(path: Path) -> str:
         import pydicom
         from pydicom.errors import InvalidDicomError
     except ImportError as exc:  # pragma: no cover - pydicom is a hard dependency
-        raise ValueError(f"reading DICOM SR {path} needs pydicom") from exc
+        raise ReportError(f"reading DICOM SR {path} needs pydicom", path) from exc
     try:
         ds = pydicom.dcmread(str(path), force=True)
     except (InvalidDicomError, OSError, ValueError, AttributeError, TypeError, EOFError) as exc:
-        raise ValueError(f"{path}: not a readable DICOM file ({exc})") from exc
+        raise ReportError(f"{path}: not a readable DICOM file ({exc})", path) from exc
     parts: list[str] = []
     if "ContentSequence" in ds:
         _sr_text_items(ds.ContentSequence, None, parts)
@@ -434,7 +436,7 @@ def _read_dicom_sr(path: Path) -> str:
         parts.append(str(ds.TextValue))
     text = normalise_newlines("\n\n".join(parts))
     if not text.strip():
-        raise ValueError(f"{path}: DICOM file has no TEXT content items (not a text structured report?)")
+        raise ReportError(f"{path}: DICOM file has no TEXT content items (not a text structured report?)", path)
     return text
 
 
@@ -453,7 +455,7 @@ def _load_path(path: Path) -> Report:
         text, encoding = decode_bytes(data)
         text = normalise_newlines(text)
     if not text.strip():
-        raise ValueError(f"report file {str(path)!r} is empty or whitespace-only")
+        raise ReportError(f"report file {str(path)!r} is empty or whitespace-only", path)
     return Report(text=text, source=str(path), encoding=encoding)
 
 
@@ -469,7 +471,9 @@ def load_report(path_or_text: str | os.PathLike[str] | bytes | bytearray | Repor
       with newlines, prose) is the report text itself (``encoding="str"``).
     * ``bytes``: decoded with :func:`decode_bytes`.
 
-    Returns a validated :class:`Report` (``ValueError`` for empty / whitespace-only text).
+    Returns a validated :class:`Report` (``ValueError`` for empty / whitespace-only text;
+    :class:`~lungfuse.pipelines.core.errors.ReportError`, a ``ValueError``, naming the file for a
+    file that is empty or an unreadable DICOM SR).
     """
     if isinstance(path_or_text, Report):
         return path_or_text

@@ -57,11 +57,11 @@ from lungfuse.models.image import (
     render_detector_targets,
 )
 from lungfuse.models.parallel import ThreadedTrunk, trunk_workers
+from lungfuse.pipelines.core.errors import ConfigurationError, DataLeakageError, IngestError
 from lungfuse.pipelines.imaging.crops import HU_WINDOW, extract_crop, normalize_hu, random_rotation
 from lungfuse.pipelines.imaging.lung import segment_lungs
 from lungfuse.pipelines.imaging.preprocess import DETECTION_SPACING_MM, ModelGrid, to_model_grid
 from lungfuse.pipelines.inference.detector import CONFIG_NAME, WEIGHTS_NAME
-from lungfuse.pipelines.io.dicom import IngestError
 from lungfuse.pipelines.lab.library import LibraryNodule, load_library
 from lungfuse.pipelines.lab.lidc import ScanNodule, scan_nodules
 from lungfuse.pipelines.lab.lidc_root import LidcPatient, LidcRoot, load_patient_ct
@@ -190,8 +190,8 @@ class DetectionTrainConfig:
             allowed = BACKGROUNDS.get(self.split, ())
             bad = [b for b in self.backgrounds if b not in allowed]
             if bad or not self.backgrounds:
-                raise ValueError(f"backgrounds must be a non-empty subset of the {self.split} backgrounds "
-                                 f"{allowed}, got {self.backgrounds}")
+                raise ConfigurationError(f"backgrounds must be a non-empty subset of the {self.split} backgrounds "
+                                         f"{allowed}, got {self.backgrounds}")
 
     def detector_config(self) -> DetectorConfig:
         p = int(self.patch_size)
@@ -258,7 +258,7 @@ def _backgrounds(split: str, lidc_root: Path, limit: int | None, only: Sequence[
     given, then to the first ``limit``."""
     ids = tuple(b for b in BACKGROUNDS[split] if only is None or b in only)[: limit if limit else None]
     if split != "test" and "LIDC-IDRI-0003" in ids:
-        raise RuntimeError("the test background must never be used for training")
+        raise DataLeakageError("the test background must never be used for training")
     return [prepare_background(Path(lidc_root) / pid, pid) for pid in ids]
 
 
@@ -439,7 +439,8 @@ def real_detection_volume(patient: LidcPatient, cache_dir: Path | None = None,
         ValueError, IngestError, OSError: the series cannot be used (see ``load_patient_ct``).
     """
     if patient.split == "test":  # LidcPatient validates its split; this guards the caller's filter
-        raise RuntimeError(f"refusing to use test patient {patient.patient_id} for detector training")
+        raise DataLeakageError(f"refusing to use test patient {patient.patient_id} for detector training",
+                               patient.folder)
     t0 = time.perf_counter()
     path = _grid_cache_path(cache_dir, patient) if cache_dir is not None else None
     if path is not None and path.exists():
@@ -503,7 +504,7 @@ class VolumePool:
         if refresh is not None and refresh < 1:
             raise ValueError(f"VolumePool.refresh must be >= 1 or None, got {refresh}")
         if any(p.split == "test" for p in patients):
-            raise RuntimeError("the test split must never be used for detector training")
+            raise DataLeakageError("the test split must never be used for detector training")
         self.patients = list(patients)
         self.size = size
         self.refresh_n = size if refresh is None else min(refresh, size)
@@ -544,7 +545,7 @@ class VolumePool:
             if p.patient_id not in held and p.patient_id not in self.failed:
                 self._add(p)
         if not self.volumes:
-            raise ValueError(f"no usable volume among {len(self.patients)} patient(s): "
+            raise ConfigurationError(f"no usable volume among {len(self.patients)} patient(s): "
                              + "; ".join(f"{k}: {v}" for k, v in sorted(self.failed.items())))
 
     def refresh(self) -> None:
@@ -711,7 +712,7 @@ def train_detector(cfg: DetectionTrainConfig, lidc_root: Path | LidcRoot, out_di
     ``detector.json`` records ``"completed": false``.
     """
     if cfg.split == "test":
-        raise ValueError("never train on the test split")
+        raise DataLeakageError("never train on the test split")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     prev_threads = torch.get_num_threads()
@@ -755,7 +756,7 @@ def _train(cfg: DetectionTrainConfig, lidc_root: Path | LidcRoot, out_dir: Path,
         pool = VolumePool(lidc_root.split(cfg.split), cfg.pool, refresh=cfg.pool_refresh, seed=cfg.seed,
                           cache_dir=cache, log=log)
         if not pool.patients:
-            raise ValueError(f"no usable {cfg.split} patients under {lidc_root.root}")
+            raise ConfigurationError(f"no usable {cfg.split} patients under {lidc_root.root}", lidc_root.root)
         if pool_state is not None:
             pool.restore(pool_state)
         else:

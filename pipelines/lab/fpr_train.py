@@ -39,12 +39,12 @@ import torch.nn.functional as F
 
 from lungfuse.models.image import NoduleEncoder, NoduleEncoderConfig
 from lungfuse.models.parallel import ThreadedTrunk, trunk_workers
+from lungfuse.pipelines.core.errors import ConfigurationError, IngestError
 from lungfuse.pipelines.imaging.crops import extract_crop, random_rotation
 from lungfuse.pipelines.imaging.preprocess import DETECTION_SPACING_MM
 from lungfuse.pipelines.inference.detector import detect, load_detector
 from lungfuse.pipelines.inference.explain import patch_around
 from lungfuse.pipelines.inference.fpr import COMBINE, CONFIG_NAME, DEFAULT_VIEWS, FPR_PATCH, WEIGHTS_NAME
-from lungfuse.pipelines.io.dicom import IngestError
 from lungfuse.pipelines.lab.detection_eval import HIT_MIN_RADIUS_MM
 from lungfuse.pipelines.lab.detection_train import (
     DetectionTrainConfig,
@@ -168,7 +168,7 @@ def _mining_volumes(cases: Path | LidcRoot, cfg: FPRConfig, log: Callable[[str],
         return len(vols), iter(vols)
     patients = cases.split("train")
     if not patients:
-        raise ValueError(f"no usable train patients under {cases.root}")
+        raise ConfigurationError(f"no usable train patients under {cases.root}", cases.root)
     pick = np.random.default_rng([cfg.seed, 13]).choice(len(patients), min(cfg.mine_volumes, len(patients)),
                                                         replace=False)
 
@@ -265,7 +265,7 @@ def train_fpr(ex: FPRExamples, cfg: FPRConfig, out_dir: Path, log: Callable[[str
     labels = ex.labels
     pos, neg = np.nonzero(labels == 1)[0], np.nonzero(labels == 0)[0]
     if len(pos) == 0 or len(neg) == 0:
-        raise ValueError(f"need positives and negatives, got {len(pos)} and {len(neg)}")
+        raise ConfigurationError(f"need positives and negatives to train on, got {len(pos)} and {len(neg)}")
     t0 = time.perf_counter()
     run = 0.0
     half = cfg.batch_size // 2

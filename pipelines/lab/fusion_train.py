@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lungfuse.pipelines.core.resources import cache_dir
+from lungfuse.pipelines.core.volume import VolumeWarning
 from lungfuse.pipelines.imaging.crops import normalize_hu
-from lungfuse.pipelines.io.dicom import VolumeWarning
 from lungfuse.pipelines.lab.library import LibraryNodule, load_library
 from lungfuse.pipelines.lab.lidc import RATING_NAMES, NoduleRatings, malignancy_class
 from lungfuse.pipelines.lab.lidc_root import LidcRoot, load_real_nodules
@@ -296,7 +296,7 @@ def build_real_examples(split: str, lidc: LidcRoot, seed: int, n_aug: int = 4, p
     nodules. A patient that cannot be loaded is skipped with a warning naming its
     folder (added to ``lidc.warnings``). Patients of other splits are never read.
     """
-    from lungfuse.pipelines.io.dicom import IngestError
+    from lungfuse.pipelines.core.errors import DataLeakageError, IngestError
 
     rng = np.random.default_rng(seed)
     t0 = time.time()
@@ -304,7 +304,8 @@ def build_real_examples(split: str, lidc: LidcRoot, seed: int, n_aug: int = 4, p
     sources: list[ReportSource] = []
     for patient in lidc.split(split):
         if patient.split != split:  # LidcPatient validates its split; this guards the filter itself
-            raise RuntimeError(f"refusing to use {patient.split} patient {patient.patient_id} for {split}")
+            raise DataLeakageError(f"refusing to use {patient.split} patient {patient.patient_id} for {split}",
+                                   patient.folder)
         if not patient.has_annotations:
             continue
         try:

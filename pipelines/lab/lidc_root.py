@@ -7,7 +7,7 @@ XML). Discovery therefore trusts only two things:
 
 * the patient folder's name ``LIDC-IDRI-NNNN`` (found at any depth below ROOT), which
   gives the patient and with :func:`lidc.patient_split` its split;
-* the DICOM headers below it (read headers-only with ``ingest.scan_series``): the CT
+* the DICOM headers below it (read headers-only with ``dicom_series.scan_series``): the CT
   series used is the one whose SeriesInstanceUID is one of the annotation database's
   scans *of that patient*, so a mislabelled folder (another patient's scan) is skipped
   rather than leaking across splits.
@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lungfuse.pipelines.io.dicom import CTVolume, VolumeWarning
+from lungfuse.pipelines.core.errors import ConfigurationError
+from lungfuse.pipelines.core.volume import CTVolume, VolumeWarning
 from lungfuse.pipelines.lab.lidc import ScanNodule, Split, patient_scans, patient_split, scan_nodules
 from lungfuse.pipelines.lab.training_data import InsertedNodule, prepare_background, real_nodule_block
 
@@ -165,10 +166,10 @@ def find_patient_folders(root: Path) -> dict[str, Path]:
 def _patient_record(pid: str, folder: Path, warns: list[VolumeWarning]) -> LidcPatient | None:
     """Read the headers below one patient folder and pick its annotated CT series (None: skipped)."""
     from lungfuse.pipelines.io import (
-        dicom as ingest,  # module attribute, so tests can watch which folders are scanned
+        dicom_series,  # module attribute, so tests can watch which folders are scanned
     )
 
-    series, file_warns = ingest.scan_series(folder)
+    series, file_warns = dicom_series.scan_series(folder)
     for w in file_warns:
         _warn(warns, w.code, f"{pid}: {w.message}", *(Path(p) for p in w.files))
     # ingest ignores, silently, DICOM-named files it cannot tell from non-image objects
@@ -216,15 +217,15 @@ def discover(root: str | os.PathLike[str], splits: tuple[str, ...] | None = None
         A :class:`LidcRoot`; patients that cannot be used are left out with a warning.
     Raises:
         FileNotFoundError: ``root`` does not exist.
-        ValueError: no ``LIDC-IDRI-NNNN`` folder anywhere below ``root``.
+        ConfigurationError: no ``LIDC-IDRI-NNNN`` folder anywhere below ``root`` (a ValueError).
     """
     top = Path(root)
     if not top.is_dir():
         raise FileNotFoundError(f"no such LIDC root folder: {top}")
     folders = find_patient_folders(top)
     if not folders:
-        raise ValueError(f"no LIDC-IDRI-NNNN patient folders anywhere under {top} (expected the NBIA layout "
-                         f"ROOT/LIDC-IDRI-0001/<study>/<series>/*.dcm)")
+        raise ConfigurationError(f"no LIDC-IDRI-NNNN patient folders anywhere under {top} (expected the NBIA layout "
+                                 f"ROOT/LIDC-IDRI-0001/<study>/<series>/*.dcm)", top)
     out = LidcRoot(top, [])
     for pid, folder in folders.items():
         split = patient_split(pid)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from lungfuse.pipelines.core.errors import DataLeakageError
 from lungfuse.pipelines.imaging.crops import CROP_SIZE, extract_crop, random_rotation
 from lungfuse.pipelines.imaging.lung import LobeLocator, LungMask, segment_lungs
 from lungfuse.pipelines.io.dicom import load_ct
@@ -259,7 +260,7 @@ def backgrounds_for(split: str, lidc_root: Path) -> list[Background]:
     out = []
     for pid in BACKGROUNDS[split]:
         if split != "test" and patient_split(pid) == "test":
-            raise RuntimeError(f"refusing to use test patient {pid} as a {split} background")
+            raise DataLeakageError(f"refusing to use test patient {pid} as a {split} background")
         out.append(prepare_background(lidc_root / pid, pid))
     return out
 
