@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from lungfuse.pipelines.analysis.consistency import (
-    ConsistencyCalibration,
     FindingView,
     match_claims,
     pair_discordances,
 )
 from lungfuse.pipelines.imaging.measure import measure_nodule
+from lungfuse.pipelines.inference.calibration import ConsistencyCalibration
 from lungfuse.pipelines.inference.explain import patch_around, word_occlusion
 from lungfuse.pipelines.lab.calibrate import fit_consistency
 from lungfuse.pipelines.nlp.claims import NoduleClaim
