@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from lungfuse.pipelines.analysis.result import SCHEMA_VERSION, ReasonCode
+from lungfuse.pipelines.analysis.codes import ReasonCode
 from lungfuse.pipelines.analysis.wording import discordance_code
 
 __all__ = ["upgrade_v1"]
@@ -110,7 +110,7 @@ def upgrade_v1(d: dict[str, Any]) -> dict[str, Any]:
     return {
         **{k: v for k, v in d.items() if k not in ("findings", "reasons", "flags", "matches", "claims",
                                                    "consistency_trajectory", "eaf", "lungfuse_version", "arrays_file")},
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": "2.0",
         "findings": findings,
         "reasons": [reason(r) for r in d.get("reasons", [])],
         "flags": [{"code": flag_code(f).value, "text": f, "concerns": []} for f in d.get("flags", [])],

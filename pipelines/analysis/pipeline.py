@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from lungfuse.pipelines.analysis.case import AnalysisSettings, Case, find_report
+from lungfuse.pipelines.analysis.codes import ReasonCode
 from lungfuse.pipelines.analysis.consistency import FindingView, match_claims, pair_discordances
 from lungfuse.pipelines.analysis.fusing import (
     Fused,
@@ -33,14 +34,7 @@ from lungfuse.pipelines.analysis.fusing import (
     fused_probability_batch,
     to_report_span,
 )
-from lungfuse.pipelines.analysis.result import (
-    ClaimMatch,
-    Finding,
-    Flag,
-    Reason,
-    ReasonCode,
-    input_fingerprint,
-)
+from lungfuse.pipelines.analysis.result import ClaimMatch, Finding, Flag, Reason, input_fingerprint
 from lungfuse.pipelines.analysis.wording import (
     discordance_code,
     low_consistency_sentence,
@@ -330,6 +324,7 @@ class Analysis:
         t0 = self._stage("fuse", 4)
         claim_of = {fi: ci for ci, fi in self.match.items() if fi is not None}
         for i in range(len(self.findings)):
+            self.check_cancel()
             self._fuse_finding(i, claim_of.get(i))
         self._done("fuse", t0)
 
@@ -345,6 +340,7 @@ class Analysis:
             atts, _ = detection_attributions(self.models.detector, np.stack([p for p, _ in pats]) if pats
                                              else np.zeros((0, 1, 1, 1), np.float32), device=self.models.device)
             for i in range(len(self.findings)):
+                self.check_cancel()
                 self._explain_finding(i, words=i in word_findings, attribution=(atts[i], pats[i][1]))
         self._done("explain", t0)
 
@@ -521,6 +517,7 @@ class Analysis:
             (len(self.problems[ci]), -(self.findings[start_fi].consistency or 0.0) if start_fi is not None else 0.0,
              start_fi, list(self.problems[ci]))]
         for it in range(1, self.s.realign_max_iter + 1):
+            self.check_cancel()
             level = levels[min(it - 1, len(levels) - 1)]
             thr = max(self.s.candidate_threshold * 0.5 ** (it - 1), 1e-3)
             entry: dict[str, Any] = {"iteration": it, "claim_id": claim_id(ci), "region": region_text(claim, level),

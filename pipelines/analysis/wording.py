@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from lungfuse.pipelines.analysis.codes import ReasonCode
 from lungfuse.pipelines.analysis.consistency import lobe_name
-from lungfuse.pipelines.analysis.result import ReasonCode
 from lungfuse.pipelines.nlp.claims import NoduleClaim
 
-if TYPE_CHECKING:
-    from lungfuse.pipelines.analysis.result import Finding
+
+class _Placed(Protocol):
+    """Where a finding is (a :class:`~lungfuse.pipelines.analysis.result.Finding`)."""
+
+    side: str | None
+    lobe: str | None
 
 __all__ = ["PHRASE_PATTERNS", "describe_claim", "discordance_code", "phrases", "region_text", "where",
            "no_match_sentence", "low_consistency_sentence", "low_score_sentence"]
@@ -62,19 +66,22 @@ def discordance_code(sentence: str) -> ReasonCode:
     raise ValueError(f"no reason code for the discordance {sentence!r}")
 
 
-def where(f: Finding) -> str:
+def where(f: _Placed) -> str:
+    """The finding's lobe in words, else its lung, else "chest"."""
     if f.lobe:
         return lobe_name(f.lobe)
     return f"{f.side} lung" if f.side else "chest"
 
 
 def describe_claim(c: NoduleClaim) -> str:
+    """A claim in words: "8 mm nodule in the right upper lobe"."""
     size = f"{c.size_mm:g} mm " if c.size_mm is not None else ""
     where = lobe_name(c.lobe) if c.lobe else (f"{c.side} lung" if c.side else "lungs")
     return f"{size}{c.kind} in the {where}"
 
 
 def region_text(c: NoduleClaim, level: str) -> str:
+    """The region a realignment iteration searches (``level``: lobe, side or lungs) in words."""
     if level == "lobe" and c.lobe:
         return lobe_name(c.lobe)
     if level in ("lobe", "side") and c.side:
