@@ -515,13 +515,15 @@ class CaseResult:
 
         p = Path(json_path)
         d = self.to_dict(deidentify=deidentify)
+        npz = p.with_suffix(".npz")
         if self.arrays:
-            npz = p.with_suffix(".npz")
+            d["arrays_file"] = npz.name
+        text = json.dumps(d, indent=2).encode()  # first: a result that cannot be serialised writes nothing
+        if self.arrays:
             buf = io.BytesIO()
             np.savez_compressed(buf, **self.arrays)
             atomic_write_bytes(npz, buf.getvalue())
-            d["arrays_file"] = npz.name
-        atomic_write_bytes(p, json.dumps(d, indent=2).encode())
+        atomic_write_bytes(p, text)
         return p
 
     @classmethod
