@@ -103,7 +103,8 @@ def test_0003_at_most_two_false_positives(r0003: CaseResult) -> None:
 
 def test_0003_no_report_is_image_only(r0003: CaseResult) -> None:
     assert not r0003.report_present
-    assert r0003.status == "concordant" and any(f.startswith("report_missing") for f in r0003.flags)
+    assert r0003.status == "concordant"
+    assert any(f.code == "report_missing" and str(f).startswith("report_missing:") for f in r0003.flags)
     for f in r0003.findings:
         assert f.eaf["strategy"] == "image_only"
         assert f.eaf["weights"] == {"image": 1.0, "text": 0.0}

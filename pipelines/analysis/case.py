@@ -62,8 +62,9 @@ class AnalysisSettings:
         amp: float16 autocast for the detector on CUDA.
         sw_batch_size: sliding windows per forward pass (None: 8 on CUDA, 2 on the CPU).
         cache_image: keep the preprocessed grid, lung mask and detector maps of the last two CTs
-            in memory, so that analysing the same CT again with another report (the GUI's
-            "re-check" after a report edit, the tests) skips preprocessing and detection.
+            in the model registry's image cache, so that analysing the same CT again with another
+            report and the same registry (the GUI's "re-check" after a report edit, the tests)
+            skips preprocessing and detection.
     """
 
     device: str = "auto"

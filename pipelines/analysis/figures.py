@@ -1,4 +1,4 @@
-"""Pictures of a :class:`~lungfuse.pipelines.analysis.analyze.CaseResult` (matplotlib, no Qt).
+"""Pictures of a :class:`~lungfuse.pipelines.analysis.result.CaseResult` (matplotlib, no Qt).
 
 Research software, NOT for diagnostic use.
 
