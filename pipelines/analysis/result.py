@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -135,7 +135,7 @@ class Reason:
                 "text": self.text}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Reason:
+    def from_dict(cls, d: dict[str, Any]) -> Self:
         return cls(d["code"], d["text"], d.get("severity"), tuple(d.get("concerns", ())))
 
 
@@ -521,7 +521,7 @@ class CaseResult:
         text = json.dumps(d, indent=2).encode()  # first: a result that cannot be serialised writes nothing
         if self.arrays:
             buf = io.BytesIO()
-            np.savez_compressed(buf, **self.arrays)
+            np.savez_compressed(buf, **self.arrays)  # type: ignore[arg-type]  # numpy's stub: a key could be allow_pickle
             atomic_write_bytes(npz, buf.getvalue())
         atomic_write_bytes(p, text)
         return p
