@@ -98,6 +98,11 @@ def test_saved_demo_result_validates_and_round_trips(result: CaseResult, validat
 def test_schema_package_data_and_codes() -> None:
     from importlib.resources import files
 
+    from lungfuse.pipelines.analysis import result as result_module
+    from lungfuse.pipelines.imaging import measure
+
+    assert result_module.TEXTURES == measure.TEXTURES
+
     assert files("lungfuse.pipelines.analysis").joinpath("case_result.schema.json").is_file()
     s = schema()
     assert s["$defs"]["reason"]["properties"]["code"]["enum"] == [c.value for c in ReasonCode]

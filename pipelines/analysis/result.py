@@ -68,6 +68,7 @@ NOTICE = "LungFuse is research software - NOT FOR DIAGNOSTIC USE."
 STATUSES = ("concordant", "realigned", "discordant")
 RESOLVED_BY = ("initial", "realignment", "unresolved")
 FINDING_SOURCES = ("detector", "realignment")
+#: ``imaging.measure.TEXTURES``, written out: reading a result should not import scipy (a test keeps them equal)
 TEXTURES = ("solid", "part-solid", "ground-glass", "unknown")
 FINDING_ID = re.compile(r"^F[1-9][0-9]*$")
 CLAIM_ID = re.compile(r"^C[1-9][0-9]*$")
