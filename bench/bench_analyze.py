@@ -31,15 +31,18 @@ CHILD = r"""
 import json, os, resource, sys, time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
-from lungfuse.pipelines.analysis.analyze import AnalysisSettings, Case, analyze_case, load_models
+from lungfuse.pipelines.analysis.analyze import analyze_case
+from lungfuse.pipelines.analysis.case import AnalysisSettings, Case
+from lungfuse.pipelines.inference.registry import ModelRegistry
 path, device, threads, explain = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
 if threads:
     torch.set_num_threads(threads)
 dev = "cuda" if device == "cuda" else "cpu"
-t0 = time.perf_counter(); load_models(None, dev); t_models = time.perf_counter() - t0
+registry = ModelRegistry()
+t0 = time.perf_counter(); registry.get(None, dev); t_models = time.perf_counter() - t0
 s = AnalysisSettings(device=dev, cache_image=False, explain=explain)
 t0 = time.perf_counter()
-r = analyze_case(Case(path, find_report=False), s)
+r = analyze_case(Case(path, find_report=False), s, models=registry)
 wall = time.perf_counter() - t0
 model_latency = None
 if dev == "cuda":

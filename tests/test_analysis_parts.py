@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from lungfuse.pipelines.analysis.consistency import (
-    ConsistencyCalibration,
     FindingView,
     match_claims,
     pair_discordances,
 )
 from lungfuse.pipelines.imaging.measure import measure_nodule
+from lungfuse.pipelines.inference.calibration import ConsistencyCalibration
 from lungfuse.pipelines.inference.explain import patch_around, word_occlusion
 from lungfuse.pipelines.lab.calibrate import fit_consistency
 from lungfuse.pipelines.nlp.claims import NoduleClaim
@@ -125,6 +125,38 @@ def test_discordance_rules() -> None:
     assert "calcification" in pair_discordances(_claim(calcification=True), f)[0]
     calc = FindingView("left", None, 8.0, "solid", 0.5, 0.8)
     assert "calcification" in pair_discordances(_claim(calcification=False), calc)[0]
+
+
+def test_every_discordance_sentence_has_its_code() -> None:
+    from lungfuse.pipelines.analysis.codes import ReasonCode
+    from lungfuse.pipelines.analysis.wording import (
+        discordance_code,
+        low_consistency_sentence,
+        low_score_sentence,
+        no_match_sentence,
+    )
+
+    f = FindingView("left", "LUL", 30.0, "solid", 0.0, 0.8)
+    calc = FindingView("left", None, 8.0, "solid", 0.5, 0.8)
+    cases = [
+        (pair_discordances(_claim(side="right"), f), ReasonCode.SIDE),
+        (pair_discordances(_claim(side="left", lobe="LLL"), f), ReasonCode.LOBE),
+        (pair_discordances(_claim(size_mm=15.0), f), ReasonCode.SIZE),
+        (pair_discordances(_claim(texture="ground-glass"), f), ReasonCode.TEXTURE),
+        (pair_discordances(_claim(calcification=True), f), ReasonCode.CALCIFICATION),
+        (pair_discordances(_claim(calcification=False), calc), ReasonCode.CALCIFICATION),
+        ([no_match_sentence(_claim(size_mm=5.0, lobe="RUL", side="right"))], ReasonCode.CLAIM_NOT_FOUND),
+        ([low_consistency_sentence(0.12, 0.3)], ReasonCode.LOW_CONSISTENCY),
+        ([low_score_sentence(0.02, 0.05)], ReasonCode.LOW_DETECTION_SCORE),
+    ]
+    for sentences, code in cases:
+        assert len(sentences) == 1 and discordance_code(sentences[0]) == code, sentences
+    # the sentences a reader sees are the ones written before reasons had codes
+    assert no_match_sentence(_claim(size_mm=5.0, lobe="RUL", side="right")) == \
+        "no image finding matches the claimed 5 mm nodule in the right upper lobe"
+    assert low_consistency_sentence(0.12, 0.3) == "image and report features disagree (consistency 0.12 < threshold 0.30)"
+    with pytest.raises(ValueError, match="no reason code"):
+        discordance_code("the moon is full")
 
 
 def test_consistency_calibration_fit_and_validate() -> None:

@@ -162,7 +162,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from lungfuse.pipelines.analysis.analyze import AnalysisSettings, Case, analyze_case
+    from lungfuse.pipelines.analysis.analyze import analyze_case
+    from lungfuse.pipelines.analysis.case import AnalysisSettings, Case
+    from lungfuse.pipelines.inference.registry import ModelRegistry
 
     con = console()
     settings = AnalysisSettings(device=args.device, threads=args.threads, explain=not args.no_explain,
@@ -178,7 +180,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         def progress(stage: str, i: int, n: int) -> None:
             prog.update(task, completed=i, total=n, description=f"{stage}")
 
-        result = analyze_case(case, settings, progress=progress)
+        result = analyze_case(case, settings, progress=progress, models=ModelRegistry())
     wall = time.perf_counter() - t0
     if args.json:
         result.save(args.json)
@@ -187,13 +189,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 "EAF", "Lung-RADS", "consist.", "report"):
         t.add_column(col)
     for f in result.findings:
-        t.add_row(str(f.index), ", ".join(f"{v:.1f}" for v in f.center_lps_mm), f"{f.diameter_mm:.1f}",
+        t.add_row(f.id, ", ".join(f"{v:.1f}" for v in f.center_lps_mm), f"{f.diameter_mm:.1f}",
                   f"{f.volume_mm3:.0f}", f"{f.side or '?'}/{f.lobe or '?'}", f.texture + (" calc." if f.calcified else ""),
                   f"{f.detection_score:.2f}",
                   f"{f.malignancy_probability:.2f}" if f.malignancy_probability is not None else "—",
                   f.eaf.get("strategy", "—"), f.lung_rads or "—",
                   f"{f.consistency:.2f}" if f.consistency is not None else "—",
-                  f"claim {f.claim_index}" if f.claim_index is not None else ("—" if not result.report_present else "not mentioned"))
+                  f"claim {f.claim_id}" if f.claim_id is not None else ("—" if not result.report_present else "not mentioned"))
     con.print(t)
     if not result.findings:
         con.print("no nodule above the detection threshold "

@@ -18,7 +18,9 @@ correctly described nodules enters the loop on this score alone.  The share of m
 pairs caught at that threshold and the Youden threshold are stored beside it.  This replaces the design's "FID-style" score: a
 Fréchet distance needs two *distributions* of features, whereas a case gives one image vector
 and one text vector per finding; the calibrated pair probability is the well-defined per-finding
-analogue.  ``fit_consistency`` writes ``consistency.json`` (slope, intercept, threshold, val AUC).
+analogue.  ``fit_consistency`` writes ``consistency.json`` (slope, intercept, threshold, val AUC);
+the fitted map is :class:`lungfuse.pipelines.inference.calibration.ConsistencyCalibration`, a model
+artefact loaded with the other models by the :class:`~lungfuse.pipelines.inference.registry.ModelRegistry`.
 
 **Matching** claims to image findings (:func:`match_claims`): Hungarian assignment on a cost of
 side/lobe disagreement, size disagreement and detector confidence; a claim whose best cost is
@@ -41,66 +43,25 @@ above ``MAX_MATCH_COST`` stays unmatched.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
 from lungfuse.pipelines.nlp.claims import NoduleClaim
 
 __all__ = [
-    "ConsistencyCalibration",
     "FindingView",
     "match_claims",
     "pair_discordances",
     "SIZE_TOL_MM",
     "SIZE_TOL_REL",
     "MAX_MATCH_COST",
-    "CALIBRATION_NAME",
 ]
 
 SIZE_TOL_MM = 3.0
 SIZE_TOL_REL = 0.30
 MAX_MATCH_COST = 3.0
-CALIBRATION_NAME = "consistency.json"
-
-
-@dataclass(frozen=True)
-class ConsistencyCalibration:
-    """``consistency = sigmoid(slope * cos + intercept)``; realign when below ``threshold``."""
-
-    slope: float = 8.0
-    intercept: float = -2.0
-    threshold: float = 0.5
-    val_auc: float | None = None
-    n_val_pairs: int = 0
-    fitted: bool = False
-    false_alarm: float | None = None
-    mismatch_caught: float | None = None
-    youden_threshold: float | None = None
-
-    def __post_init__(self) -> None:
-        if not np.isfinite(self.slope) or not np.isfinite(self.intercept):
-            raise ValueError("ConsistencyCalibration slope/intercept must be finite")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"ConsistencyCalibration.threshold={self.threshold!r} outside [0, 1]")
-
-    def score(self, cos: float | np.ndarray) -> np.ndarray | float:
-        z = self.slope * np.asarray(cos, float) + self.intercept
-        out = 1.0 / (1.0 + np.exp(-z))
-        return float(out) if np.ndim(out) == 0 else out
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: Path) -> ConsistencyCalibration:
-        return cls(**json.loads(Path(path).read_text()))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Pictures of a :class:`~lungfuse.pipelines.analysis.analyze.CaseResult` (matplotlib, no Qt).
+"""Pictures of a :class:`~lungfuse.pipelines.analysis.result.CaseResult` (matplotlib, no Qt).
 
 Research software, NOT for diagnostic use.
 
@@ -59,7 +59,7 @@ def finding_figure(result: Any, hu: np.ndarray, path: str | Path, max_findings: 
         for ax in row:
             ax.add_patch(plt.Rectangle((lo[2] - 0.5, lo[1] - 0.5), hi[2] - lo[2], hi[1] - lo[1], fill=False,
                                        edgecolor="lime", linewidth=1))
-        row[0].set_title(f"finding {f.index}: {f.diameter_mm:.0f} mm {f.texture}, {f.side or '?'} {f.lobe or ''}\n"
+        row[0].set_title(f"finding {f.id}: {f.diameter_mm:.0f} mm {f.texture}, {f.side or '?'} {f.lobe or ''}\n"
                          f"detection {f.detection_score:.2f}, malignancy {f.malignancy_probability or 0:.2f}, "
                          f"Lung-RADS {f.lung_rads}", fontsize=9)
         for ax, key, title in ((row[1], "detection", "detector attribution"), (row[2], "gradcam", "malignancy Grad-CAM")):

@@ -12,6 +12,7 @@ traceback is logged and the exit code is 1).  Each class keeps the built-in base
 * :class:`ModelIntegrityError` - shipped weights missing, or not the bytes the manifest names.
 * :class:`DataLeakageError` - a guard that keeps test patients out of training and tuning fired.
 * :class:`ConfigurationError` - settings or arguments that cannot work together.
+* :class:`AnalysisCancelled` - the caller cancelled a running analysis.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "ModelIntegrityError",
     "DataLeakageError",
     "ConfigurationError",
+    "AnalysisCancelled",
 ]
 
 
@@ -69,3 +71,8 @@ class DataLeakageError(LungFuseError, RuntimeError):
 
 class ConfigurationError(LungFuseError, ValueError):
     """Settings or arguments that cannot work together (or name something that does not exist)."""
+
+
+class AnalysisCancelled(LungFuseError):
+    """A running analysis was cancelled by its caller (``analyze_case(..., cancel=...)``); nothing
+    was written."""

@@ -34,7 +34,7 @@ and says so (``source = "detector"``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -65,6 +65,9 @@ class NoduleMeasurement:
         calcified: ``calcified_fraction >= 0.1``.
         source: ``segmentation`` or ``detector`` (fallback, see module docstring).
         n_voxels: component size.
+        mask: the nodule's voxels (bool, z-y-x, the grid cut to ``bbox_lo:bbox_hi``): the
+            segmented component, or with ``source == "detector"`` the ball of the estimated
+            diameter; not part of :meth:`to_dict` (it is an array).
     """
 
     centroid_zyx: tuple[float, float, float]
@@ -81,6 +84,7 @@ class NoduleMeasurement:
     calcified: bool
     source: str
     n_voxels: int
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("volume_mm3", "long_axis_mm", "short_axis_mm", "mean_diameter_mm"):
@@ -94,6 +98,7 @@ class NoduleMeasurement:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        del d["mask"]
         for k in ("centroid_zyx", "bbox_lo", "bbox_hi"):
             d[k] = list(d[k])
         return d
@@ -156,10 +161,12 @@ def measure_nodule(grid_hu: np.ndarray, centre_zyx: tuple[float, float, float] |
         rv = r / spacing_mm
         blo = np.clip(np.floor(c - rv), 0, np.array(grid_hu.shape) - 1).astype(int)
         bhi = np.clip(np.ceil(c + rv) + 1, blo + 1, grid_hu.shape).astype(int)
+        bz, by, bx = np.ogrid[tuple(slice(int(a), int(b)) for a, b in zip(blo, bhi, strict=True))]
+        ball = (bz - c[0]) ** 2 + (by - c[1]) ** 2 + (bx - c[2]) ** 2 <= max(rv, 0.5) ** 2
         return NoduleMeasurement(tuple(float(v) for v in c), tuple(int(v) for v in blo), tuple(int(v) for v in bhi),
                                  4.0 / 3.0 * np.pi * r**3, hint, hint, hint,
                                  float(roi[tuple(np.clip(np.rint(local_c).astype(int), 0, np.array(roi.shape) - 1))])
-                                 if roi.size else -1000.0, 0.0, 0.0, "unknown", False, "detector", 0)
+                                 if roi.size else -1000.0, 0.0, 0.0, "unknown", False, "detector", 0, ball)
 
     if roi.size == 0:
         return fallback()
@@ -187,6 +194,7 @@ def measure_nodule(grid_hu: np.ndarray, centre_zyx: tuple[float, float, float] |
     ids, counts = np.unique(lab[near], return_counts=True)
     comp = lab == int(ids[int(np.argmax(counts))])
     pts = np.argwhere(comp)
+    plo, phi = pts.min(axis=0), pts.max(axis=0) + 1
     n_vox = len(pts)
     centroid = pts.mean(axis=0)
     cidx = tuple(np.rint(centroid).astype(int))
@@ -217,4 +225,5 @@ def measure_nodule(grid_hu: np.ndarray, centre_zyx: tuple[float, float, float] |
         calcified=calc >= 0.1,
         source="segmentation",
         n_voxels=int(n_vox),
+        mask=comp[plo[0] : phi[0], plo[1] : phi[1], plo[2] : phi[2]].copy(),
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from lungfuse.models.image import (
     decode_peaks,
 )
 from lungfuse.models.parallel import ThreadedTrunk, trunk_workers
+from lungfuse.pipelines.core.errors import AnalysisCancelled
 from lungfuse.pipelines.imaging.crops import normalize_hu
 from lungfuse.pipelines.imaging.lung import ball_structure
 from lungfuse.pipelines.imaging.preprocess import DETECTION_SPACING_MM
@@ -71,7 +72,7 @@ class Detections(list):
 def detect(model: NoduleDetector, grid_array_hu: np.ndarray, lung_mask: np.ndarray | None = None,
            threshold: float = 0.1, device: str = "cpu", *, roi_size: int | Sequence[int] | None = None,
            nms_radius_vox: int = 4, max_peaks: int = 64, sw_batch_size: int = 2, overlap: float = 0.1,
-           normalized: bool = False, amp: bool = False) -> Detections:
+           normalized: bool = False, amp: bool = False, cancel: Callable[[], bool] | None = None) -> Detections:
     """Nodule candidates in a CT on the model grid (HU, z-y-x, 1.5 mm).
 
     Runs a MONAI ``SlidingWindowInferer`` (``roi_size`` default: the model's training patch,
@@ -79,7 +80,8 @@ def detect(model: NoduleDetector, grid_array_hu: np.ndarray, lung_mask: np.ndarr
     (the whole array without a mask), decodes peaks of the sigmoid heatmap (NMS radius
     ``nms_radius_vox``, default 4 voxels = 6 mm) and keeps those within 10 mm of the lung mask.
     ``normalized`` says the array is already windowed to [0, 1].  ``amp`` runs the network in
-    float16 autocast (CUDA only).
+    float16 autocast (CUDA only).  ``cancel`` (optional) is called before each batch of windows;
+    when it returns true the run stops with :class:`~lungfuse.pipelines.core.errors.AnalysisCancelled`.
     Returns :class:`Detections` (a list of ``(z, y, x, score, diameter_mm)`` in full-array voxels)
     whose ``.seconds`` is the wall time.
     """
@@ -114,7 +116,7 @@ def detect(model: NoduleDetector, grid_array_hu: np.ndarray, lung_mask: np.ndarr
         use_amp = bool(amp) and str(device).startswith("cuda")
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
             x = torch.from_numpy(np.ascontiguousarray(img))[None, None].to(device)
-            pred = inferer(x, net)[0].float().cpu()
+            pred = inferer(x, net if cancel is None else _cancellable(net, cancel))[0].float().cpu()
     finally:
         net.close()
         model.train(was_training)
@@ -141,3 +143,12 @@ def detect(model: NoduleDetector, grid_array_hu: np.ndarray, lung_mask: np.ndarr
     return out
 
 
+def _cancellable(net: Callable[[torch.Tensor], torch.Tensor], cancel: Callable[[], bool]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``net`` that first asks ``cancel`` (the sliding-window inferer calls it once per window batch)."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if cancel():
+            raise AnalysisCancelled("analysis cancelled during detection")
+        return net(x)
+
+    return forward

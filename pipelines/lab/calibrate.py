@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lungfuse.pipelines.analysis.consistency import CALIBRATION_NAME, ConsistencyCalibration
+from lungfuse.pipelines.inference.calibration import CALIBRATION_NAME, ConsistencyCalibration
 
 __all__ = ["calibrate_consistency", "calibrate_detector_threshold", "calibrate_fusion", "pair_cosines"]
 

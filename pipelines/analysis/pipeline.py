@@ -1,0 +1,657 @@
+"""The stages of case analysis: one :class:`Analysis` per :func:`~lungfuse.pipelines.analysis.analyze.analyze_case` call.
+
+Research software, NOT for diagnostic use.
+
+The stages (load, preprocess, localise, report, fuse, explain, consistency, realign, guidance) are
+told in :mod:`lungfuse.pipelines.analysis.analyze`.  Internally findings and claims are list
+positions; everything that leaves this module names them by id (``F1`` = position 0,
+``C1`` = the first claim of ``ReportClaims.nodules``): findings are only ever appended, or the last
+one removed (a rejected realignment candidate), so ids never move.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lungfuse.pipelines.analysis.case import AnalysisSettings, Case
+from lungfuse.pipelines.analysis.codes import ReasonCode
+from lungfuse.pipelines.analysis.consistency import FindingView, match_claims, pair_discordances
+from lungfuse.pipelines.analysis.fusing import (
+    Fused,
+    ReportText,
+    crop_affine,
+    environment,
+    focus_text,
+    fuse,
+    fused_probability_batch,
+    to_report_span,
+)
+from lungfuse.pipelines.analysis.result import ClaimMatch, Finding, Flag, Reason, input_fingerprint
+from lungfuse.pipelines.analysis.wording import (
+    discordance_code,
+    low_consistency_sentence,
+    low_score_sentence,
+    no_match_sentence,
+    phrases,
+    region_text,
+    where,
+)
+from lungfuse.pipelines.core.errors import AnalysisCancelled
+from lungfuse.pipelines.imaging.measure import NoduleMeasurement, measure_nodule
+from lungfuse.pipelines.inference.registry import ImageCache, LoadedModels
+from lungfuse.pipelines.io.case_files import find_report
+from lungfuse.pipelines.io.dicom import CTVolume, load_ct
+from lungfuse.pipelines.io.report import Report, load_report
+from lungfuse.pipelines.nlp.claims import NoduleClaim, ReportClaims, extract_claims
+
+__all__ = ["Analysis", "claim_id", "claim_index", "finding_id", "image_key"]
+
+
+def image_key(vol: CTVolume, models: LoadedModels, s: AnalysisSettings) -> tuple:
+    """Identity of a CT for the image cache: UIDs, geometry and a strided checksum of the voxels."""
+    import hashlib
+
+    sample = np.ascontiguousarray(vol.hu[:: max(1, vol.shape[0] // 16), ::7, ::7])
+    digest = hashlib.sha1(sample.tobytes()).hexdigest()
+    return (vol.series_instance_uid, tuple(vol.shape), tuple(np.round(vol.affine, 4).ravel()), digest,
+            models.info["detector"]["sha256"], models.device, s.candidate_threshold, s.sw_batch_size, s.amp)
+
+
+class Analysis:
+    """State of one :func:`~lungfuse.pipelines.analysis.analyze.analyze_case` call, one method per stage.
+
+    ``models``: the loaded models; ``image_cache``: where preprocessing and detector maps are
+    kept between calls (the model registry's); ``cancel``: called between stages and inside the
+    long loops, a true return raises :class:`AnalysisCancelled`.
+    """
+
+    def __init__(self, case: Case, settings: AnalysisSettings, progress: Callable[[str, int, int], None] | None,
+                 models: LoadedModels, image_cache: ImageCache | None = None,
+                 cancel: Callable[[], bool] | None = None) -> None:
+        self.case = case
+        self.s = settings
+        self.progress = progress or (lambda stage, i, n: None)
+        self.models = models
+        self.image_cache = image_cache
+        self.cancel = cancel
+        self.timings: dict[str, float] = {}
+        self.flags: list[Flag] = []
+        self.arrays: dict[str, np.ndarray] = {}
+        self.trajectory: list[dict[str, Any]] = []
+
+    # -- stage helpers ------------------------------------------------------------------------
+    def check_cancel(self) -> None:
+        """Raise :class:`AnalysisCancelled` when the caller's ``cancel`` says so."""
+        if self.cancel is not None and self.cancel():
+            raise AnalysisCancelled("analysis cancelled")
+
+    def _stage(self, name: str, i: int, n: int = 9) -> float:
+        self.check_cancel()
+        self.progress(name, i, n)
+        return time.perf_counter()
+
+    def _done(self, name: str, t0: float) -> None:
+        self.timings[name] = round(time.perf_counter() - t0, 4)
+
+    # -- 1. load ------------------------------------------------------------------------------
+    def load(self) -> None:
+        t0 = self._stage("load", 0)
+        c = self.case
+        self.vol = c.ct if isinstance(c.ct, CTVolume) else load_ct(c.ct)
+        self.ct_path = None if isinstance(c.ct, CTVolume) else Path(c.ct)
+        v = self.vol
+        # what identifies the image (not the report): the input fingerprint without a report text
+        self.image_identity = input_fingerprint(v.series_instance_uid, v.sop_instance_uids, None,
+                                                None if v.sop_instance_uids else v.hu)
+        rep = c.report
+        self.report_source: str | None = None
+        if rep is None and c.find_report and self.ct_path is not None:
+            found = find_report(self.ct_path)
+            if found is not None:
+                rep = found
+        self.report: Report | None = None
+        if rep is not None:
+            if isinstance(rep, Report):
+                self.report = rep
+                self.report_source = "Report object"
+            elif isinstance(rep, os.PathLike) or (isinstance(rep, str) and len(rep) < 4096 and "\n" not in rep
+                                                   and Path(rep).is_file()):
+                self.report = load_report(Path(rep))
+                self.report_source = str(rep)
+            else:
+                self.report = load_report(str(rep))
+                self.report_source = "text"
+        if self.report is not None and not self.report.text.strip():
+            self._flag(ReasonCode.REPORT_EMPTY, "report_empty: the report has no text; analysed as missing")
+            self.report = None
+        if self.report is None:
+            self._flag(ReasonCode.REPORT_MISSING, "report_missing: no report; consistency not assessed, image-only fusion")
+        for w in self.vol.warnings:
+            self._flag(ReasonCode.INGEST_WARNING, f"ingest_{w.code}: {w.message}")
+        self._done("load", t0)
+
+    # -- 2. preprocess ------------------------------------------------------------------------
+    def preprocess(self) -> None:
+        from lungfuse.pipelines.imaging.lung import LobeLocator, segment_lungs
+        from lungfuse.pipelines.imaging.preprocess import DETECTION_SPACING_MM, to_model_grid
+
+        t0 = self._stage("preprocess", 1)
+        v = self.vol
+        self.cached = None
+        if self.s.cache_image and self.image_cache is not None:
+            self.image_key = image_key(v, self.models, self.s)
+            self.cached = self.image_cache.get(self.image_key)
+        if self.cached is not None:
+            self.grid, self.lung, self.lobes, _ = self.cached
+            self._flag(ReasonCode.IMAGE_CACHE,
+                       "image_cache: preprocessing and detection re-used from an earlier analysis of this CT")
+            self._done("preprocess", t0)
+            return
+        self.grid = to_model_grid(v.hu, v.spacing, v.affine, target_mm=DETECTION_SPACING_MM)
+        # the canonical grid has x -> patient Left, y -> Posterior, z -> Superior
+        self.lung = segment_lungs(self.grid.array, (DETECTION_SPACING_MM,) * 3, x_axis_sign=1.0, working_mm=3.0)
+        self.lobes = LobeLocator(self.lung, y_axis_sign=1.0, z_axis_sign=1.0)
+        if self.lung_mask is None:
+            self._flag(ReasonCode.NO_LUNGS,
+                       "no_lungs: no lung found by the classical segmentation; the whole volume was searched")
+        self._done("preprocess", t0)
+
+    @functools.cached_property
+    def lung_mask(self) -> np.ndarray | None:
+        """The lung mask on the grid, or None when the segmentation found no lung (the detector then
+        searches, and the measurement segments, without it).  Set once :meth:`preprocess` ran."""
+        return self.lung.lungs if self.lung.lungs.any() else None
+
+    # -- 3. localise --------------------------------------------------------------------------
+    def localise(self) -> None:
+        from lungfuse.pipelines.inference.detector import detect
+
+        t0 = self._stage("localise", 2)
+        m = self.models
+        if self.cached is not None:
+            self.dets = self.cached[3]
+        else:
+            # the windowed grid serves the detector, the FP classifier and the explanations alike
+            self.dets = detect(m.detector, self.norm_grid, self.lung_mask, threshold=self.s.candidate_threshold, device=m.device,
+                               max_peaks=64, sw_batch_size=self.s.sw_batch_size or (8 if m.device.startswith("cuda") else 2),
+                               amp=self.s.amp, normalized=True, cancel=self.cancel)
+            if m.fpr is not None:  # second stage: re-score every candidate (see pipelines.fpr)
+                self.dets.raw = list(self.dets)
+                self.dets[:] = self._rescore(self.dets.raw)
+            if self.s.cache_image and self.image_cache is not None:
+                self.image_cache.put(self.image_key, (self.grid, self.lung, self.lobes, self.dets))
+        self.op = float(self.s.detection_threshold if self.s.detection_threshold is not None else m.operating_threshold)
+        self.findings: list[Finding] = []
+        self.meas: list[NoduleMeasurement] = []
+        self.grid_centres: list[np.ndarray] = []
+        for z, y, x, score, diam in self.dets:
+            self.check_cancel()
+            if score < self.op or len(self.findings) >= self.s.max_findings:
+                continue
+            if self._inside_existing((z, y, x)):
+                continue  # a second peak inside an already measured (large) nodule
+            self._add_finding((z, y, x), score, diam, source="detector")
+        self.candidates = [
+            {"center_lps_mm": [float(v) for v in self.grid.lps((z, y, x))],
+             "center_voxel": [float(v) for v in self.grid.source_voxel((z, y, x))],
+             "score": float(s), "diameter_mm": float(d)}
+            for z, y, x, s, d in self.dets
+        ]
+        self._done("localise", t0)
+
+    @property
+    def norm_grid(self) -> np.ndarray:
+        """The grid windowed to [0, 1] (computed once)."""
+        from lungfuse.pipelines.imaging.crops import normalize_hu
+
+        if not hasattr(self, "_norm_grid"):
+            self._norm_grid = normalize_hu(self.grid.array)
+        return self._norm_grid
+
+    def _rescore(self, dets: Sequence[Sequence[float]]) -> list[tuple[int, int, int, float, float]]:
+        """Detector candidates re-scored by the second-stage classifier (unchanged without one)."""
+        if self.models.fpr is None:
+            return [tuple(d) for d in dets]  # type: ignore[misc]
+        from lungfuse.pipelines.inference.fpr import rescore
+
+        return rescore(self.models.fpr, self.norm_grid, dets, device=self.models.device)
+
+    def _inside_existing(self, g: Sequence[float]) -> bool:
+        for me in self.meas:
+            if me.source == "segmentation" and all(lo <= c < hi for c, lo, hi in zip(g, me.bbox_lo, me.bbox_hi, strict=True)):
+                return True
+        return False
+
+    def _add_finding(self, g: Sequence[float], score: float, diam: float, source: str) -> Finding:
+        me = measure_nodule(self.grid.array, g, diam, lung_mask=self.lung_mask)
+        # The finding's centre is the detector's peak, which is trained to sit on nodule centres; the
+        # segmentation's centroid (kept in ``measurement``) drifts when the region leaks into an
+        # attached vessel or the pleura.
+        gc = np.asarray(g, float)
+        side, lobe = self.lobes(gc)
+        possible = list(self.lobes.plausible(gc))
+        src = self.grid.source_voxel(gc)
+        corners = np.array([[a, b, c] for a in (me.bbox_lo[0], me.bbox_hi[0] - 1) for b in (me.bbox_lo[1], me.bbox_hi[1] - 1)
+                            for c in (me.bbox_lo[2], me.bbox_hi[2] - 1)], float)
+        sc = self.grid.source_voxel(corners)
+        lo = np.maximum(np.floor(sc.min(axis=0)).astype(int), 0)
+        hi = np.minimum(np.ceil(sc.max(axis=0)).astype(int) + 1, self.vol.shape)
+        lps = self.grid.lps(gc)
+        f = Finding(
+            id=finding_id(len(self.findings)), tracking_uid=self._tracking_uid(lps), center_voxel=[float(v) for v in src],
+            center_lps_mm=[float(v) for v in lps], bbox_voxel=[lo.tolist(), hi.tolist()],
+            diameter_mm=float(me.long_axis_mm), mean_diameter_mm=float(me.mean_diameter_mm),
+            volume_mm3=float(me.volume_mm3), side=side, lobe=lobe, detection_score=float(score), texture=me.texture,
+            calcified=bool(me.calcified), measurement=me.to_dict(), source=source, lobes_possible=possible,
+        )
+        self.findings.append(f)
+        self.meas.append(me)
+        self.grid_centres.append(gc)
+        return f
+
+    def _tracking_uid(self, lps: Sequence[float]) -> str:
+        """A DICOM UID for a finding at ``lps`` (mm): derived from the CT's identity and the position
+        rounded to 1 mm, so that analysing the same CT again (another report, other settings) gives
+        a finding at the same place the same UID and a reader's review finds it again."""
+        from pydicom.uid import generate_uid
+
+        where_mm = ",".join(f"{round(float(c)):d}" for c in lps)
+        return str(generate_uid(entropy_srcs=["lungfuse finding", self.image_identity, where_mm]))
+
+    def _flag(self, code: ReasonCode, text: str, *concerns: str | None) -> None:
+        self.flags.append(Flag(code, text, concerns=tuple(c for c in concerns if c)))
+
+    def _view(self, i: int) -> FindingView:
+        f, me = self.findings[i], self.meas[i]
+        return FindingView(f.side, f.lobe, f.diameter_mm, f.texture, me.calcified_fraction, f.detection_score,
+                           tuple(f.lobes_possible))
+
+    # -- 4. report ----------------------------------------------------------------------------
+    def read_report(self) -> None:
+        from lungfuse.models.text import encode_texts
+
+        t0 = self._stage("report", 3)
+        self.text: ReportText | None = None
+        self.claims: ReportClaims | None = None
+        if self.report is not None:
+            cl = extract_claims(self.report)
+            focus, pieces = focus_text(self.report, cl)
+            enc = encode_texts([focus], max_length=96, device=self.models.device)
+            self.text = ReportText(self.report, cl, focus, pieces, enc.sentence[0].numpy(), enc)
+            self.claims = cl
+        self.positive = [i for i, n in enumerate(self.claims.nodules) if not n.negated] if self.claims else []
+        claims = [self.claims.nodules[i] for i in self.positive] if self.claims else []
+        idx = match_claims(claims, [self._view(i) for i in range(len(self.findings))])
+        self.match: dict[int, int | None] = {ci: fi for ci, fi in zip(self.positive, idx, strict=True)}
+        self._done("report", t0)
+
+    # -- 5. fuse ------------------------------------------------------------------------------
+    def _claim_vec(self, ci: int | None) -> np.ndarray | None:
+        from lungfuse.pipelines.nlp.text_features import claim_features
+
+        if self.text is None or ci is None:
+            return None
+        return claim_features(self.text.claims, self.text.claims.nodules[ci])
+
+    def _crop(self, i: int) -> np.ndarray:
+        from lungfuse.pipelines.imaging.crops import extract_crop, normalize_hu
+
+        return normalize_hu(extract_crop(self.vol.hu, self.vol.spacing, self.findings[i].center_voxel))
+
+    def _fuse_finding(self, i: int, ci: int | None) -> Fused:
+        f = self.findings[i]
+        mentioned = ci is not None and self.text is not None
+        env = environment(self.vol, f.detection_score, self.text, mentioned)
+        fz = fuse(self.models, self._crop(i), self.text.sentence if mentioned else None,  # type: ignore[union-attr]
+                   self._claim_vec(ci) if mentioned else None, env)
+        f.malignancy_probability = fz.probs["afa_eaf"]
+        f.malignancy_by_variant = fz.probs
+        f.eaf = {"strategy": fz.strategy, "weights": {"image": fz.weights[0], "text": fz.weights[1]},
+                 "environment": fz.env, "report_used": mentioned}
+        f.afa = {"cosine": fz.cos, "w_img_mean": fz.w_img_mean, "w_txt_mean": fz.w_txt_mean}
+        f.claim_id = claim_id(ci) if mentioned else None
+        f.consistency = float(self.models.consistency.score(fz.cos)) if mentioned else None
+        return fz
+
+    def fuse(self) -> None:
+        t0 = self._stage("fuse", 4)
+        claim_of = {fi: ci for ci, fi in self.match.items() if fi is not None}
+        for i in range(len(self.findings)):
+            self.check_cancel()
+            self._fuse_finding(i, claim_of.get(i))
+        self._done("fuse", t0)
+
+    # -- 6. explain ---------------------------------------------------------------------------
+    def explain(self) -> None:
+        t0 = self._stage("explain", 5)
+        if self.s.explain:
+            # word occlusion re-encodes the report once per word: only for findings the report describes
+            word_findings = [i for i, f in enumerate(self.findings) if f.claim_id is not None][: self.s.max_word_findings]
+            from lungfuse.pipelines.inference.explain import detection_attributions, patch_around
+
+            pats = [patch_around(self.norm_grid, c) for c in self.grid_centres]
+            atts, _ = detection_attributions(self.models.detector, np.stack([p for p, _ in pats]) if pats
+                                             else np.zeros((0, 1, 1, 1), np.float32), device=self.models.device)
+            for i in range(len(self.findings)):
+                self.check_cancel()
+                self._explain_finding(i, words=i in word_findings, attribution=(atts[i], pats[i][1]))
+        self._done("explain", t0)
+
+    def _explain_finding(self, i: int, words: bool, attribution: tuple[np.ndarray, np.ndarray]) -> None:
+        """Heatmaps and phrase maps of finding ``i``; ``attribution`` = (detector attribution patch, its start voxel)."""
+        import torch
+
+        from lungfuse.models.afa import phrase_heatmap
+        from lungfuse.models.image import grad_cam
+        from lungfuse.models.text import tokens_in_span
+
+        f = self.findings[i]
+        m = self.models
+        key = f.id
+        # detector attribution on the 1.5 mm grid
+        att, start = attribution
+        aff = self.grid.affine.copy()
+        aff[:3, 3] = self.grid.lps(start)
+        self.arrays[f"{key}_detection"] = att.astype(np.float16)
+        f.heatmaps["detection"] = {"array": f"{key}_detection", "affine_lps": aff.tolist(), "spacing_mm": 1.5,
+                                   "kind": "gradient x input of the detector's centre logit"}
+        # Grad-CAM of the malignancy logit (image encoder), on the 1.25 mm crop
+        crop = self._crop(i)
+        cam = grad_cam(m.fusion.encoder, crop, target="logit")
+        caff = crop_affine(self.vol.affine, self.vol.spacing, f.center_voxel)
+        self.arrays[f"{key}_gradcam"] = cam.astype(np.float16)
+        f.heatmaps["gradcam"] = {"array": f"{key}_gradcam", "affine_lps": caff.tolist(), "spacing_mm": 1.25,
+                                 "kind": "Grad-CAM of the image-only malignancy logit (nodule encoder)"}
+        ci = claim_index(f.claim_id)
+        if self.text is None or ci is None:
+            return
+        # phrase-to-region attention (AFA cross-attention of report tokens over the crop's feature map)
+        enc = self.text.tokens
+        with torch.inference_mode():
+            out = m.fusion.encoder(torch.from_numpy(crop)[None, None].to(m.device))
+            _, tok = m.fusion.text_adapter(enc.sentence.to(m.device), torch.from_numpy(self._claim_vec(ci))[None].to(m.device),
+                                           enc.tokens.to(m.device))
+            _, attn = m.fusion.afa.cross_attention(tok, enc.attention_mask.to(m.device), out.feature_map)
+        claim = self.text.claims.nodules[ci]
+        spatial = tuple(out.feature_map.shape[2:])
+        for k, (ps, pe, phrase) in enumerate(phrases(claim, self.text.focus, self.text.pieces)):
+            idx = tokens_in_span(enc.offsets[0], ps, pe)
+            if not idx:
+                continue
+            hm = phrase_heatmap(attn[0].cpu(), idx, spatial, out_shape=crop.shape)
+            name = f"{key}_phrase{k}"
+            self.arrays[name] = hm.astype(np.float16)
+            rs, re_ = to_report_span(self.text.pieces, ps, pe)
+            f.phrases.append({"text": phrase, "report_span": [rs, re_], "array": name, "affine_lps": caff.tolist()})
+        if words:
+            self._word_attribution(i, crop)
+
+    def _word_attribution(self, i: int, crop: np.ndarray) -> None:
+        from lungfuse.models.text import encode_texts
+        from lungfuse.pipelines.inference.explain import word_occlusion
+        from lungfuse.pipelines.nlp.text_features import claim_features, pick_target_claim
+
+        f = self.findings[i]
+        assert self.text is not None
+        env = environment(self.vol, f.detection_score, self.text, True)
+
+        def score(texts: list[str]) -> np.ndarray:
+            enc = encode_texts(texts, max_length=96, batch_size=64, device=self.models.device)
+            vecs = []
+            for t in texts:
+                cl = extract_claims(t)
+                vecs.append(claim_features(cl, pick_target_claim(cl)))
+            return fused_probability_batch(self.models, crop, enc.sentence.numpy(), np.stack(vecs), env)
+
+        ws = word_occlusion(self.text.focus, score)
+        f.word_attributions = []
+        for w in ws:
+            rs, re_ = to_report_span(self.text.pieces, w.start, w.end)
+            f.word_attributions.append({"word": w.word, "start": rs, "end": re_, "score": w.score})
+
+    # -- 7 + 8. consistency and realignment ----------------------------------------------------
+    def check(self) -> None:
+        t0 = self._stage("consistency", 6)
+        thr = self.models.consistency.threshold
+        self.threshold = thr
+        self.reasons: list[Reason] = []
+        self.matches: list[ClaimMatch] = []
+        self.problems: dict[int, list[str]] = {}
+        if self.text is None:
+            self.trajectory.append({"iteration": 0, "note": "no report: nothing to check", "pairs": []})
+            self._done("consistency", t0)
+            return
+        cl = self.text.claims
+        pairs = []
+        for ci in self.positive:
+            claim = cl.nodules[ci]
+            fi = self.match.get(ci)
+            if fi is None:
+                probs = [no_match_sentence(claim)]
+                cons = None
+            else:
+                probs = pair_discordances(claim, self._view(fi), self.s.size_tol_mm, self.s.size_tol_rel)
+                cons = self.findings[fi].consistency
+                if cons is not None and cons < thr:
+                    probs.append(low_consistency_sentence(cons, thr))
+                self.findings[fi].discordances = list(probs)
+            pairs.append({"claim_id": claim_id(ci), "finding_id": finding_id(fi), "consistency": cons, "discordances": probs})
+            if probs:
+                self.problems[ci] = probs
+        self.trajectory.append({"iteration": 0, "note": "initial matching", "pairs": pairs,
+                                "min_consistency": _min([p["consistency"] for p in pairs])})
+        # a negative report with a finding >= 6 mm above the operating threshold
+        if not self.positive:
+            big = [f for f in self.findings if f.diameter_mm >= 6.0 and f.source == "detector"]
+            for f in big:
+                self.reasons.append(Reason(ReasonCode.NEGATIVE_REPORT_WITH_FINDING,
+                    f"the report {'states there are no nodules' if cl.negative_statement else 'describes no nodule'}, "
+                    f"but the image shows a {f.diameter_mm:.0f} mm nodule in the {where(f)} "
+                    f"(detector score {f.detection_score:.2f})", concerns=(f.id,)))
+        self._done("consistency", t0)
+
+    def realign(self) -> None:
+        t0 = self._stage("realign", 7)
+        self.resolved: set[int] = set()
+        if self.text is not None:
+            for ci in list(self.problems):
+                self._realign_claim(ci)
+            for ci in self.positive:
+                fi = self.match.get(ci)
+                claim = self.text.claims.nodules[ci]
+                if ci in self.problems and ci not in self.resolved:
+                    lax = claim.multiple or (claim.count is not None and claim.count > 1) or claim.uncertain
+                    if fi is None and lax:
+                        self._flag(ReasonCode.CLAIM_UNMATCHED,
+                                   f"claim_unmatched: the {'hedged' if claim.uncertain else 'plural'} claim "
+                                   f"'{claim.text}' has no image match", claim_id(ci))
+                        by = "unresolved"
+                    else:
+                        for p in self.problems[ci]:
+                            self.reasons.append(Reason(discordance_code(p), f"'{claim.text.strip()}': {p}",
+                                                       concerns=tuple(x for x in (claim_id(ci), finding_id(fi)) if x)))
+                        by = "unresolved"
+                else:
+                    by = "realignment" if ci in self.resolved else "initial"
+                cons = self.findings[fi].consistency if fi is not None else None
+                self.matches.append(ClaimMatch(claim_id(ci), finding_id(fi), by,
+                                               list(self.problems.get(ci, [])) if by == "unresolved" else [], cons))
+            mentioned = {fi for fi in self.match.values() if fi is not None}
+            for k, f in enumerate(self.findings):
+                if k not in mentioned and f.source == "detector" and self.positive and f.diameter_mm >= 6.0:
+                    self._flag(ReasonCode.MISSED_NODULE,
+                               f"unmentioned_finding: finding {f.id} ({f.diameter_mm:.0f} mm, {where(f)}, "
+                               f"score {f.detection_score:.2f}) is not described in the report", f.id)
+        self._done("realign", t0)
+
+    def _region_ok(self, g: Sequence[float], side: str | None, claim: NoduleClaim, level: str) -> bool:
+        if level == "lobe":
+            return (claim.lobe is None or claim.lobe in self.lobes.plausible(g)) and \
+                (claim.side is None or side == claim.side)
+        if level == "side":
+            return claim.side is None or side == claim.side
+        return True
+
+    def _realign_claim(self, ci: int) -> None:
+        from lungfuse.models.image import decode_peaks
+
+        assert self.text is not None
+        claim = self.text.claims.nodules[ci]
+        levels = [lv for lv, ok in (("lobe", claim.lobe is not None), ("side", claim.side is not None), ("lungs", True)) if ok]
+        prob = self.dets.prob_map
+        dmap = self.dets.diameter_map
+        off = np.asarray(self.dets.map_offset)
+        tried: set[tuple[int, int, int]] = set()
+        size = claim.size_mm
+        # (n problems, -consistency, finding, problems) of every attempt whose finding stays: the
+        # closest one explains an unresolved claim best ("the 33 mm mass is there, but on the left")
+        start_fi = self.match.get(ci)
+        attempts: list[tuple[int, float, int | None, list[str]]] = [
+            (len(self.problems[ci]), -(self.findings[start_fi].consistency or 0.0) if start_fi is not None else 0.0,
+             start_fi, list(self.problems[ci]))]
+        for it in range(1, self.s.realign_max_iter + 1):
+            self.check_cancel()
+            level = levels[min(it - 1, len(levels) - 1)]
+            thr = max(self.s.candidate_threshold * 0.5 ** (it - 1), 1e-3)
+            entry: dict[str, Any] = {"iteration": it, "claim_id": claim_id(ci), "region": region_text(claim, level),
+                                     "peak_threshold": thr}
+            best = None
+            if prob is not None:
+                peaks = decode_peaks(prob, threshold=thr, nms_radius_vox=4, max_peaks=60)
+                ranked = []
+                for z, y, x, sc in peaks:
+                    g = (z + off[0], y + off[1], x + off[2])
+                    if g in tried:
+                        continue
+                    side, _ = self.lobes(g)
+                    if not self._region_ok(g, side, claim, level):
+                        continue
+                    d = float(dmap[z, y, x]) if dmap is not None else 6.0
+                    ranked.append((*g, sc, d))
+                # re-scored like any detection, then ranked by score x agreement with the claimed size
+                ranked = [(sc2 * (math.exp(-0.5 * (math.log(max(d2, 1.0) / size) / 0.35) ** 2) if size else 1.0),
+                           (z2, y2, x2), sc2, d2)
+                          for z2, y2, x2, sc2, d2 in self._rescore(ranked)]
+                ranked.sort(key=lambda r: -r[0])
+                best = ranked[0] if ranked else None
+            if best is None:
+                entry.update({"candidate": None, "changed": "no candidate in the region above the threshold",
+                              "accepted": False})
+                self.trajectory.append(entry)
+                continue
+            _, g, sc, d = best
+            tried.add(g)
+            # an existing finding at this place is re-used (re-cropped on its measured centroid)
+            fi = next((k for k, c in enumerate(self.grid_centres) if np.linalg.norm(c - np.asarray(g)) * 1.5 < 5.0), None)
+            new = fi is None
+            if new:
+                self._add_finding(g, sc, d, source="realignment")
+                fi = len(self.findings) - 1
+            f = self.findings[fi]
+            self._fuse_finding(fi, ci)
+            probs = pair_discordances(claim, self._view(fi), self.s.size_tol_mm, self.s.size_tol_rel)
+            if f.consistency is not None and f.consistency < self.threshold:
+                probs.append(low_consistency_sentence(f.consistency, self.threshold))
+            if sc < self.s.realign_min_score:
+                probs.append(low_score_sentence(sc, self.s.realign_min_score))
+            ok = not probs
+            entry.update({
+                "candidate": {"finding_id": finding_id(fi), "center_lps_mm": f.center_lps_mm, "score": float(sc),
+                              "diameter_mm": f.diameter_mm, "side": f.side, "lobe": f.lobe, "new": new},
+                "consistency": f.consistency, "discordances": probs, "accepted": ok,
+                "changed": (f"re-localised to a {'new' if new else 'known'} candidate in the {where(f)} "
+                            f"(score {sc:.2f}, {f.diameter_mm:.1f} mm), re-cropped and re-aligned"),
+            })
+            self.trajectory.append(entry)
+            if ok:
+                self._rematch(ci, fi)
+                f.discordances = []
+                self.resolved.add(ci)
+                return
+            if not new and next((c for c, k in self.match.items() if k == fi and c != ci), None) is None:
+                attempts.append((len(probs), -(f.consistency or 0.0), fi, list(probs)))
+            if new:  # a rejected new candidate does not stay a finding
+                self.findings.pop()
+                self.meas.pop()
+                self.grid_centres.pop()
+            else:
+                own = next((c for c, k in self.match.items() if k == fi), None)
+                if own != ci:
+                    self._fuse_finding(fi, own)  # restore the finding's fusion with its own claim (or none)
+        n_best, _, best_fi, best_probs = min(attempts, key=lambda a: (a[0], a[1]))
+        if best_fi is not None and best_fi != start_fi and n_best < attempts[0][0]:
+            self._rematch(ci, best_fi)
+            self.problems[ci] = best_probs
+            self.findings[best_fi].discordances = list(best_probs)
+            self._flag(ReasonCode.CLAIM_ATTRIBUTED,
+                       f"claim_attributed: unresolved claim {claim_id(ci)} is attributed to its closest image finding "
+                       f"{finding_id(best_fi)} ({len(best_probs)} remaining discordance(s))",
+                       claim_id(ci), finding_id(best_fi))
+
+    def _rematch(self, ci: int, fi: int) -> None:
+        """Attribute claim ``ci`` to finding ``fi`` (the previous finding falls back to image-only)."""
+        old = self.match.get(ci)
+        if old is not None and old != fi:
+            self.findings[old].claim_id = None
+            self.findings[old].discordances = []
+            self._fuse_finding(old, None)
+        self.match[ci] = fi
+        self._fuse_finding(fi, ci)
+
+    # -- 9. guidance --------------------------------------------------------------------------
+    def guidance(self) -> None:
+        from lungfuse.pipelines.analysis.guidance import guidance_for
+
+        t0 = self._stage("guidance", 8)
+        for f in self.findings:
+            ci = claim_index(f.claim_id)
+            claim = self.text.claims.nodules[ci] if (self.text and ci is not None) else None
+            calc_pattern = claim.calcification_pattern if claim is not None else None
+            g = guidance_for(max(f.diameter_mm, 0.1), None if f.texture == "unknown" else f.texture, mean_diameter_mm=min(f.mean_diameter_mm, f.diameter_mm) or None,
+                             calcification_pattern=calc_pattern, calcified=f.calcified or None,
+                             suspicious_features=bool(claim is not None and claim.margin == "spiculated"))
+            f.guidance = g
+            f.lung_rads = g["lung_rads"]["category"]
+        self._done("guidance", t0)
+
+
+    # -- masks (after every stage: the realignment loop may add findings) ------------------------
+    def masks(self) -> None:
+        """Each finding's segmentation mask (bool, z-y-x on the 1.5 mm grid, cut to its box) into
+        :attr:`arrays`, with its voxel->LPS affine in ``Finding.mask``."""
+        for f, me in zip(self.findings, self.meas, strict=True):
+            aff = self.grid.affine.copy()
+            aff[:3, 3] = self.grid.lps(np.asarray(me.bbox_lo, float))
+            name = f"{f.id}_mask"
+            self.arrays[name] = np.asarray(me.mask, bool)
+            f.mask = {"array": name, "affine_lps": aff.tolist(), "spacing_mm": 1.5, "shape": list(me.mask.shape),
+                      "kind": ("segmentation (HU threshold, connected component)" if me.source == "segmentation"
+                               else "sphere of the detector's diameter estimate (no segmentation)")}
+
+
+def finding_id(i: int | None) -> str | None:
+    """The id of the finding at list position ``i`` (``F1`` for 0); None for None."""
+    return None if i is None else f"F{i + 1}"
+
+
+def claim_id(i: int | None) -> str | None:
+    """The id of the report claim at position ``i`` of ``ReportClaims.nodules`` (``C1`` for 0)."""
+    return None if i is None else f"C{i + 1}"
+
+
+def claim_index(cid: str | None) -> int | None:
+    """The position in ``ReportClaims.nodules`` of the claim with id ``cid``."""
+    return None if cid is None else int(cid[1:]) - 1
+
+
+def _min(values: Sequence[float | None]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return min(vals) if vals else None
