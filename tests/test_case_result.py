@@ -45,7 +45,7 @@ def registry() -> ModelRegistry:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lungfuse.pipelines.demo.phantom import make_demo_case
+    from lungfuse.pipelines.demo.case import make_demo_case
 
     return make_demo_case(tmp_path_factory.mktemp("demo"), seed=0).out_dir
 
