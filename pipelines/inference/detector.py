@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +46,8 @@ def load_detector(weights: Path, device: str = "cpu") -> NoduleDetector:
     weights = Path(weights)
     meta = json.loads((weights.parent / CONFIG_NAME).read_text())
     d = meta["detector"]
-    cfg = DetectorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    cfg = DetectorConfig(**kw)
     model = NoduleDetector(cfg)
     model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
     return model.to(device).eval()

@@ -77,7 +77,7 @@ def detection_attributions(model: NoduleDetector, patches: np.ndarray, device: s
         for b in range(0, len(patches), max(int(batch_size), 1)):
             x = torch.from_numpy(np.ascontiguousarray(patches[b : b + batch_size]))[:, None].to(device).requires_grad_(True)
             with torch.enable_grad():
-                logit = _centre_logit(model, x, idx)  # type: ignore[arg-type]
+                logit = _centre_logit(model, x, idx)
                 (g,) = torch.autograd.grad(logit.sum(), x)
             ga = (g * x).abs()[:, 0].detach().float().cpu().numpy()
             for a, lg in zip(ga, torch.sigmoid(logit.detach()).float().cpu().tolist(), strict=True):
@@ -96,7 +96,7 @@ def masked_score(model: NoduleDetector, patch: np.ndarray, mask: np.ndarray, dev
     idx = tuple(s // 2 for s in patch.shape)
     model.eval()
     with torch.inference_mode():
-        logit = _centre_logit(model, torch.from_numpy(x)[None, None].to(device), idx)  # type: ignore[arg-type]
+        logit = _centre_logit(model, torch.from_numpy(x)[None, None].to(device), idx)
     return float(torch.sigmoid(logit).item())
 
 

@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -76,7 +77,8 @@ def load_fpr(pt: Path, device: str = "cpu") -> FPRClassifier:
     """The classifier in ``pt`` with its ``fpr.json`` (one without ``test_time_views``, as the
     shipped one, means the crop alone), in eval mode on ``device``."""
     meta = json.loads((Path(pt).parent / CONFIG_NAME).read_text())
-    cfg = NoduleEncoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["encoder"].items()})
+    kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["encoder"].items()}
+    cfg = NoduleEncoderConfig(**kw)
     model = NoduleEncoder(cfg)
     model.load_state_dict(torch.load(pt, map_location=device, weights_only=True))
     return FPRClassifier(model.to(device).eval(), meta.get("test_time_views", DEFAULT_VIEWS))

@@ -127,12 +127,13 @@ def calibrate_detector_threshold(models_dir: Path, cases: Path, fp_per_scan: flo
     dets, truths = [], []
     for v in vols:
         img = v.image.astype(np.float32)
-        d = detect(model, img, v.lung, threshold=0.02, device=device, max_peaks=64, normalized=True)
+        raw = detect(model, img, v.lung, threshold=0.02, device=device, max_peaks=64, normalized=True)
+        d: list[tuple[int, int, int, float, float]] = list(raw)
         if fpr is not None:
             from lungfuse.pipelines.inference.fpr import rescore
 
-            d = rescore(fpr, img, d, device=device)
-        dets.append(list(d))
+            d = rescore(fpr, img, raw, device=device)
+        dets.append(d)
         truths.append([(*c, dm) for c, dm in zip(v.centres, v.diameters_mm, strict=True)])
     res = froc(dets, truths)
     scored = [(float(d[3]), lab == "tp") for ds, labs in zip(dets, res["labels"], strict=True)
