@@ -65,6 +65,7 @@ test-fast: $(STAMP) lint
 bench: $(STAMP)
 	$(BIN)/python bench/bench_ingest.py --out bench/results/ingest.json
 	$(BIN)/python bench/bench_analyze.py --out bench/results/analyze.json
+	$(BIN)/python bench/bench_claims.py --out bench/results/claims_speed.json
 
 clean:
 	rm -rf $(VENV) $(DEMO) build *.egg-info

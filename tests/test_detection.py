@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -186,9 +185,7 @@ def test_nonsolid_weight_draws() -> None:
 
 
 def test_smoke_synthetic(tmp_path: Path) -> None:
-    t0 = time.perf_counter()
     _smoke(tmp_path, [_synthetic_volume(np.random.default_rng(0))], None)
-    assert time.perf_counter() - t0 < 40
 
 
 def test_smoke_real_data(tmp_path: Path, lidc_root: Path) -> None:
