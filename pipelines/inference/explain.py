@@ -25,7 +25,9 @@ from scipy import ndimage
 
 from lungfuse.models.image import NoduleDetector
 
-__all__ = ["PATCH", "patch_around", "detection_attribution", "detection_attributions", "masked_score", "WordScore", "word_occlusion"]
+__all__ = [
+    "PATCH", "patch_around", "detection_attribution", "detection_attributions", "masked_score", "WordScore", "word_occlusion",
+]
 
 PATCH = 48  # attribution patch: 72 mm of context; 64^3 cost 2.4x as much (0.4 s per finding on 2 cores)
 

@@ -24,7 +24,10 @@ from lungfuse.models.image import NoduleEncoder, NoduleEncoderConfig
 from lungfuse.models.parallel import ThreadedTrunk, trunk_workers
 from lungfuse.pipelines.inference.explain import patch_around
 
-__all__ = ["COMBINE", "CONFIG_NAME", "DEFAULT_VIEWS", "FPR_PATCH", "TTA_VIEWS", "WEIGHTS_NAME", "FPRClassifier", "classify", "load_fpr", "load_shipped_fpr", "rescore"]
+__all__ = [
+    "COMBINE", "CONFIG_NAME", "DEFAULT_VIEWS", "FPR_PATCH", "TTA_VIEWS", "WEIGHTS_NAME",
+    "FPRClassifier", "classify", "load_fpr", "load_shipped_fpr", "rescore",
+]
 
 FPR_PATCH = 32
 #: Optional test-time views for :func:`classify`: the crop and its mirror images along y, x and both.

@@ -90,7 +90,8 @@ def calibrate_consistency(models_dir: Path, cases: Path, seed: int = 0, device: 
     t, f = pair_cosines(model, val, np.random.default_rng([seed, 7]), device)
     cal = fit_consistency(t, f)
     progress(f"consistency on val: {len(t)} true / {len(f)} mismatched pairs, cos mean {t.mean():.3f} vs "
-             f"{f.mean():.3f}, AUC {cal.val_auc:.3f}, threshold {cal.threshold:.3f} ({100 * (cal.false_alarm or 0):.0f} % of true pairs "
+             f"{f.mean():.3f}, AUC {cal.val_auc:.3f}, threshold {cal.threshold:.3f} "
+             f"({100 * (cal.false_alarm or 0):.0f} % of true pairs "
              f"below it; {100 * (cal.mismatch_caught or 0):.0f} % of mismatched pairs caught; Youden threshold "
              f"{cal.youden_threshold:.3f})")
     cal.save(models_dir / CALIBRATION_NAME)

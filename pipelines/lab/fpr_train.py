@@ -131,7 +131,8 @@ class FPRExamples:
         self.labels = np.asarray(self.labels, np.int8)
         n = len(self.labels)
         if len(self.vol_index) != n or len(self.centres) != n:
-            raise ValueError(f"vol_index ({len(self.vol_index)}), centres ({len(self.centres)}) and labels ({n}) differ in length")
+            raise ValueError(f"vol_index ({len(self.vol_index)}), centres ({len(self.centres)}) and labels ({n}) "
+                             "differ in length")
         if n and (self.vol_index.min() < 0 or self.vol_index.max() >= len(self.volumes)):
             raise ValueError(f"vol_index outside [0, {len(self.volumes)})")
         if any(v.ndim != 3 for v in self.volumes):
