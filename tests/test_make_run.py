@@ -23,6 +23,9 @@ from typing import Any
 
 import pytest
 
+# Runs the demo and the analysis in subprocesses (about 40 s on the 2-core machine).
+pytestmark = pytest.mark.slow
+
 MIN_TOLERANCE_MM = 5.0
 
 
