@@ -34,6 +34,7 @@ and says so (``source = "detector"``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -134,7 +135,7 @@ def _feret(points_mm: np.ndarray) -> tuple[float, float]:
 BIG_NODULE_MM = 20.0
 
 
-def measure_nodule(grid_hu: np.ndarray, centre_zyx: tuple[float, float, float] | np.ndarray,
+def measure_nodule(grid_hu: np.ndarray, centre_zyx: Sequence[float] | np.ndarray,
                    diameter_hint_mm: float, spacing_mm: float = 1.5,
                    lung_mask: np.ndarray | None = None) -> NoduleMeasurement:
     """Segment and measure the nodule at ``centre_zyx`` (grid voxels) of an isotropic HU grid.
