@@ -58,7 +58,8 @@ typecheck: $(STAMP)
 test: $(STAMP) apt lint typecheck
 	$(BIN)/python -m pytest -q tests --durations=15
 
-# The fast tier: no LIDC data, no model training (well under 2 minutes).
+# The fast tier: no LIDC data (marker lidc), no model training or test over ~5 s (marker slow);
+# under 2 minutes on the 2-core machine (tests/conftest.py says how the markers are applied).
 test-fast: $(STAMP) lint
 	$(BIN)/python -m pytest -q tests -m "not lidc and not slow" --durations=10
 
