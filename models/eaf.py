@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -140,7 +141,8 @@ class EnvironmentVector:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, float | int | bool]) -> EnvironmentVector:
-        return cls(**{f.name: d[f.name] for f in fields(cls)})
+        kw: dict[str, Any] = {f.name: d[f.name] for f in fields(cls)}  # validated by __post_init__
+        return cls(**kw)
 
     def to_raw_tensor(self) -> torch.Tensor:
         """``(len(ENV_FIELDS),)`` float32 raw values (booleans as 0/1), for :meth:`FusionPolicy.decide_batch`."""

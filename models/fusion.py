@@ -17,7 +17,9 @@ Tensors: crops (B, 1, D, H, W) with D = z, HU normalised to [0, 1].
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,7 +53,7 @@ class FusionModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> FusionModelConfig:
-        def build(klass, v):  # noqa: ANN001, ANN202
+        def build(klass: type[Any], v: Mapping[str, Any]) -> Any:
             kw = {k: tuple(x) if isinstance(x, list) else x for k, x in v.items()}
             return klass(**kw)
 

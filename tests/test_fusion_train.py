@@ -44,6 +44,7 @@ def tiny_examples(n_nod: int = 12, seed: int = 0) -> ExampleSet:
     )
 
 
+@pytest.mark.slow
 def test_two_step_training_is_reproducible(tmp_path: Path) -> None:
     ex = tiny_examples()
     cfg = TrainConfig(epochs=1, batch_size=8, max_steps=2, threads=1, seed=3)
@@ -71,6 +72,7 @@ def test_nodule_log_diameter_is_the_mean_over_readers() -> None:
     assert np.allclose(ex.nodule_log_diameter, np.log([5.0, 10.0, 1.0]))  # < 1 mm floors at 1 mm
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size_weight", [0.0, 0.5])
 def test_size_loss_trains_the_size_head_only_when_weighted(tmp_path: Path, size_weight: float) -> None:
     """``TrainConfig.size_weight`` wires the ln(diameter) loss into training: with 0 the size head
@@ -104,6 +106,7 @@ def test_nodule_attributes_are_the_scaled_median_ratings() -> None:
     assert np.all(a[:, others] == 0.0)  # rating 1 is the bottom of every scale
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attr_weight", [0.0, 2.0])
 def test_attribute_head_exists_and_trains_only_when_weighted(tmp_path: Path, attr_weight: float) -> None:
     from lungfuse.models.fusion import FusionModelConfig
@@ -127,6 +130,7 @@ def test_attribute_head_exists_and_trains_only_when_weighted(tmp_path: Path, att
         FusionModelConfig(n_attributes=-1)
 
 
+@pytest.mark.slow
 def test_save_and_load_verify_hashes(tmp_path: Path) -> None:
     ex = tiny_examples()
     m = train_fusion(TrainConfig(epochs=1, batch_size=8, max_steps=1, threads=1), ex, tmp_path / "w")
@@ -224,6 +228,7 @@ def test_predict_with_precomputed_encodings_matches() -> None:
                 np.testing.assert_allclose(reused[k], direct[k], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_shared_crop_epoch_sees_every_labelled_report_once_in_whole_nodules(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from lungfuse.pipelines.lab import fusion_train

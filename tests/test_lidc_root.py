@@ -111,6 +111,7 @@ def test_bad_patients_are_skipped_with_a_warning(tiny_root: Path, tmp_path: Path
         discover(tmp_path / "root" / "LIDC-IDRI-0004" / "x")
 
 
+@pytest.mark.slow
 def test_train_examples_are_the_real_nodules_of_train_patients(
         tiny_root: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lungfuse.pipelines.lab.fusion_train import load_or_build
@@ -179,6 +180,7 @@ def _tiny_detector(**kw: object) -> DetectionTrainConfig:
     return DetectionTrainConfig(**base)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow
 def test_detector_volumes_are_the_real_scans_of_train_patients(
         tiny_root: Path, grid_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     read = _spy_reads(monkeypatch, ingest)
@@ -212,6 +214,7 @@ def test_detector_volumes_are_the_real_scans_of_train_patients(
             r.nodule_index for r in b.real]
 
 
+@pytest.mark.slow
 def test_detector_pool_keeps_at_most_pool_volumes_and_resumes(
         tiny_root: Path, grid_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     alive: weakref.WeakSet[DetectionVolume] = weakref.WeakSet()
@@ -278,6 +281,7 @@ def test_train_detector_cli_smoke_on_tiny_root(tiny_root: Path, grid_cache: Path
     assert {p.name: p.stat().st_mtime_ns for p in models_dir().glob("*")} == shipped  # shipped weights untouched
 
 
+@pytest.mark.slow
 def test_train_fpr_cli_mines_real_scans_of_train_patients(
         tiny_root: Path, grid_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -36,6 +36,7 @@ def test_malignancy_class_thresholds() -> None:
     assert malignancy_class(1) == "benign" and malignancy_class(5) == "malignant"
 
 
+@pytest.mark.slow
 @pytest.mark.lidc
 @pytest.mark.parametrize("patient", ["LIDC-IDRI-0001", "LIDC-IDRI-0002", "LIDC-IDRI-0003"])
 def test_lungs_contain_the_real_nodules(lidc_root: Path, patient: str) -> None:

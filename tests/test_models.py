@@ -195,6 +195,7 @@ def test_encoder_stem_stride_keeps_the_feature_map() -> None:
         NoduleEncoderConfig(stem_stride=3)
 
 
+@pytest.mark.slow
 def test_fusion_size_head_learns_ball_diameters() -> None:
     """The fusion model's auxiliary size head regresses ln(diameter) from the image embedding:
     after a short fit its estimates rank balls of 4-12 voxels by diameter (a head that is not

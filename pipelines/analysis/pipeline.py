@@ -615,7 +615,8 @@ class Analysis:
             ci = claim_index(f.claim_id)
             claim = self.text.claims.nodules[ci] if (self.text and ci is not None) else None
             calc_pattern = claim.calcification_pattern if claim is not None else None
-            g = guidance_for(max(f.diameter_mm, 0.1), None if f.texture == "unknown" else f.texture, mean_diameter_mm=min(f.mean_diameter_mm, f.diameter_mm) or None,
+            g = guidance_for(max(f.diameter_mm, 0.1), None if f.texture == "unknown" else f.texture,
+                             mean_diameter_mm=min(f.mean_diameter_mm, f.diameter_mm) or None,
                              calcification_pattern=calc_pattern, calcified=f.calcified or None,
                              suspicious_features=bool(claim is not None and claim.margin == "spiculated"))
             f.guidance = g

@@ -77,8 +77,8 @@ def direction_from_iop(iop: Sequence[float], stack: np.ndarray | None = None) ->
             Defaults to the slice normal ``row x col``.  Passing the measured
             stacking vector keeps gantry-tilted series geometrically correct.
     """
-    iop = np.asarray(iop, dtype=np.float64)
-    row, col = iop[:3], iop[3:6]
+    cosines = np.asarray(iop, dtype=np.float64)
+    row, col = cosines[:3], cosines[3:6]
     normal = np.cross(row, col)
     z = normal if stack is None else np.asarray(stack, dtype=np.float64)
     return np.stack([z, col, row], axis=1)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from lungfuse.pipelines.core.errors import ModelIntegrityError
 
-__all__ = ["RESOURCES_PACKAGE", "resources_dir", "models_dir", "WeightFile", "list_weights", "sha256_file", "write_manifest_entry",
-           "verify_manifest", "cache_dir"]
+__all__ = ["RESOURCES_PACKAGE", "resources_dir", "models_dir", "WeightFile", "list_weights", "sha256_file",
+           "write_manifest_entry", "verify_manifest", "cache_dir"]
 
 
 #: The package that holds the shipped data (the repository's ``resources/`` folder).

@@ -9,6 +9,8 @@ neither.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from monai.transforms import ScaleIntensityRange
 from scipy import ndimage
@@ -42,7 +44,7 @@ def random_rotation(rng: np.random.Generator, max_deg: float = 180.0) -> np.ndar
 def extract_crop(
     hu: np.ndarray,
     spacing: tuple[float, float, float],
-    center_zyx: tuple[float, float, float] | np.ndarray,
+    center_zyx: Sequence[float] | np.ndarray,
     size: int = CROP_SIZE,
     crop_spacing: float = CROP_SPACING_MM,
     rotation: np.ndarray | None = None,

@@ -226,7 +226,7 @@ class LobeLocator:
             if not m.any():
                 continue
             zs = np.nonzero(m.any(axis=(1, 2)))[0]
-            rows = m.any(axis=2)  # (z, y): which rows of each slice hold lung
+            rows = np.asarray(m.any(axis=2))  # (z, y): which rows of each slice hold lung
             has = rows.any(axis=1)
             ylo = np.where(has, rows.argmax(axis=1), 0)
             yhi = np.where(has, rows.shape[1] - 1 - rows[:, ::-1].argmax(axis=1), 0)

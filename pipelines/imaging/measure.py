@@ -34,6 +34,7 @@ and says so (``source = "detector"``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -104,6 +105,14 @@ class NoduleMeasurement:
         return d
 
 
+def _float3(v: np.ndarray) -> tuple[float, float, float]:
+    return float(v[0]), float(v[1]), float(v[2])
+
+
+def _int3(v: np.ndarray) -> tuple[int, int, int]:
+    return int(v[0]), int(v[1]), int(v[2])
+
+
 def _feret(points_mm: np.ndarray) -> tuple[float, float]:
     """(long axis, short axis) of a 2-D point set (pixel centres, mm): the largest pairwise
     distance, and the largest extent perpendicular to it (both + 1 pixel for the pixel size
@@ -131,7 +140,7 @@ def _feret(points_mm: np.ndarray) -> tuple[float, float]:
 BIG_NODULE_MM = 20.0
 
 
-def measure_nodule(grid_hu: np.ndarray, centre_zyx: tuple[float, float, float] | np.ndarray,
+def measure_nodule(grid_hu: np.ndarray, centre_zyx: Sequence[float] | np.ndarray,
                    diameter_hint_mm: float, spacing_mm: float = 1.5,
                    lung_mask: np.ndarray | None = None) -> NoduleMeasurement:
     """Segment and measure the nodule at ``centre_zyx`` (grid voxels) of an isotropic HU grid.
@@ -163,7 +172,7 @@ def measure_nodule(grid_hu: np.ndarray, centre_zyx: tuple[float, float, float] |
         bhi = np.clip(np.ceil(c + rv) + 1, blo + 1, grid_hu.shape).astype(int)
         bz, by, bx = np.ogrid[tuple(slice(int(a), int(b)) for a, b in zip(blo, bhi, strict=True))]
         ball = (bz - c[0]) ** 2 + (by - c[1]) ** 2 + (bx - c[2]) ** 2 <= max(rv, 0.5) ** 2
-        return NoduleMeasurement(tuple(float(v) for v in c), tuple(int(v) for v in blo), tuple(int(v) for v in bhi),
+        return NoduleMeasurement(_float3(c), _int3(blo), _int3(bhi),
                                  4.0 / 3.0 * np.pi * r**3, hint, hint, hint,
                                  float(roi[tuple(np.clip(np.rint(local_c).astype(int), 0, np.array(roi.shape) - 1))])
                                  if roi.size else -1000.0, 0.0, 0.0, "unknown", False, "detector", 0, ball)
@@ -211,9 +220,9 @@ def measure_nodule(grid_hu: np.ndarray, centre_zyx: tuple[float, float, float] |
     calc = float(np.mean(vals > CALCIFIED_HU))
     texture = "solid" if solid >= 0.8 else ("part-solid" if solid >= 0.15 else "ground-glass")
     return NoduleMeasurement(
-        centroid_zyx=tuple(float(v) for v in centre_out),
-        bbox_lo=tuple(int(v) for v in pts.min(axis=0) + lo),
-        bbox_hi=tuple(int(v) + 1 for v in pts.max(axis=0) + lo),
+        centroid_zyx=_float3(np.asarray(centre_out)),
+        bbox_lo=_int3(pts.min(axis=0) + lo),
+        bbox_hi=_int3(pts.max(axis=0) + lo + 1),
         volume_mm3=float(n_vox * vox_mm3),
         long_axis_mm=float(long_ax),
         short_axis_mm=float(min(short_ax, long_ax)),

@@ -105,7 +105,7 @@ def to_model_grid(
 def _as_numpy(t: object) -> np.ndarray:
     """A MONAI transform's output (MetaTensor / Tensor / array) as a numpy array."""
     if hasattr(t, "array"):
-        return np.asarray(t.array)  # type: ignore[attr-defined]
+        return np.asarray(t.array)
     if isinstance(t, torch.Tensor):
         return t.detach().cpu().numpy()
     return np.asarray(t)

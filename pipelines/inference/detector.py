@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,7 +47,8 @@ def load_detector(weights: Path, device: str = "cpu") -> NoduleDetector:
     weights = Path(weights)
     meta = read_model_json(weights.parent / CONFIG_NAME)
     d = meta["detector"]
-    cfg = DetectorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    cfg = DetectorConfig(**kw)
     model = NoduleDetector(cfg)
     load_state_into(model, weights, device)
     return model.to(device).eval()
@@ -143,7 +145,8 @@ def detect(model: NoduleDetector, grid_array_hu: np.ndarray, lung_mask: np.ndarr
     return out
 
 
-def _cancellable(net: Callable[[torch.Tensor], torch.Tensor], cancel: Callable[[], bool]) -> Callable[[torch.Tensor], torch.Tensor]:
+def _cancellable(net: Callable[[torch.Tensor], torch.Tensor],
+                 cancel: Callable[[], bool]) -> Callable[[torch.Tensor], torch.Tensor]:
     """``net`` that first asks ``cancel`` (the sliding-window inferer calls it once per window batch)."""
 
     def forward(x: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,10 @@ from lungfuse.models.parallel import ThreadedTrunk, trunk_workers
 from lungfuse.pipelines.inference.explain import patch_around
 from lungfuse.pipelines.inference.weights import load_state_into, read_model_json
 
-__all__ = ["COMBINE", "CONFIG_NAME", "DEFAULT_VIEWS", "FPR_PATCH", "TTA_VIEWS", "WEIGHTS_NAME", "FPRClassifier", "classify", "load_fpr", "load_shipped_fpr", "rescore"]
+__all__ = [
+    "COMBINE", "CONFIG_NAME", "DEFAULT_VIEWS", "FPR_PATCH", "TTA_VIEWS", "WEIGHTS_NAME",
+    "FPRClassifier", "classify", "load_fpr", "load_shipped_fpr", "rescore",
+]
 
 FPR_PATCH = 32
 #: Optional test-time views for :func:`classify`: the crop and its mirror images along y, x and both.
@@ -76,7 +80,8 @@ def load_fpr(pt: Path, device: str = "cpu") -> FPRClassifier:
     """The classifier in ``pt`` with its ``fpr.json`` (one without ``test_time_views``, as the
     shipped one, means the crop alone), in eval mode on ``device``."""
     meta = read_model_json(Path(pt).parent / CONFIG_NAME)
-    cfg = NoduleEncoderConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["encoder"].items()})
+    kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["encoder"].items()}
+    cfg = NoduleEncoderConfig(**kw)
     model = NoduleEncoder(cfg)
     load_state_into(model, Path(pt), device)
     return FPRClassifier(model.to(device).eval(), meta.get("test_time_views", DEFAULT_VIEWS))

@@ -133,5 +133,6 @@ def stack_geometry(
             "thickness_spacing",
             f"SliceThickness {thickness:.2f} mm differs from the measured spacing {dz:.2f} mm (gaps between slices)",
         ))
-    quality = QualityRecord(None, thick, dz_stack if tilt > ANGLE_TOL_DEG else dz, tuple(gaps), tilt, oblique, uniform and not gaps)
+    quality = QualityRecord(None, thick, dz_stack if tilt > ANGLE_TOL_DEG else dz, tuple(gaps), tilt, oblique,
+                            uniform and not gaps)
     return order, keep, (dz_stack if tilt > ANGLE_TOL_DEG else dz), warns, quality

@@ -90,7 +90,8 @@ def calibrate_consistency(models_dir: Path, cases: Path, seed: int = 0, device: 
     t, f = pair_cosines(model, val, np.random.default_rng([seed, 7]), device)
     cal = fit_consistency(t, f)
     progress(f"consistency on val: {len(t)} true / {len(f)} mismatched pairs, cos mean {t.mean():.3f} vs "
-             f"{f.mean():.3f}, AUC {cal.val_auc:.3f}, threshold {cal.threshold:.3f} ({100 * (cal.false_alarm or 0):.0f} % of true pairs "
+             f"{f.mean():.3f}, AUC {cal.val_auc:.3f}, threshold {cal.threshold:.3f} "
+             f"({100 * (cal.false_alarm or 0):.0f} % of true pairs "
              f"below it; {100 * (cal.mismatch_caught or 0):.0f} % of mismatched pairs caught; Youden threshold "
              f"{cal.youden_threshold:.3f})")
     cal.save(models_dir / CALIBRATION_NAME)
@@ -127,12 +128,13 @@ def calibrate_detector_threshold(models_dir: Path, cases: Path, fp_per_scan: flo
     dets, truths = [], []
     for v in vols:
         img = v.image.astype(np.float32)
-        d = detect(model, img, v.lung, threshold=0.02, device=device, max_peaks=64, normalized=True)
+        raw = detect(model, img, v.lung, threshold=0.02, device=device, max_peaks=64, normalized=True)
+        d: list[tuple[int, int, int, float, float]] = list(raw)
         if fpr is not None:
             from lungfuse.pipelines.inference.fpr import rescore
 
-            d = rescore(fpr, img, d, device=device)
-        dets.append(list(d))
+            d = rescore(fpr, img, raw, device=device)
+        dets.append(d)
         truths.append([(*c, dm) for c, dm in zip(v.centres, v.diameters_mm, strict=True)])
     res = froc(dets, truths)
     scored = [(float(d[3]), lab == "tp") for ds, labs in zip(dets, res["labels"], strict=True)

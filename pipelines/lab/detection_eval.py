@@ -126,15 +126,16 @@ def evaluate_detection(model: NoduleDetector, lidc_root: Path, n_volumes: int = 
     vols = make_detection_data("test", lidc_root, cfg, np.random.default_rng([seed, 2]), log=log)
     dets_all, truths_all, secs = [], [], []
     for k, v in enumerate(vols):
-        dets = detect(model, v.image, v.lung, threshold=threshold, device=device, max_peaks=max_peaks, normalized=True)
-        secs.append(dets.seconds)
+        raw = detect(model, v.image, v.lung, threshold=threshold, device=device, max_peaks=max_peaks, normalized=True)
+        secs.append(raw.seconds)
+        dets: list[tuple[int, int, int, float, float]] = list(raw)
         if fpr is not None:
             from lungfuse.pipelines.inference.fpr import rescore
 
             t1 = time.perf_counter()
-            dets = rescore(fpr, v.image.astype(np.float32), dets, device=device)
+            dets = rescore(fpr, v.image.astype(np.float32), raw, device=device)
             secs[-1] += time.perf_counter() - t1
-        dets_all.append(list(dets))
+        dets_all.append(dets)
         truths_all.append([(*c, d) for c, d in zip(v.centres, v.diameters_mm, strict=True)])
         if log:
             log(f"[eval] test copy {k + 1}/{len(vols)}: {len(dets)} candidates, {secs[-1]:.1f} s")

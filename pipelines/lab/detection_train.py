@@ -456,7 +456,7 @@ def real_detection_volume(patient: LidcPatient, cache_dir: Path | None = None,
                 f"{time.perf_counter() - t0:.1f} s")
         return vol
     ct, found = load_patient_ct(patient)
-    spacing = tuple(float(v) for v in ct.spacing)
+    spacing = (float(ct.spacing[0]), float(ct.spacing[1]), float(ct.spacing[2]))
     grid = to_model_grid(ct.hu, spacing, np.diag([*spacing, 1.0]), target_mm=DETECTION_SPACING_MM)
     del ct
     lung = segment_lungs(grid.array, (DETECTION_SPACING_MM,) * 3).lungs
@@ -583,7 +583,7 @@ class VolumePool:
 # ----------------------------------------------------------------------------------------------
 
 
-def _extract(arr: np.ndarray, start: Sequence[int], size: int, fill: float = 0.0) -> np.ndarray:
+def _extract(arr: np.ndarray, start: Sequence[int] | np.ndarray, size: int, fill: float = 0.0) -> np.ndarray:
     """``arr[start : start + size]`` on each axis, padded with ``fill`` outside the array."""
     out = np.full((size,) * 3, fill, dtype=np.float32)
     src, dst = [], []
@@ -762,12 +762,14 @@ def _train(cfg: DetectionTrainConfig, lidc_root: Path | LidcRoot, out_dir: Path,
         else:
             pool.fill()
         data = pool.volumes  # the same list object: refresh() changes it in place
-    elif data is None and cfg.insertion_refresh > 0:
-        ipool = InsertionPool(cfg.split, Path(lidc_root), cfg, refresh=cfg.insertion_refresh,
-                              epochs_done=step // cfg.steps_per_epoch, log=log)
-        data = ipool.volumes
     elif data is None:
-        data = make_detection_data(cfg.split, Path(lidc_root), cfg, np.random.default_rng([cfg.seed, 0]), log=log)
+        assert isinstance(lidc_root, Path)  # train_detector passes a Path or a LidcRoot (above)
+        if cfg.insertion_refresh > 0:
+            ipool = InsertionPool(cfg.split, lidc_root, cfg, refresh=cfg.insertion_refresh,
+                                  epochs_done=step // cfg.steps_per_epoch, log=log)
+            data = ipool.volumes
+        else:
+            data = make_detection_data(cfg.split, lidc_root, cfg, np.random.default_rng([cfg.seed, 0]), log=log)
     positives = _positives(data)
     log(f"[train] {len(data)} volumes, {len(positives)} nodules, {sum(p.numel() for p in model.parameters())} "
         f"params, steps {step}/{total}, data ready after {time.perf_counter() - t_start:.1f} s")

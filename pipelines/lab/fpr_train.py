@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -130,7 +131,8 @@ class FPRExamples:
         self.labels = np.asarray(self.labels, np.int8)
         n = len(self.labels)
         if len(self.vol_index) != n or len(self.centres) != n:
-            raise ValueError(f"vol_index ({len(self.vol_index)}), centres ({len(self.centres)}) and labels ({n}) differ in length")
+            raise ValueError(f"vol_index ({len(self.vol_index)}), centres ({len(self.centres)}) and labels ({n}) "
+                             "differ in length")
         if n and (self.vol_index.min() < 0 or self.vol_index.max() >= len(self.volumes)):
             raise ValueError(f"vol_index outside [0, {len(self.volumes)})")
         if any(v.ndim != 3 for v in self.volumes):
@@ -138,8 +140,8 @@ class FPRExamples:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, vol_index=self.vol_index, centres=self.centres, labels=self.labels,
-                 **{f"volume{i}": v.astype(np.float16) for i, v in enumerate(self.volumes)})
+        arrays: dict[str, Any] = {f"volume{i}": v.astype(np.float16) for i, v in enumerate(self.volumes)}
+        np.savez(path, vol_index=self.vol_index, centres=self.centres, labels=self.labels, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> FPRExamples:
@@ -196,7 +198,10 @@ def mine_examples(detector_pt: Path, cases: Path | LidcRoot, cfg: FPRConfig, log
     rng = np.random.default_rng([cfg.seed, 11])
     det = load_detector(detector_pt)
     n_vols, vols = _mining_volumes(cases, cfg, log, grid_cache)
-    volumes, vidx, centres, labels = [], [], [], []
+    volumes: list[np.ndarray] = []
+    vidx: list[int] = []
+    centres: list[np.ndarray] = []
+    labels: list[int] = []
 
     def add(k: int, c: np.ndarray, lab: int) -> None:
         vidx.append(k)
@@ -284,7 +289,7 @@ def train_fpr(ex: FPRExamples, cfg: FPRConfig, out_dir: Path, log: Callable[[str
                 g["lr"] = cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / cfg.steps)))
             if pending is not None:  # prefetching: this batch was drawn during the last step
                 idx, x = pending.result()
-                pending = sampler.submit(draw) if step + 1 < cfg.steps else None
+                pending = sampler.submit(draw) if sampler is not None and step + 1 < cfg.steps else None
             else:
                 idx, x = draw()
             y = torch.from_numpy(labels[idx].astype(np.float32))

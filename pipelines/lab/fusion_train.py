@@ -34,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -58,6 +58,7 @@ from lungfuse.pipelines.nlp.text_features import CLAIM_FEATURES, claim_features,
 if TYPE_CHECKING:
     import torch
 
+    from lungfuse.models.fusion import FusionModel, FusionOutput
     from lungfuse.models.image import NoduleEncoderOutput
     from lungfuse.models.parallel import ThreadedTrunk
 
@@ -114,7 +115,7 @@ class ExampleSet:
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        d = {k: v for k, v in asdict(self).items() if isinstance(v, np.ndarray)}
+        d: dict[str, Any] = {k: v for k, v in asdict(self).items() if isinstance(v, np.ndarray)}
         np.savez(path, version=EXAMPLES_VERSION, variant_names=json.dumps(list(self.variant_names)),
                  texts=json.dumps(self.texts), **d)
 
@@ -390,7 +391,7 @@ def _env_raw(noise: np.ndarray, thick: np.ndarray, env_report: np.ndarray) -> np
 
 
 def make_batch(ex: ExampleSet, idx: np.ndarray, rng: np.random.Generator | None, cfg: TrainConfig | None = None,
-               variant: int = 0, drop_report: bool = False) -> dict[str, torch.Tensor | list]:
+               variant: int = 0, drop_report: bool = False) -> dict[str, torch.Tensor]:
     """Tensors for rows ``idx``.  With ``rng`` (training) variants/noise/report dropout are random.
 
     ``crop`` holds one crop per distinct nodule of ``idx`` (``(U, 1, S, S, S)``) and
@@ -401,12 +402,13 @@ def make_batch(ex: ExampleSet, idx: np.ndarray, rng: np.random.Generator | None,
     import torch
 
     nod = ex.nodule[idx]
-    training = rng is not None and cfg is not None
-    if training and not cfg.share_crops:
+    train = (rng, cfg) if rng is not None and cfg is not None else None  # None: deterministic
+    if train is not None and not train[1].share_crops:
         crop_nod, crop_index = nod, np.arange(len(idx))
     else:
         crop_nod, crop_index = np.unique(nod, return_inverse=True)
-    if training:
+    if train is not None:
+        rng, cfg = train
         nv = ex.crops.shape[1]
         thick_i = ex.variant_names.index("thick5") if "thick5" in ex.variant_names else None
         aug = [i for i, n in enumerate(ex.variant_names) if n.startswith("aug")] or [0]
@@ -417,7 +419,8 @@ def make_batch(ex: ExampleSet, idx: np.ndarray, rng: np.random.Generator | None,
         v = np.full(len(crop_nod), variant)
     crops = ex.crops[crop_nod, v].astype(np.float32)
     env_img = ex.crop_env[crop_nod, v].copy()
-    if training:
+    if train is not None:
+        rng, cfg = train
         noisy = rng.random(len(crop_nod)) < cfg.p_noise_aug
         sig = rng.uniform(20, 300, len(crop_nod)) * noisy
         crops += rng.normal(0, 1, crops.shape).astype(np.float32) * (sig / 1400.0)[:, None, None, None]
@@ -428,7 +431,8 @@ def make_batch(ex: ExampleSet, idx: np.ndarray, rng: np.random.Generator | None,
     claims = ex.claims[idx].copy()
     env_rep = ex.env_report[idx].copy()
     drop = np.full(len(idx), drop_report)
-    if training:
+    if train is not None:
+        rng, cfg = train
         drop |= rng.random(len(idx)) < cfg.p_drop_report
     if drop.any():
         present[drop] = False
@@ -449,8 +453,8 @@ def make_batch(ex: ExampleSet, idx: np.ndarray, rng: np.random.Generator | None,
     }
 
 
-def _forward(model: torch.nn.Module, b: dict, device: str, trunk: ThreadedTrunk | None = None,  # noqa: ANN202
-             enc: NoduleEncoderOutput | None = None):
+def _forward(model: FusionModel, b: dict[str, torch.Tensor], device: str, trunk: ThreadedTrunk | None = None,
+             enc: NoduleEncoderOutput | None = None) -> FusionOutput:
     """The model on batch ``b``, each distinct crop encoded once; ``trunk`` runs the encoder's
     convolutional trunk on batch chunks in parallel (in training its ``backward`` is then the
     caller's to call after the loss's); ``enc``: the encoder's output for ``b["crop"]`` when the
@@ -550,6 +554,7 @@ def train_fusion(cfg: TrainConfig, train: ExampleSet, out_dir: Path, progress: C
                 if cfg.size_weight > 0:
                     loss = loss + cfg.size_weight * F.mse_loss(out.log_diameter, b["log_diameter"].to(cfg.device))
                 if cfg.attr_weight > 0:
+                    assert out.attributes is not None  # the model has the head when attr_weight > 0
                     loss = loss + cfg.attr_weight * F.mse_loss(out.attributes, b["attributes"].to(cfg.device))
                 opt.zero_grad()
                 loss.backward()
@@ -575,7 +580,7 @@ def train_fusion(cfg: TrainConfig, train: ExampleSet, out_dir: Path, progress: C
 # ---------------------------------------------------------------------------
 # Prediction, calibration, metrics
 # ---------------------------------------------------------------------------
-def encode_nodules(model: torch.nn.Module, ex: ExampleSet, variant: int = 0, device: str = "cpu",
+def encode_nodules(model: FusionModel, ex: ExampleSet, variant: int = 0, device: str = "cpu",
                    batch: int = 128) -> NoduleEncoderOutput:
     """The nodule encoder's output for every nodule of ``ex`` (crop variant ``variant``), in
     nodule order, for :func:`predict` to reuse when it scores the same crops several times."""
@@ -593,7 +598,7 @@ def encode_nodules(model: torch.nn.Module, ex: ExampleSet, variant: int = 0, dev
     return NoduleEncoderOutput(*(torch.cat(t) for t in zip(*parts, strict=True)))
 
 
-def predict(model: torch.nn.Module, ex: ExampleSet, rows: np.ndarray, variant: int = 0, drop_report: bool = False,
+def predict(model: FusionModel, ex: ExampleSet, rows: np.ndarray, variant: int = 0, drop_report: bool = False,
             device: str = "cpu", batch: int = 256, encoded: NoduleEncoderOutput | None = None
             ) -> dict[str, np.ndarray]:
     """Uncalibrated logits of every variant for ``rows`` (deterministic).
@@ -667,7 +672,7 @@ def uncalibrated() -> dict[str, dict]:
     return {k: TemperatureScaler(1.0).to_dict() for k in VARIANTS}
 
 
-def calibrate(model: torch.nn.Module, val: ExampleSet, device: str = "cpu") -> dict[str, dict]:
+def calibrate(model: FusionModel, val: ExampleSet, device: str = "cpu") -> dict[str, dict]:
     """Per variant on ``val`` (clean crops, reports as generated): the temperature, then the
     decision threshold on the calibrated probabilities (:func:`decision_threshold`)."""
     from lungfuse.models.calibration import TemperatureScaler
@@ -682,7 +687,7 @@ def calibrate(model: torch.nn.Module, val: ExampleSet, device: str = "cpu") -> d
     return out
 
 
-def calibrate_noise_threshold(model: torch.nn.Module, val: ExampleSet, device: str = "cpu",
+def calibrate_noise_threshold(model: FusionModel, val: ExampleSet, device: str = "cpu",
                               candidates: tuple[float, ...] = (25, 40, 60, 100, 150, 200)) -> float:
     """EAF's noise threshold: the candidate maximising val AUC of ``afa_eaf`` over clean + 20 %-noise crops."""
     from sklearn.metrics import roc_auc_score
@@ -719,7 +724,7 @@ def structured_baseline(train: ExampleSet, *scored: ExampleSet, seed: int = 0) -
     return out
 
 
-def evaluate_fusion(model: torch.nn.Module, calib: dict[str, dict], train: ExampleSet, test: ExampleSet,
+def evaluate_fusion(model: FusionModel, calib: dict[str, dict], train: ExampleSet, test: ExampleSet,
                     device: str = "cpu", val: ExampleSet | None = None) -> dict:
     """``malignancy`` and ``degraded`` sections of ``lungfuse evaluate``'s JSON (per report).
 
@@ -767,7 +772,7 @@ def evaluate_fusion(model: torch.nn.Module, calib: dict[str, dict], train: Examp
 # ---------------------------------------------------------------------------
 # Weights on disk (resources/models) with a SHA-256 manifest
 # ---------------------------------------------------------------------------
-def save_fusion(model: torch.nn.Module, calib: dict[str, dict], out_dir: Path, extra: dict | None = None) -> Path:
+def save_fusion(model: FusionModel, calib: dict[str, dict], out_dir: Path, extra: dict | None = None) -> Path:
     """Write ``fusion.pt`` (float32 state_dict) + ``fusion.json`` and record both in ``manifest.json``."""
     import torch
 

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from scipy import ndimage
@@ -327,9 +327,9 @@ def _median_ratings(per_reader: Sequence[NoduleRatings]) -> NoduleRatings:
     )
 
 
-def cluster_nodules(scan: object) -> list[list[object]]:
-    """``scan.cluster_annotations(verbose=False)``: the scan's reader annotations grouped
-    into nodules, with pylidc's own algorithm, default tolerance and ``'min'`` metric.
+def cluster_nodules(scan: Any) -> list[list[Any]]:
+    """``scan.cluster_annotations(verbose=False)``: the scan's reader annotations (untyped
+    ``pylidc.Annotation`` objects) grouped into nodules, with pylidc's own algorithm, default tolerance and ``'min'`` metric.
 
     Why not call it bare: pylidc's ``'min'`` metric rebuilds both annotations' contour
     point matrices (``Annotation.contours_matrix``, with a database query and a sort of
@@ -352,7 +352,7 @@ def cluster_nodules(scan: object) -> list[list[object]]:
     def min_distance(a: object, b: object) -> float:
         return float(cdist(contour_points(a), contour_points(b)).min())
 
-    return scan.cluster_annotations(metric=min_distance, verbose=False)  # type: ignore[attr-defined]
+    return scan.cluster_annotations(metric=min_distance, verbose=False)
 
 
 def load_nodule_shapes(patient_ids: Iterable[str], min_readers: int = 1) -> list[NoduleShape]:
@@ -524,9 +524,9 @@ class ScanNodule:
         """(min, max-exclusive) voxel corners of the mask, z-y-x."""
         lo = self.offset
         hi = tuple(o + s for o, s in zip(self.offset, self.mask.shape, strict=True))
-        return lo, hi  # type: ignore[return-value]
+        return lo, hi
 
-    def contains(self, zyx: Sequence[float], margin_vox: int = 0) -> bool:
+    def contains(self, zyx: Sequence[float] | np.ndarray, margin_vox: int = 0) -> bool:
         """Whether voxel ``zyx`` (rounded) lies inside the consensus mask (dilated by margin)."""
         idx = [int(round(v)) - o for v, o in zip(zyx, self.offset, strict=True)]
         m = self.mask
@@ -562,7 +562,7 @@ def scan_nodules(patient_id: str, series_instance_uid: str | None = None) -> lis
         out.append(ScanNodule(
             patient_id=patient_id, nodule_index=idx, n_readers=len(anns),
             diameter_mm=float(statistics.median(float(a.diameter) for a in anns)),
-            center_zyx=tuple(float(v) for v in c),  # type: ignore[arg-type]
+            center_zyx=(float(c[0]), float(c[1]), float(c[2])),
             offset=offset, mask=m, malignancy_median=float(statistics.median(int(a.malignancy) for a in anns)),
             reader_ratings=tuple(_ratings(a) for a in anns),
             reader_diameters_mm=tuple(float(a.diameter) for a in anns),

@@ -42,7 +42,9 @@ from lungfuse.pipelines.lab.training_data import InsertedNodule, prepare_backgro
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LidcPatient", "LidcRoot", "discover", "find_patient_folders", "load_patient_ct", "load_real_nodules", "PATIENT_DIR_RE"]
+__all__ = [
+    "LidcPatient", "LidcRoot", "discover", "find_patient_folders", "load_patient_ct", "load_real_nodules", "PATIENT_DIR_RE",
+]
 
 #: Name of an LIDC-IDRI patient folder (and of the patient id it gives).
 PATIENT_DIR_RE = re.compile(r"^LIDC-IDRI-\d{4}$")

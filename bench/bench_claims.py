@@ -1,0 +1,88 @@
+"""Speed of the report-claims parser: ``extract_claims`` on a long report and on the dev set.
+
+Research software, NOT for diagnostic use.
+
+The unit tests check what the parser returns; how fast it returns is measured here, so that a
+loaded machine cannot fail a unit test.  The long report is the one ``tests/test_claims.py``
+parses (400 repeats of a four-sentence block, about 2,000 sentences).  The dev set is
+``tests/data/reports_dev.jsonl`` (realistic reports, one at a time).
+
+    python bench/bench_claims.py --repeats 5 --out bench/results/claims_speed.json
+
+Target (from the retired unit-test bound): the long report in < 5 s on the 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEV_SET = REPO / "tests" / "data" / "reports_dev.jsonl"
+BLOCK = (
+    "FINDINGS: There is a 6 mm solid nodule in the right upper lobe (series 4, image 56). "
+    "No pleural effusion. 1.2 cm subcarinal lymph node. Thyroid nodule 1 cm. "
+)
+LONG_REPORT = BLOCK * 400 + "\nIMPRESSION: Nodules as above."
+TARGET_LONG_S = 5.0
+
+
+def _time(fn: Callable[[], object], repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    args = ap.parse_args(argv)
+
+    t0 = time.perf_counter()
+    from lungfuse.pipelines.nlp.claims import extract_claims
+
+    import_s = time.perf_counter() - t0
+    extract_claims("warm-up: 4 mm nodule in the left lower lobe.")
+    reports = [json.loads(line)["text"] for line in DEV_SET.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    long_s = _time(lambda: extract_claims(LONG_REPORT), args.repeats)
+    dev_s = _time(lambda: [extract_claims(t) for t in reports], args.repeats)
+    result = {
+        "benchmark": "extract_claims speed (in-process, after one warm-up call)",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_1min": os.getloadavg()[0]},
+        "repeats": args.repeats,
+        "import_s": round(import_s, 4),
+        "long_report": {
+            "chars": len(LONG_REPORT),
+            "seconds_median": round(statistics.median(long_s), 4),
+            "seconds_max": round(max(long_s), 4),
+            "target_s": TARGET_LONG_S,
+            "within_target": max(long_s) < TARGET_LONG_S,
+        },
+        "dev_set": {
+            "reports": len(reports),
+            "seconds_median": round(statistics.median(dev_s), 4),
+            "ms_per_report_median": round(1000 * statistics.median(dev_s) / max(len(reports), 1), 3),
+        },
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

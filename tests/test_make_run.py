@@ -1,0 +1,109 @@
+"""`make run`'s job, checked against the demo's ground truth.
+
+`make run` writes the synthetic demo case (``lungfuse demo``: a DICOM series, its report and
+``truth.json``) and analyses it (``lungfuse analyze``).  The demo's report describes exactly
+the nodules of ``truth.json``, so a working product must (1) find each of them where
+``truth.json`` puts it and (2) match it to the report sentence that describes it.  Any of
+these can fail: a detector that misses a nodule, a geometry error (voxel <-> LPS), a claims
+parser that loses a sentence, or a matcher that pairs the wrong claim and finding.
+
+Tolerance: a finding's centre (LPS mm) lies within ``max(truth radius, 5 mm)`` of the truth
+centre (``truth.json``'s ``center_lps_mm``: the mask voxel nearest the nodule's centroid),
+the radius being half the nodule's axial long axis (``diameter_mm``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+# Runs the demo and the analysis in subprocesses (about 40 s on the 2-core machine).
+pytestmark = pytest.mark.slow
+
+MIN_TOLERANCE_MM = 5.0
+
+
+@dataclass
+class DemoRun:
+    truth: dict[str, Any]
+    result: dict[str, Any]
+    stdout: str
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    """``lungfuse demo`` then ``lungfuse analyze`` as `make run` calls them (explanations
+    off to save time; they do not change the findings or the matching)."""
+    tmp = tmp_path_factory.mktemp("make_run")
+    demo, out = tmp / "demo_case", tmp / "demo_result.json"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "lungfuse.app.cli", *args], capture_output=True, text=True,
+                              timeout=600)
+
+    made = cli("demo", "--out", str(demo))
+    assert made.returncode == 0, made.stderr
+    done = cli("analyze", str(demo), "--json", str(out), "--no-explain", "--quiet", "--profile")
+    assert done.returncode == 0, done.stderr
+    return DemoRun(json.loads((demo / "truth.json").read_text()), json.loads(out.read_text()), done.stdout)
+
+
+def _claim_of(truth_nodule: dict[str, Any], claims: list[dict[str, Any]]) -> int:
+    """Index of the one positive claim whose side, lobe and size are those of ``truth_nodule``
+    (the report states the rounded long axis in mm)."""
+    hits = [
+        i for i, c in enumerate(claims)
+        if not c["negated"] and c["side"] == truth_nodule["side"] and c["lobe"] == truth_nodule["lobe"]
+        and c["size_mm"] is not None and abs(c["size_mm"] - truth_nodule["diameter_mm_rounded"]) <= 1.0
+    ]
+    assert len(hits) == 1, f"expected one claim for truth nodule {truth_nodule}, got {hits} of {claims}"
+    return hits[0]
+
+
+def test_make_run_prints_the_status_and_the_notice(demo_run: DemoRun) -> None:
+    assert "status:" in demo_run.stdout and "NOT FOR DIAGNOSTIC USE" in demo_run.stdout
+    assert demo_run.result["report_present"]
+
+
+def test_the_report_describes_exactly_the_truth_nodules(demo_run: DemoRun) -> None:
+    claims = demo_run.result["claims"]["nodules"]
+    positive = [c for c in claims if not c["negated"]]
+    nodules = demo_run.truth["nodules"]
+    assert nodules, "the demo has no nodules"
+    assert len(positive) == len(nodules), positive
+    assert sorted(_claim_of(n, claims) for n in nodules) == [i for i, c in enumerate(claims) if not c["negated"]]
+
+
+def test_each_truth_nodule_is_found_at_its_position(demo_run: DemoRun) -> None:
+    findings = demo_run.result["findings"]
+    for n in demo_run.truth["nodules"]:
+        tol = max(n["diameter_mm"] / 2.0, MIN_TOLERANCE_MM)
+        dists = [math.dist(f["center_lps_mm"], n["center_lps_mm"]) for f in findings]
+        assert dists and min(dists) <= tol, (
+            f"no finding within {tol:.1f} mm of the truth nodule at {n['center_lps_mm']} (LPS mm); "
+            f"nearest {min(dists, default=math.inf):.1f} mm; findings at {[f['center_lps_mm'] for f in findings]}"
+        )
+
+
+def test_each_truth_nodule_is_matched_to_its_report_claim(demo_run: DemoRun) -> None:
+    r = demo_run.result
+    claims, findings = r["claims"]["nodules"], r["findings"]
+    match_of = {m["claim_index"]: m for m in r["matches"]}
+    for n in demo_run.truth["nodules"]:
+        ci = _claim_of(n, claims)
+        m = match_of.get(ci)
+        assert m is not None and m["finding_index"] is not None, f"claim {ci} ({claims[ci]}) was not matched: {m}"
+        f = findings[m["finding_index"]]
+        assert f["index"] == m["finding_index"] and f["claim_index"] == ci
+        tol = max(n["diameter_mm"] / 2.0, MIN_TOLERANCE_MM)
+        d = math.dist(f["center_lps_mm"], n["center_lps_mm"])
+        assert d <= tol, f"claim {ci} was matched to finding {f['index']}, {d:.1f} mm from its nodule (> {tol:.1f})"
+        assert m["resolved_by"] in ("initial", "realignment"), m
+    # every described nodule was found where the report says: the case is not discordant
+    assert r["status"] in ("concordant", "realigned"), r["reasons"]
