@@ -300,7 +300,8 @@ def _read_pixels(h: SliceHeader) -> np.ndarray:
             raise IngestError(f"{h.path}: pixel data has {h.pixel_nbytes} bytes, expected {count * dtype.itemsize}")
         arr = np.fromfile(h.path, dtype=dtype, count=count, offset=h.pixel_offset)
         if arr.size != count:
-            raise IngestError(f"{h.path}: truncated file, {arr.size * dtype.itemsize} of {count * dtype.itemsize} pixel bytes present")
+            raise IngestError(f"{h.path}: truncated file, {arr.size * dtype.itemsize} of {count * dtype.itemsize} "
+                              "pixel bytes present")
         return arr.reshape(h.rows, h.cols)
     import pydicom
 
