@@ -37,10 +37,11 @@ def cmd_info(args: argparse.Namespace) -> int:
             device, device_name = "cuda", torch.cuda.get_device_name(0)
     except ImportError:  # pragma: no cover - torch is a hard requirement, but info must still print
         device = "unavailable"
+    files = list_weights()
     weights = [
         {"name": w.name, "bytes": w.bytes, "sha256": w.sha256, "manifest_sha256": w.expected_sha256,
          "verified": w.verified}
-        for w in list_weights()
+        for w in files
     ]
     info = {"versions": versions, "device": device, "device_name": device_name,
             "models_dir": str(models_dir()), "weights": weights, "notice": NOTICE}
@@ -56,9 +57,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         wt = Table(title="Weights")
         for col in ("file", "MB", "sha256", "manifest"):
             wt.add_column(col)
-        for w in weights:
-            wt.add_row(w["name"], f"{w['bytes'] / 1e6:.2f}", w["sha256"][:16] + "…",
-                       "[green]ok[/green]" if w["verified"] else "[red]MISMATCH/absent[/red]")
+        for wf in files:
+            wt.add_row(wf.name, f"{wf.bytes / 1e6:.2f}", wf.sha256[:16] + "…",
+                       "[green]ok[/green]" if wf.verified else "[red]MISMATCH/absent[/red]")
         con.print(wt)
     else:
         con.print("weights: none found (models are trained by `lungfuse train`)")

@@ -138,8 +138,7 @@ def analyze_case(case: Case | str | os.PathLike[str], settings: AnalysisSettings
     finally:
         torch.set_num_threads(prev_threads)
     a.timings["total"] = round(time.perf_counter() - t_all, 4)
-    if a.progress:
-        a.progress("done", 9, 9)
+    a.progress("done", 9, 9)  # a no-op callback when the caller passed none
     reasons: list[Reason] = []
     for r in a.reasons:  # each sentence once, in order of first appearance
         if all(r.text != q.text for q in reasons):

@@ -74,7 +74,7 @@ def finding_figure(result: Any, hu: np.ndarray, path: str | Path, max_findings: 
         axes[0, 0].text(0.5, 0.5, "no finding above the detection threshold", ha="center", va="center")
         for ax in axes[0]:
             ax.axis("off")
-    words = next((f.word_attributions for f in findings if f.word_attributions), [])
+    words: list[dict[str, Any]] = next((f.word_attributions for f in findings if f.word_attributions), [])
     top = sorted(words, key=lambda w: -abs(w["score"]))[:8]
     text = (f"status: {result.status}" + (f" - {result.reasons[0]}" if result.reasons else "")
             + ("\nwords that move the malignancy estimate most: "

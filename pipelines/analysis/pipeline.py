@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -430,7 +430,7 @@ class Analysis:
             self._done("consistency", t0)
             return
         cl = self.text.claims
-        pairs = []
+        pairs: list[dict[str, Any]] = []
         for ci in self.positive:
             claim = cl.nodules[ci]
             fi = self.match.get(ci)
@@ -537,11 +537,11 @@ class Analysis:
                     d = float(dmap[z, y, x]) if dmap is not None else 6.0
                     ranked.append((*g, sc, d))
                 # re-scored like any detection, then ranked by score x agreement with the claimed size
-                ranked = [(sc2 * (math.exp(-0.5 * (math.log(max(d2, 1.0) / size) / 0.35) ** 2) if size else 1.0),
+                scored = [(sc2 * (math.exp(-0.5 * (math.log(max(d2, 1.0) / size) / 0.35) ** 2) if size else 1.0),
                            (z2, y2, x2), sc2, d2)
                           for z2, y2, x2, sc2, d2 in self._rescore(ranked)]
-                ranked.sort(key=lambda r: -r[0])
-                best = ranked[0] if ranked else None
+                scored.sort(key=lambda r: -r[0])
+                best = scored[0] if scored else None
             if best is None:
                 entry.update({"candidate": None, "changed": "no candidate in the region above the threshold",
                               "accepted": False})
@@ -552,7 +552,7 @@ class Analysis:
             # an existing finding at this place is re-used (re-cropped on its measured centroid)
             fi = next((k for k, c in enumerate(self.grid_centres) if np.linalg.norm(c - np.asarray(g)) * 1.5 < 5.0), None)
             new = fi is None
-            if new:
+            if fi is None:
                 self._add_finding(g, sc, d, source="realignment")
                 fi = len(self.findings) - 1
             f = self.findings[fi]
@@ -632,17 +632,30 @@ class Analysis:
             aff = self.grid.affine.copy()
             aff[:3, 3] = self.grid.lps(np.asarray(me.bbox_lo, float))
             name = f"{f.id}_mask"
+            assert me.mask is not None  # measure_nodule sets every measurement's mask (component or ball)
             self.arrays[name] = np.asarray(me.mask, bool)
             f.mask = {"array": name, "affine_lps": aff.tolist(), "spacing_mm": 1.5, "shape": list(me.mask.shape),
                       "kind": ("segmentation (HU threshold, connected component)" if me.source == "segmentation"
                                else "sphere of the detector's diameter estimate (no segmentation)")}
 
 
+@overload
+def finding_id(i: int) -> str: ...
+@overload
+def finding_id(i: None) -> None: ...
+@overload
+def finding_id(i: int | None) -> str | None: ...
 def finding_id(i: int | None) -> str | None:
     """The id of the finding at list position ``i`` (``F1`` for 0); None for None."""
     return None if i is None else f"F{i + 1}"
 
 
+@overload
+def claim_id(i: int) -> str: ...
+@overload
+def claim_id(i: None) -> None: ...
+@overload
+def claim_id(i: int | None) -> str | None: ...
 def claim_id(i: int | None) -> str | None:
     """The id of the report claim at position ``i`` of ``ReportClaims.nodules`` (``C1`` for 0)."""
     return None if i is None else f"C{i + 1}"

@@ -88,7 +88,7 @@ def place_nodules(
                 source_nodule_index=shape.nodule_index,
                 mask=mask,
                 weight=weight,
-                corner=tuple(int(v) for v in ok),
+                corner=(int(ok[0]), int(ok[1]), int(ok[2])),
                 side=side,
                 ratings=dict(shape.ratings),
             )

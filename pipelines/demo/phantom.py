@@ -12,11 +12,12 @@ slice (superior +), y posterior +, x patient left +.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy import ndimage
 
 _REF_FOV_XY = 320.0  # mm, in-plane field of view the anatomy is laid out for
@@ -201,10 +202,10 @@ def _perp(rng: np.random.Generator, d: np.ndarray) -> np.ndarray:
 
 def _grow_tree(
     rng: np.random.Generator,
-    start: Sequence[float],
-    direction: Sequence[float],
+    start: npt.ArrayLike,
+    direction: npt.ArrayLike,
     radius: float,
-    inside: Any,
+    inside: Callable[[np.ndarray], bool],
     *,
     min_radius: float,
     length_per_radius: tuple[float, float] = (3.0, 5.0),

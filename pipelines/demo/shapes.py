@@ -65,7 +65,7 @@ def save_demo_shapes(shapes: list[DemoNoduleShape], path: Path) -> None:
                      "ratings": s.ratings})
     arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, **arrays)
+    np.savez_compressed(path, allow_pickle=True, **arrays)  # numpy's default, named: no array key can be taken for it
 
 
 def load_demo_shapes(n: int, path: Path | None = None) -> list[DemoNoduleShape]:

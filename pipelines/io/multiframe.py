@@ -82,7 +82,7 @@ def load_multiframe(path: Path, estimate_noise: bool) -> CTVolume:
                             quality.tilt_deg, quality.oblique, quality.uniform, tuple(warns))
     sop = str(ds.SOPInstanceUID)
     return CTVolume(
-        hu=out, spacing=(float(dz), float(ps[0]), float(ps[1])), origin=tuple(positions[0]),  # type: ignore[arg-type]
+        hu=out, spacing=(float(dz), float(ps[0]), float(ps[1])), origin=tuple(positions[0]),
         direction=direction_from_iop(iop, stack), slice_positions=positions,
         sop_instance_uids=tuple(sop for _ in sel), quality=quality,
         study_instance_uid=str(ds.get("StudyInstanceUID", "")), series_instance_uid=str(ds.get("SeriesInstanceUID", "")),

@@ -23,6 +23,8 @@ def load_nifti(path: Path, estimate_noise: bool) -> CTVolume:
         img = nib.load(str(path))
     except Exception as exc:  # noqa: BLE001 - nibabel raises ImageFileError, EOFError, gzip/zlib errors...
         raise IngestError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})", path) from exc
+    if not isinstance(img, nib.Nifti1Image):  # NIfTI-2 included (a subclass); a CIFTI-2 file is no volume
+        raise IngestError(f"{path}: not a NIfTI volume (nibabel reads it as {type(img).__name__})", path)
     if len(img.shape) < 3:
         raise IngestError(f"{path}: NIfTI image has {len(img.shape)} dimensions, expected 3")
     dataobj = img.dataobj
@@ -35,6 +37,8 @@ def load_nifti(path: Path, estimate_noise: bool) -> CTVolume:
     if raw.ndim > 3:
         raw = raw[..., 0]
     arr_ijk = raw
+    hu_ijk: np.ndarray
+    dtype: type[np.int16] | type[np.float32]
     if np.issubdtype(raw.dtype, np.integer) and slope == 1.0 and is_integral(inter or 0):
         hu_ijk = arr_ijk.astype(np.int16, copy=False)
         if inter:

@@ -212,9 +212,8 @@ def _lobe_name(side: str, level: str) -> str | None:
     return {"right": {"upper": "RUL", "lower": "RLL"}, "left": {"upper": "LUL", "lower": "LLL"}}[side].get(level)
 
 
-def _side_of(token: str | None) -> str | None:
-    if not token:
-        return None
+def _side(token: str) -> str:
+    """``right`` or ``left`` for a side word the lexicon's patterns matched (right, rt, r, left, lt, l)."""
     return "right" if token.lower().startswith("r") else "left"
 
 
@@ -230,9 +229,9 @@ def find_location(work: str, a: int, b: int) -> Location:
         for m in pattern.finditer(work, a, b):
             if not free(m.start(), m.end()):
                 continue
-            found: list[str] = []
+            found: list[str | None] = []  # None: no such lobe ("left middle lobe"), dropped below
             if kind == "sided":
-                side = _side_of(m.group("side"))
+                side = _side(m.group("side"))  # the group is not optional in these patterns
                 found = [lb for lv in _levels(m.group("levels")) if (lb := _lobe_name(side, lv))]
             elif kind == "abbr":
                 found = [m.group("abbr").upper()]
@@ -242,15 +241,15 @@ def find_location(work: str, a: int, b: int) -> Location:
                     sideless.append((m.start(), lv))
                     taken.append((m.start(), m.end()))
                     continue
-                found = [_lobe_name("right", lv), _lobe_name("left", lv)]  # type: ignore[list-item]
+                found = [_lobe_name("right", lv), _lobe_name("left", lv)]
                 loc.bilateral = True
             elif kind == "lingula":
                 found = ["lingula"]
             elif kind == "zone":
-                side = _side_of(m.group("side"))
+                side = _side(m.group("side"))  # the group is not optional in these patterns
                 zone = m.group("zone").lower()
                 level = "upper" if zone.startswith(("ap", "upper")) else "lower"
-                found = [_lobe_name(side, level)]  # type: ignore[list-item]
+                found = [_lobe_name(side, level)]
             elif kind == "sideless":
                 levels = _levels(m.group("levels"))
                 if levels == ["middle"]:
@@ -266,7 +265,7 @@ def find_location(work: str, a: int, b: int) -> Location:
                 loc.lobe_ends[m.start()] = m.end()
     for m in SIDE_WORD_RE.finditer(work, a, b):
         if free(m.start(), m.end()):
-            loc.sides.append((m.start(), _side_of(m.group("side") or m.group("letter"))))  # type: ignore[arg-type]
+            loc.sides.append((m.start(), _side(m.group("side") or m.group("letter"))))  # one of the two groups matched
     if BILATERAL_RE.search(work, a, b):
         loc.bilateral = True
     # "upper lobe" without a side takes the side stated elsewhere in the scope
@@ -278,17 +277,17 @@ def find_location(work: str, a: int, b: int) -> Location:
             if lobe:
                 loc.lobes.append((pos, lobe))
     loc.lobes.sort()
-    m = SEGMENT_RE.search(work, a, b)
-    if m:
-        seg = re.sub(r"\s+", " ", m.group("seg").lower().replace("-", " "))
+    seg_m = SEGMENT_RE.search(work, a, b)
+    if seg_m:
+        seg = re.sub(r"\s+", " ", seg_m.group("seg").lower().replace("-", " "))
         seg = seg.replace("apicoposterior", "apical posterior").replace("apico posterior", "apical posterior")
         seg = seg.replace("basilar", "basal")
         if seg in ("superior lingular", "inferior lingular"):
             seg = seg.split()[0]
             if not loc.lobes:
-                loc.lobes.append((m.start(), "lingula"))
+                loc.lobes.append((seg_m.start(), "lingula"))
         elif seg == "apical posterior" and not loc.lobes:
-            loc.lobes.append((m.start(), "LUL"))
+            loc.lobes.append((seg_m.start(), "LUL"))
         loc.segment = seg
     for name, pattern in POSITION_RES:
         if pattern.search(work, a, b):

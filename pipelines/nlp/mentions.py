@@ -295,7 +295,7 @@ def _split_plural(work: str, d: Draft, a: int, b: int) -> list[Draft]:
     if len(sizes) < 2 or any(z.qualifier in ("<=", "<", "range") for z in sizes):
         return [d]
     loc = find_location(work, a, b)
-    lobes = []
+    lobes: list[tuple[int, str]] = []
     for pos, lb in loc.lobes:
         if not lobes or lobes[-1][1] != lb:
             lobes.append((pos, lb))

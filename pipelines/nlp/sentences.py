@@ -212,8 +212,8 @@ def find_heads(work: str, s: int, e: int) -> list[Head]:
     for h in kept:
         if merged and merged[-1].is_nodule and h.is_nodule and CONJOINED_GAP_RE.match(work[merged[-1].end : h.start]):
             prev = merged[-1]
-            kind = prev.kind if prev.kind in ("nodule", "micronodule") else h.kind
-            merged[-1] = Head(prev.start, h.end, kind, prev.plural or h.plural, prev.micro or h.micro)
+            head_kind = prev.kind if prev.kind in ("nodule", "micronodule") else h.kind
+            merged[-1] = Head(prev.start, h.end, head_kind, prev.plural or h.plural, prev.micro or h.micro)
         else:
             merged.append(h)
     return merged
