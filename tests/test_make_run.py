@@ -54,11 +54,11 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     return DemoRun(json.loads((demo / "truth.json").read_text()), json.loads(out.read_text()), done.stdout)
 
 
-def _claim_of(truth_nodule: dict[str, Any], claims: list[dict[str, Any]]) -> int:
-    """Index of the one positive claim whose side, lobe and size are those of ``truth_nodule``
+def _claim_of(truth_nodule: dict[str, Any], claims: list[dict[str, Any]]) -> str:
+    """Id of the one positive claim whose side, lobe and size are those of ``truth_nodule``
     (the report states the rounded long axis in mm)."""
     hits = [
-        i for i, c in enumerate(claims)
+        c["id"] for c in claims
         if not c["negated"] and c["side"] == truth_nodule["side"] and c["lobe"] == truth_nodule["lobe"]
         and c["size_mm"] is not None and abs(c["size_mm"] - truth_nodule["diameter_mm_rounded"]) <= 1.0
     ]
@@ -77,7 +77,7 @@ def test_the_report_describes_exactly_the_truth_nodules(demo_run: DemoRun) -> No
     nodules = demo_run.truth["nodules"]
     assert nodules, "the demo has no nodules"
     assert len(positive) == len(nodules), positive
-    assert sorted(_claim_of(n, claims) for n in nodules) == [i for i, c in enumerate(claims) if not c["negated"]]
+    assert sorted(_claim_of(n, claims) for n in nodules) == sorted(c["id"] for c in claims if not c["negated"])
 
 
 def test_each_truth_nodule_is_found_at_its_position(demo_run: DemoRun) -> None:
@@ -94,16 +94,17 @@ def test_each_truth_nodule_is_found_at_its_position(demo_run: DemoRun) -> None:
 def test_each_truth_nodule_is_matched_to_its_report_claim(demo_run: DemoRun) -> None:
     r = demo_run.result
     claims, findings = r["claims"]["nodules"], r["findings"]
-    match_of = {m["claim_index"]: m for m in r["matches"]}
+    match_of = {m["claim_id"]: m for m in r["matches"]}
+    finding_of = {f["id"]: f for f in findings}
     for n in demo_run.truth["nodules"]:
         ci = _claim_of(n, claims)
         m = match_of.get(ci)
-        assert m is not None and m["finding_index"] is not None, f"claim {ci} ({claims[ci]}) was not matched: {m}"
-        f = findings[m["finding_index"]]
-        assert f["index"] == m["finding_index"] and f["claim_index"] == ci
+        assert m is not None and m["finding_id"] is not None, f"claim {ci} was not matched: {m}"
+        f = finding_of[m["finding_id"]]
+        assert f["claim_id"] == ci
         tol = max(n["diameter_mm"] / 2.0, MIN_TOLERANCE_MM)
         d = math.dist(f["center_lps_mm"], n["center_lps_mm"])
-        assert d <= tol, f"claim {ci} was matched to finding {f['index']}, {d:.1f} mm from its nodule (> {tol:.1f})"
+        assert d <= tol, f"claim {ci} was matched to finding {f['id']}, {d:.1f} mm from its nodule (> {tol:.1f})"
         assert m["resolved_by"] in ("initial", "realignment"), m
     # every described nodule was found where the report says: the case is not discordant
     assert r["status"] in ("concordant", "realigned"), r["reasons"]

@@ -27,7 +27,22 @@ def lung_rads_statement(long_mm: float, short_mm: float, spiculated: bool) -> tu
     uses their mean.  ``spiculated``: the report describes spiculated margins, a feature
     that increases suspicion (3/4A/4B -> 4X)."""
     g = lung_rads_v2022(long_mm, "solid", mean_diameter_mm=(long_mm + short_mm) / 2, suspicious_features=spiculated)
-    return g.category, f"Lung-RADS {g.category} ({g.descriptor}): {g.management}."
+    # The recommendation is worded as a radiologist writes it, not as guidance's full management text:
+    # that text names hypothetical findings ("if there is a >= 8 mm solid nodule"), which a report
+    # parser rightly reads as a nodule claim, and the demo report must describe only its nodules.
+    return g.category, f"Lung-RADS {g.category} ({g.descriptor}): {_RECOMMENDATION[g.category]}."
+
+
+#: How the demo's IMPRESSION words the follow-up of each Lung-RADS category (report style only:
+#: the category itself comes from ``lung_rads_v2022``).
+_RECOMMENDATION = {
+    "1": "continue annual screening with low-dose CT in 12 months",
+    "2": "continue annual screening with low-dose CT in 12 months",
+    "3": "low-dose CT in 6 months is recommended",
+    "4A": "low-dose CT in 3 months is recommended; PET/CT may be considered",
+    "4B": "diagnostic chest CT with or without contrast, PET/CT and/or tissue sampling is recommended",
+    "4X": "diagnostic chest CT with or without contrast, PET/CT and/or tissue sampling is recommended",
+}
 
 
 def write_report(path: Path, nodules: list[dict[str, Any]], spacing: Sequence[float]) -> str:
