@@ -35,6 +35,7 @@ _EXPORTS: dict[str, str] = {
     # text
     "TextEncoding": "text",
     "load_text_backbone": "text",
+    "read_text_backbone": "text",
     "encode_texts": "text",
     "tokens_in_span": "text",
     "TextAdapterConfig": "text",

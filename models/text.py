@@ -28,6 +28,7 @@ __all__ = [
     "BACKBONE_DIM",
     "TextEncoding",
     "load_text_backbone",
+    "read_text_backbone",
     "encode_texts",
     "tokens_in_span",
     "TextAdapterConfig",
@@ -50,13 +51,13 @@ def model_path() -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=4)
-def load_text_backbone(device: str = "cpu") -> tuple[Any, Any]:
-    """``(tokenizer, BertModel)`` of the packaged all-MiniLM-L6-v2, offline, cached per device.
+def read_text_backbone(device: str = "cpu") -> tuple[Any, Any]:
+    """``(tokenizer, BertModel)`` of the packaged all-MiniLM-L6-v2, offline, read afresh.
 
     The model is in eval mode with every parameter frozen (``requires_grad=False``): it is
     a fixed feature extractor; only :class:`TextAdapter` is trained. The tokenizer is the
-    fast (Rust) one, needed for character offsets.
+    fast (Rust) one, needed for character offsets. The product's ``ModelRegistry`` holds the
+    one it reads; :func:`load_text_backbone` is the cached variant for the training lab.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -70,6 +71,12 @@ def load_text_backbone(device: str = "cpu") -> tuple[Any, Any]:
     for p in model.parameters():
         p.requires_grad_(False)
     return tokenizer, model
+
+
+@functools.lru_cache(maxsize=4)
+def load_text_backbone(device: str = "cpu") -> tuple[Any, Any]:
+    """:func:`read_text_backbone`, cached per device (the lab's example building and the tests)."""
+    return read_text_backbone(device)
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,8 @@ class TextEncoding:
 
 
 def encode_texts(
-    texts: Sequence[str], max_length: int = 96, batch_size: int = 32, device: str = "cpu"
+    texts: Sequence[str], max_length: int = 96, batch_size: int = 32, device: str = "cpu",
+    backbone: tuple[Any, Any] | None = None,
 ) -> TextEncoding:
     """Encode report texts with the frozen backbone (under ``torch.no_grad``, batched).
 
@@ -110,6 +118,8 @@ def encode_texts(
         max_length: truncation length in word pieces, including [CLS] and [SEP].
         batch_size: texts per forward pass (batched by length: the shortest texts together).
         device: device of the backbone; returned tensors are on the CPU.
+        backbone: ``(tokenizer, BertModel)`` to use (a model registry's); None reads the cached one
+            (:func:`load_text_backbone`).
 
     Returns:
         :class:`TextEncoding`; T is the longest tokenised text (<= ``max_length``).
@@ -128,7 +138,7 @@ def encode_texts(
             offsets=torch.zeros(0, 0, 2, dtype=torch.long),
             texts=(),
         )
-    tokenizer, model = load_text_backbone(device)
+    tokenizer, model = backbone if backbone is not None else load_text_backbone(device)
     # Tokenise everything at once so every batch shares one padded length T.
     enc = tokenizer(
         texts,

@@ -434,6 +434,18 @@ def test_registry_loads_once_per_folder_and_device(registry: ModelRegistry) -> N
     assert len(registry.loaded()) == 1
 
 
+def test_the_registry_holds_its_own_text_encoder(registry: ModelRegistry) -> None:
+    """The report encoder an analysis uses is the registry's, not the lab's module-level cache."""
+    from lungfuse.models.text import load_text_backbone
+
+    m = registry.get(None, "cpu")
+    assert m.text_encoder() is m.text_encoder()
+    cached = load_text_backbone.cache_info().currsize
+    other = ModelRegistry().get(None, "cpu")
+    assert other.text_encoder()[1] is not m.text_encoder()[1]
+    assert load_text_backbone.cache_info().currsize == cached
+
+
 def test_image_cache_evicts_the_oldest() -> None:
     c = ImageCache(2)
     for k in "abc":

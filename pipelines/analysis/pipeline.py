@@ -284,7 +284,7 @@ class Analysis:
         if self.report is not None:
             cl = extract_claims(self.report)
             focus, pieces = focus_text(self.report, cl)
-            enc = encode_texts([focus], max_length=96, device=self.models.device)
+            enc = encode_texts([focus], max_length=96, device=self.models.device, backbone=self.models.text_encoder())
             self.text = ReportText(self.report, cl, focus, pieces, enc.sentence[0].numpy(), enc)
             self.claims = cl
         self.positive = [i for i, n in enumerate(self.claims.nodules) if not n.negated] if self.claims else []
@@ -404,7 +404,8 @@ class Analysis:
         env = environment(self.vol, f.detection_score, self.text, True)
 
         def score(texts: list[str]) -> np.ndarray:
-            enc = encode_texts(texts, max_length=96, batch_size=64, device=self.models.device)
+            enc = encode_texts(texts, max_length=96, batch_size=64, device=self.models.device,
+                               backbone=self.models.text_encoder())
             vecs = []
             for t in texts:
                 cl = extract_claims(t)

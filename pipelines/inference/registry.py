@@ -24,7 +24,7 @@ import json
 import os
 import threading
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,12 +67,18 @@ class LoadedModels:
     info: dict[str, Any]
     device: str
     fpr: FPRClassifier | None = None
+    _text: tuple[Any, Any] | None = field(default=None, init=False, repr=False)
+    _text_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def text_encoder(self) -> tuple[Any, Any]:
-        """``(tokenizer, BertModel)`` of the frozen all-MiniLM-L6-v2 on :attr:`device`."""
-        from lungfuse.models.text import load_text_backbone
+        """``(tokenizer, BertModel)`` of the frozen all-MiniLM-L6-v2 on :attr:`device`, read on first
+        use and then held here (not in a module cache), thread-safe."""
+        with self._text_lock:
+            if self._text is None:
+                from lungfuse.models.text import read_text_backbone
 
-        return load_text_backbone(self.device)
+                self._text = read_text_backbone(self.device)
+            return self._text
 
 
 def text_encoder_info() -> dict[str, Any]:
