@@ -9,6 +9,7 @@ A file that cannot be read is skipped with a warning that names it.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import logging
 import os
@@ -28,6 +29,7 @@ from lungfuse.pipelines.io.dicom_header import FastHeader, FastHeaderUnsupported
 
 if TYPE_CHECKING:  # pydicom is imported lazily: the fast path never needs it (~0.1 s of start-up)
     import pydicom
+    from pydicom.tag import BaseTag
 
 log = logging.getLogger(__name__)
 
@@ -228,31 +230,33 @@ class _HeaderView:
             return [v for v in value]
         return [value]
 
-    def str(self, keyword: str) -> str:
+    # The methods below are named after the builtins they convert to; their annotations name
+    # ``builtins.*`` because, inside this class body, ``str`` / ``int`` / ``float`` are the methods.
+    def str(self, keyword: builtins.str) -> builtins.str:
         v = self._values(keyword)
         return "\\".join(str(x) for x in v) if v else ""
 
-    def strs(self, keyword: str) -> list[str]:
+    def strs(self, keyword: builtins.str) -> list[builtins.str]:
         return [str(x) for x in self._values(keyword)]
 
-    def floats(self, keyword: str, n: int) -> tuple[float, ...] | None:
+    def floats(self, keyword: builtins.str, n: builtins.int) -> tuple[builtins.float, ...] | None:
         return _float_tuple(self._values(keyword), n)
 
-    def float(self, keyword: str, default: float | None = None) -> float | None:
+    def float(self, keyword: builtins.str, default: builtins.float | None = None) -> builtins.float | None:
         v = self._values(keyword)
         try:
             return float(v[0]) if v else default
         except (TypeError, ValueError):
             return default
 
-    def int(self, keyword: str) -> int | None:
+    def int(self, keyword: builtins.str) -> builtins.int | None:
         v = self._values(keyword)
         try:
             return int(float(v[0])) if v else None
         except (TypeError, ValueError):
             return None
 
-    def ints(self, keyword: str) -> list[int]:
+    def ints(self, keyword: builtins.str) -> list[builtins.int]:
         out = []
         for x in self._values(keyword):
             try:
@@ -263,13 +267,14 @@ class _HeaderView:
 
 
 @functools.cache
-def _tag_for(keyword: str) -> int:
+def _tag_for(keyword: str) -> BaseTag:
     from pydicom.datadict import tag_for_keyword
+    from pydicom.tag import BaseTag
 
     tag = tag_for_keyword(keyword)
     if tag is None:
         raise KeyError(keyword)
-    return tag
+    return BaseTag(tag)  # the key type of Dataset._dict (an int: same hash, same lookups)
 
 
 def _header_from_fast(path: Path, fh: FastHeader) -> SliceHeader:

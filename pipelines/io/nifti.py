@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -20,7 +21,8 @@ def load_nifti(path: Path, estimate_noise: bool) -> CTVolume:
     import nibabel as nib
 
     try:
-        img = nib.load(str(path))
+        # a .nii / .nii.gz name: nibabel gives a Nifti1Image (or its subclass Nifti2Image)
+        img = cast("nib.nifti1.Nifti1Image", nib.load(str(path)))
     except Exception as exc:  # noqa: BLE001 - nibabel raises ImageFileError, EOFError, gzip/zlib errors...
         raise IngestError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})", path) from exc
     if len(img.shape) < 3:
@@ -35,6 +37,8 @@ def load_nifti(path: Path, estimate_noise: bool) -> CTVolume:
     if raw.ndim > 3:
         raw = raw[..., 0]
     arr_ijk = raw
+    dtype: type[np.int16] | type[np.float32]
+    hu_ijk: np.ndarray
     if np.issubdtype(raw.dtype, np.integer) and slope == 1.0 and is_integral(inter or 0):
         hu_ijk = arr_ijk.astype(np.int16, copy=False)
         if inter:

@@ -65,8 +65,8 @@ def stack_geometry(
     keep = np.ones(len(order), dtype=bool)
     diffs = np.diff(s_sorted)
     dup_idx = np.nonzero(np.abs(diffs) < POS_TOL_MM)[0]
-    for i in dup_idx:
-        keep[i + 1] = False
+    for j in dup_idx:
+        keep[j + 1] = False
     if len(dup_idx):
         dropped = [files[order[i + 1]] for i in dup_idx]
         warns.append(VolumeWarning(
