@@ -1197,7 +1197,9 @@ def analyze_case(case: Case | str | os.PathLike[str], settings: AnalysisSettings
 
     Raises:
         lungfuse.pipelines.core.errors.IngestError: the CT cannot be read (message names the path).
-        ValueError: bad settings, or weights whose SHA-256 does not match the manifest.
+        ValueError: bad settings.
+        lungfuse.pipelines.core.errors.ModelIntegrityError: weights missing, unreadable, or whose
+            SHA-256 does not match the manifest (message names the file).
     """
     import torch
 
