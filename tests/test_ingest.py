@@ -425,3 +425,29 @@ def test_fast_path_needs_no_pydicom(lidc_root: Path) -> None:
             "print(v.n_slices, 'pydicom' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["133", "False"]
+
+
+def test_pydicom_fallback_reads_the_same_headers(case: Path, reference, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files the fast header reader declines go through pydicom (_HeaderView): the same volume and facts."""
+    from lungfuse.pipelines.io import dicom_series
+    from lungfuse.pipelines.io.dicom_header import FastHeaderUnsupported
+
+    def decline(path: object, *args: object, **kwargs: object) -> None:
+        raise FastHeaderUnsupported("declined for the test")
+
+    views: list[object] = []
+
+    class CountedView(dicom_series._HeaderView):
+        def __init__(self, ds: pydicom.Dataset) -> None:
+            views.append(ds)
+            super().__init__(ds)
+
+    monkeypatch.setattr(dicom_series, "read_header_fast", decline)
+    monkeypatch.setattr(dicom_series, "_HeaderView", CountedView)
+    vol = load_ct(case)
+    assert len(views) == N_SUB  # every header went through pydicom
+    np.testing.assert_array_equal(vol.hu, reference.hu)
+    assert vol.sop_instance_uids == reference.sop_instance_uids
+    got, want = vol.summary(), reference.summary()
+    got.pop("source"), want.pop("source")
+    assert got == want

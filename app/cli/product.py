@@ -68,6 +68,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    import os
+
+    # Before numpy's first import: inspect does no linear algebra worth threads, and starting
+    # OpenBLAS's thread pool is ~50 ms of numpy's import on the 2-core dev machine (a user's
+    # own setting is kept).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from rich.table import Table
 
     from lungfuse.pipelines.io.case_files import find_report

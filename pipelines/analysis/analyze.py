@@ -106,7 +106,8 @@ def analyze_case(case: Case | str | os.PathLike[str], settings: AnalysisSettings
         lungfuse.pipelines.core.errors.IngestError: the CT cannot be read (message names the path).
         lungfuse.pipelines.core.errors.ConfigurationError: bad settings (no CUDA for ``cuda``).
         lungfuse.pipelines.core.errors.AnalysisCancelled: ``cancel`` returned true.
-        ValueError: weights whose SHA-256 does not match the manifest.
+        lungfuse.pipelines.core.errors.ModelIntegrityError: weights missing, unreadable, or whose
+            SHA-256 does not match the manifest (message names the file).
     """
     import torch
 

@@ -230,25 +230,26 @@ class _HeaderView:
             return [v for v in value]
         return [value]
 
-    def str(self, keyword: str) -> str:
+    # The methods below are named after the builtins they convert to; their annotations name
+    # ``builtins.*`` because, inside this class body, ``str`` / ``int`` / ``float`` are the methods.
+    def str(self, keyword: builtins.str) -> builtins.str:
         v = self._values(keyword)
         return "\\".join(str(x) for x in v) if v else ""
 
-    # (``builtins.``: in the class body the names ``str`` and ``int`` are the methods above)
     def strs(self, keyword: builtins.str) -> list[builtins.str]:
         return [str(x) for x in self._values(keyword)]
 
-    def floats(self, keyword: builtins.str, n: int) -> tuple[float, ...] | None:
+    def floats(self, keyword: builtins.str, n: builtins.int) -> tuple[builtins.float, ...] | None:
         return _float_tuple(self._values(keyword), n)
 
-    def float(self, keyword: builtins.str, default: float | None = None) -> float | None:
+    def float(self, keyword: builtins.str, default: builtins.float | None = None) -> builtins.float | None:
         v = self._values(keyword)
         try:
             return float(v[0]) if v else default
         except (TypeError, ValueError):
             return default
 
-    def int(self, keyword: builtins.str) -> int | None:
+    def int(self, keyword: builtins.str) -> builtins.int | None:
         v = self._values(keyword)
         try:
             return int(float(v[0])) if v else None
@@ -273,7 +274,7 @@ def _tag_for(keyword: str) -> BaseTag:
     tag = tag_for_keyword(keyword)
     if tag is None:
         raise KeyError(keyword)
-    return BaseTag(tag)  # the key type of Dataset._dict (an int: same hash and equality)
+    return BaseTag(tag)  # the key type of Dataset._dict (an int: same hash, same lookups)
 
 
 def _header_from_fast(path: Path, fh: FastHeader) -> SliceHeader:
