@@ -12,17 +12,15 @@ import torch
 
 from lungfuse.pipelines.core.errors import DataLeakageError
 from lungfuse.pipelines.inference.detector import Detections, detect, load_detector
-from lungfuse.pipelines.lab.detection_eval import froc
-from lungfuse.pipelines.lab.detection_train import (
+from lungfuse.pipelines.lab.detection_data import (
     DetectionTrainConfig,
     DetectionVolume,
     InsertionPool,
-    _affine_patch,
-    _draw_positive,
-    _sample_patch,
+    draw_positive,
     make_detection_data,
-    train_detector,
 )
+from lungfuse.pipelines.lab.detection_eval import froc
+from lungfuse.pipelines.lab.detection_train import _affine_patch, _sample_patch, train_detector
 
 SP = 1.5  # mm per voxel in the FROC tests
 
@@ -173,13 +171,13 @@ def test_nonsolid_weight_draws() -> None:
 
     def share_ggo(cfg: DetectionTrainConfig, n: int = 4000) -> float:
         rng = np.random.default_rng(1)
-        return float(np.mean([_draw_positive([v], pos, cfg, rng)[1] for _ in range(n)]))
+        return float(np.mean([draw_positive([v], pos, cfg, rng)[1] for _ in range(n)]))
 
     assert share_ggo(_tiny_cfg()) == pytest.approx(0.5, abs=0.03)
     assert share_ggo(_tiny_cfg(nonsolid_weight=3.0)) == pytest.approx(0.75, abs=0.03)
     # weight 1 keeps the uniform draw of the earlier detectors: the same random stream
     a, b = np.random.default_rng(4), np.random.default_rng(4)
-    assert [_draw_positive([v], pos, _tiny_cfg(), a) for _ in range(20)] == [pos[int(b.integers(2))] for _ in range(20)]
+    assert [draw_positive([v], pos, _tiny_cfg(), a) for _ in range(20)] == [pos[int(b.integers(2))] for _ in range(20)]
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(ValueError, match="nonsolid_weight"):
             _tiny_cfg(nonsolid_weight=bad)
@@ -258,7 +256,7 @@ def test_held_out_background_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     validated on 0002, a background it never saw); anything outside the split's list, e.g. the test
     background for training, is refused at construction."""
     from lungfuse.app.cli.lab import _backgrounds_arg
-    from lungfuse.pipelines.lab import detection_train as detection
+    from lungfuse.pipelines.lab import detection_data as detection
     from lungfuse.pipelines.lab.fpr_train import FPRConfig
 
     monkeypatch.setattr(detection, "prepare_background", lambda path, pid: pid)

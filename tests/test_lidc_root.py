@@ -20,15 +20,10 @@ import torch
 
 from lungfuse.pipelines.io import dicom as ingest
 from lungfuse.pipelines.io import dicom_series
-from lungfuse.pipelines.lab import detection_train as detection
+from lungfuse.pipelines.lab import detection_data as detection
 from lungfuse.pipelines.lab import training_data
-from lungfuse.pipelines.lab.detection_train import (
-    DetectionTrainConfig,
-    DetectionVolume,
-    VolumePool,
-    real_detection_volume,
-    train_detector,
-)
+from lungfuse.pipelines.lab.detection_data import DetectionTrainConfig, DetectionVolume, VolumePool, real_detection_volume
+from lungfuse.pipelines.lab.detection_train import train_detector
 from lungfuse.pipelines.lab.lidc import patient_scans, scan_nodules
 from lungfuse.pipelines.lab.lidc_root import discover
 

@@ -125,7 +125,8 @@ def _backgrounds_arg(args: argparse.Namespace) -> tuple[str, ...] | None:
 
 def cmd_train_detector(args: argparse.Namespace) -> int:
     from lungfuse.pipelines.core.resources import models_dir, write_manifest_entry
-    from lungfuse.pipelines.lab.detection_train import DetectionTrainConfig, train_detector
+    from lungfuse.pipelines.lab.detection_data import DetectionTrainConfig
+    from lungfuse.pipelines.lab.detection_train import train_detector
 
     con = console()
     out = Path(args.out) if args.out else models_dir()

@@ -113,8 +113,8 @@ def calibrate_detector_threshold(models_dir: Path, cases: Path, fp_per_scan: flo
     """
     from lungfuse.pipelines.core.resources import verify_manifest, write_manifest_entry
     from lungfuse.pipelines.inference.detector import CONFIG_NAME, detect, load_detector
+    from lungfuse.pipelines.lab.detection_data import DetectionTrainConfig, make_detection_data
     from lungfuse.pipelines.lab.detection_eval import froc
-    from lungfuse.pipelines.lab.detection_train import DetectionTrainConfig, make_detection_data
 
     pt = models_dir / "detector.pt"
     verify_manifest(pt, models_dir / CONFIG_NAME)

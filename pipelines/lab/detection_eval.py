@@ -25,7 +25,7 @@ from lungfuse.models.image import (
 )
 from lungfuse.pipelines.imaging.preprocess import DETECTION_SPACING_MM
 from lungfuse.pipelines.inference.detector import CONFIG_NAME, detect, load_detector
-from lungfuse.pipelines.lab.detection_train import DetectionTrainConfig, make_detection_data
+from lungfuse.pipelines.lab.detection_data import DetectionTrainConfig, make_detection_data
 
 if TYPE_CHECKING:  # fpr imports this module
     from lungfuse.pipelines.inference.fpr import FPRClassifier

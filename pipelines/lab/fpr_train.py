@@ -46,13 +46,13 @@ from lungfuse.pipelines.imaging.preprocess import DETECTION_SPACING_MM
 from lungfuse.pipelines.inference.detector import detect, load_detector
 from lungfuse.pipelines.inference.explain import patch_around
 from lungfuse.pipelines.inference.fpr import COMBINE, CONFIG_NAME, DEFAULT_VIEWS, FPR_PATCH, WEIGHTS_NAME
-from lungfuse.pipelines.lab.detection_eval import HIT_MIN_RADIUS_MM
-from lungfuse.pipelines.lab.detection_train import (
+from lungfuse.pipelines.lab.detection_data import (
     DetectionTrainConfig,
     DetectionVolume,
     make_detection_data,
     real_detection_volume,
 )
+from lungfuse.pipelines.lab.detection_eval import HIT_MIN_RADIUS_MM
 from lungfuse.pipelines.lab.lidc_root import LidcRoot
 
 __all__ = [
