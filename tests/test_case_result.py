@@ -179,7 +179,7 @@ def test_ids_and_tracking_uids_stable(result: CaseResult, demo: Path, registry: 
 
 def test_flags_carry_codes(result: CaseResult) -> None:
     # the demo report describes two of its nodules; the others are flagged as not described
-    missed = result.reasons_with(ReasonCode.MISSED_NODULE)
+    missed = result.reasons_with(ReasonCode.UNMENTIONED_FINDING)
     assert missed and all(r.severity == Severity.WARNING for r in missed)
     mentioned = {m.finding_id for m in result.matches}
     for r in missed:

@@ -34,8 +34,11 @@ class ReasonCode(StrEnum):
     LOW_DETECTION_SCORE = "low_detection_score"
     #: the report describes no nodule, the image shows a >= 6 mm one
     NEGATIVE_REPORT_WITH_FINDING = "negative_report_with_finding"
-    #: a >= 6 mm image finding the (positive) report does not describe
+    #: an image finding a reader should not have missed (large and confident) that the report does
+    #: not describe: reserved for the calibrated missed-nodule rule, a discordance (not emitted yet)
     MISSED_NODULE = "missed_nodule"
+    #: a >= 6 mm image finding the (positive) report does not describe, shown as a flag
+    UNMENTIONED_FINDING = "unmentioned_finding"
     #: a hedged or plural claim without an image match (not a discordance)
     CLAIM_UNMATCHED = "claim_unmatched"
     #: an unresolved claim attributed to its closest image finding
@@ -62,7 +65,7 @@ class Severity(StrEnum):
 
 _DISCORDANCE_CODES = {ReasonCode.SIDE, ReasonCode.LOBE, ReasonCode.SIZE, ReasonCode.TEXTURE, ReasonCode.CALCIFICATION,
                       ReasonCode.CLAIM_NOT_FOUND, ReasonCode.LOW_CONSISTENCY, ReasonCode.LOW_DETECTION_SCORE,
-                      ReasonCode.NEGATIVE_REPORT_WITH_FINDING}
+                      ReasonCode.NEGATIVE_REPORT_WITH_FINDING, ReasonCode.MISSED_NODULE}
 #: The severity a code gets unless told otherwise.
 DEFAULT_SEVERITY = {c: (Severity.DISCORDANCE if c in _DISCORDANCE_CODES
                         else Severity.INFO if c is ReasonCode.IMAGE_CACHE else Severity.WARNING)

@@ -24,7 +24,7 @@ __all__ = ["upgrade_v1"]
 _FLAG_CODES = {"report_missing": ReasonCode.REPORT_MISSING, "report_empty": ReasonCode.REPORT_EMPTY,
                "no_lungs": ReasonCode.NO_LUNGS, "image_cache": ReasonCode.IMAGE_CACHE,
                "claim_unmatched": ReasonCode.CLAIM_UNMATCHED, "claim_attributed": ReasonCode.CLAIM_ATTRIBUTED,
-               "unmentioned_finding": ReasonCode.MISSED_NODULE}
+               "unmentioned_finding": ReasonCode.UNMENTIONED_FINDING}
 _IDENTIFYING_VOLUME_KEYS = ("patient_id", "study_instance_uid", "series_instance_uid", "frame_of_reference_uid")
 
 

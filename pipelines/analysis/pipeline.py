@@ -488,7 +488,7 @@ class Analysis:
             mentioned = {fi for fi in self.match.values() if fi is not None}
             for k, f in enumerate(self.findings):
                 if k not in mentioned and f.source == "detector" and self.positive and f.diameter_mm >= 6.0:
-                    self._flag(ReasonCode.MISSED_NODULE,
+                    self._flag(ReasonCode.UNMENTIONED_FINDING,
                                f"unmentioned_finding: finding {f.id} ({f.diameter_mm:.0f} mm, {where(f)}, "
                                f"score {f.detection_score:.2f}) is not described in the report", f.id)
         self._done("realign", t0)
