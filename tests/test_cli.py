@@ -236,3 +236,17 @@ def test_damaged_nifti_is_exit_2_one_line(damage: str, tmp_path: Path, capsys: p
     ct.write_bytes(b"garbage" * 100 if damage == "garbage" else data[: len(data) // 2])
     assert main(["inspect", str(ct)]) == 2
     _one_line_error(capsys, str(ct), "NIfTI")
+
+
+@pytest.mark.parametrize("kind", ["random", "pdf"])
+def test_binary_report_is_exit_2_naming_the_file(kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A report that is not text (issue 21, section 7) is an input error naming the file, not an empty report."""
+    import random
+
+    bad = tmp_path / "report.txt"
+    bad.write_bytes(random.Random(5).randbytes(2048) if kind == "random" else b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n" + bytes(300))
+    assert main(["claims", str(bad)]) == 2
+    _one_line_error(capsys, str(bad), "is not text")
+    ct = _tiny_nifti(tmp_path / "ct.nii.gz")
+    assert main(["analyze", str(ct), "--report", str(bad), "--quiet", "--no-explain"]) == 2
+    _one_line_error(capsys, str(bad), "is not text")

@@ -725,3 +725,80 @@ def test_meta_without_transfer_syntax_falls_back(tmp_path: Path) -> None:
     p = tmp_path / "nots.dcm"
     p.write_bytes(b"\0" * 128 + b"DICM" + meta_body + data)
     assert outcome(p) is None
+
+
+# ---------------------------------------------------------------------------
+# Bare datasets (ACR-NEMA style: no preamble, no 'DICM', no file meta) and kinds of refusal
+# ---------------------------------------------------------------------------
+def _bare(tmp_path: Path, syntax: str, name: str = "bare") -> Path:
+    elems = sorted((t, vr, v) for t, (vr, v) in _base().items())
+    p = tmp_path / name
+    p.write_bytes(_encode(elems, syntax != ImplicitVRLittleEndian))
+    return p
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian], ids=["explicit", "implicit"])
+def test_bare_dataset_reads_as_pydicom_forces_it(tmp_path: Path, syntax: str) -> None:
+    p = _bare(tmp_path, syntax)
+    raw = p.read_bytes()
+    assert dicom_fast.bare_dataset_syntax(raw, len(raw)) == syntax
+    hdr = read_header_fast(p)
+    with open(p, "rb") as fp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+        start = fp.tell()
+        head = fp.read(12)
+    assert ds.original_encoding[:2] == (syntax == ImplicitVRLittleEndian, True)
+    got = {attr: getattr(hdr, attr) for attr in KEYWORDS.values()}
+    want = {KEYWORDS[kw]: _expected_value(ds, kw) for kw in KEYWORDS}
+    assert got == want
+    assert hdr.transfer_syntax == syntax
+    assert struct.unpack("<HH", head[:4]) == (0x7FE0, 0x0010)
+    assert hdr.pixel_offset == start + (8 if syntax == ImplicitVRLittleEndian else 12)
+    assert hdr.pixel_nbytes == struct.unpack("<I", head[4:8] if syntax == ImplicitVRLittleEndian else head[8:12])[0]
+
+
+def test_bare_dataset_rule_refuses_what_is_not_dicom(tmp_path: Path) -> None:
+    rng = random.Random(21)
+    not_dicom = [b"", b"\x08\x00", b"FINDINGS: 4 mm nodule.\n", "x".encode("utf-16"), b"\x89PNG\r\n\x1a\n" + bytes(64),
+                 b"%PDF-1.7\n", b"\xff\xd8\xff\xe0" + bytes(64), b"PK\x03\x04" + bytes(64), b"<?xml version='1.0'?>",
+                 b"\x08\x00\x08\x00\x00\x10\x00\x00" + bytes(16),  # group 0008 but a 4096-byte first value
+                 b"\x08\x00\x08\x00\xff\xff\xff\xff" + bytes(16)]  # undefined length
+    not_dicom += [rng.randbytes(200) for _ in range(200)]
+    for data in not_dicom:
+        if data[:2] == b"\x08\x00" and data not in not_dicom[:11]:
+            continue  # a random start that does look like group 0008: not what this asserts
+        assert dicom_fast.bare_dataset_syntax(data, len(data)) is None, data[:16]
+    # Text, images and empty files are refused with the kind that tells the caller to skip them quietly.
+    kinds = {}
+    for name, data in (("r.txt", not_dicom[2]), ("i.png", not_dicom[4]), ("e.dcm", b""), ("x.bin", not_dicom[20])):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(FastHeaderUnsupported) as exc:
+            read_header_fast(tmp_path / name)
+        kinds[name] = exc.value.kind
+    assert kinds == {"r.txt": "not_dicom", "i.png": "not_dicom", "e.dcm": "empty", "x.bin": "not_dicom"}
+
+
+def test_refusal_kinds_of_damaged_files(tmp_path: Path) -> None:
+    good = _file(tmp_path, _base(), ExplicitVRLittleEndian, name="good.dcm")
+    raw = good.read_bytes()
+    pix = raw.index(struct.pack("<HH", 0x7FE0, 0x0010))
+
+    def kind(data: bytes) -> tuple[str, str]:
+        p = tmp_path / "k.dcm"
+        p.write_bytes(data)
+        with pytest.raises(FastHeaderUnsupported) as exc:
+            read_header_fast(p)
+        return exc.value.kind, str(exc.value)
+
+    assert kind(raw[: pix + 20])[0] == "damaged"  # pixel data cut short
+    assert kind(raw[: pix - 3])[0] == "damaged"  # an element's value cut
+    assert kind(raw[:pix])[0] == "no_pixel_data"  # cut exactly at an element boundary: like an SR
+    rows = raw.index(struct.pack("<HH", 0x0028, 0x0010))
+    swallow = raw[: rows + 4] + b"UN" + raw[rows + 6 :]
+    k, msg = kind(swallow)
+    assert k == "damaged" and "(0028,0010) UN" in msg and "past the end of the file" in msg
+    assert kind(raw[: rows + 4] + b"ZZ" + raw[rows + 6 :])[0] == "malformed"  # an invalid VR
+    # A bare dataset cut inside its pixel data: damaged too.
+    bare = _bare(tmp_path, ImplicitVRLittleEndian).read_bytes()
+    assert kind(bare[:-10])[0] == "damaged"

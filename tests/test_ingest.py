@@ -451,3 +451,180 @@ def test_pydicom_fallback_reads_the_same_headers(case: Path, reference, monkeypa
     got, want = vol.summary(), reference.summary()
     got.pop("source"), want.pop("source")
     assert got == want
+
+
+# ---------------------------------------------------------------------------
+# Issue 21, section 6: ACR-NEMA style files, and every skipped file named
+# ---------------------------------------------------------------------------
+def _to_acr_nema(src: Path, dst: Path, explicit: bool = False) -> None:
+    """Rewrite a Part 10 file as a bare dataset: no 128-byte preamble, no 'DICM', no file meta."""
+    ds = pydicom.dcmread(src)
+    del ds.file_meta
+    ds.preamble = None
+    ds.save_as(dst, enforce_file_format=False, implicit_vr=not explicit, little_endian=True)
+
+
+def _same_volume(vol, ref) -> None:
+    np.testing.assert_array_equal(vol.hu, ref.hu)
+    assert vol.spacing == pytest.approx(ref.spacing, abs=1e-9)
+    np.testing.assert_allclose(vol.origin, ref.origin, atol=1e-9)
+    np.testing.assert_allclose(vol.direction, ref.direction, atol=1e-12)
+    assert vol.sop_instance_uids == ref.sop_instance_uids
+    assert vol.series_instance_uid == ref.series_instance_uid
+
+
+@pytest.fixture(scope="module")
+def demo_ct(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small demo CT series (32 slices of 64 x 64, no nodules): no LIDC data needed."""
+    from lungfuse.pipelines.demo.case import make_demo_case
+
+    return make_demo_case(tmp_path_factory.mktemp("demo"), seed=3, shape=(32, 64, 64), spacing=(10.0, 5.0, 5.0),
+                          n_nodules=0).ct_dir
+
+
+@pytest.fixture(scope="module")
+def demo_ref(demo_ct: Path):
+    vol = load_ct(demo_ct)
+    assert not vol.warnings
+    return vol
+
+
+@pytest.fixture
+def demo_copy(demo_ct: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "ct"
+    shutil.copytree(demo_ct, dst)
+    return dst
+
+
+def skipped(vol) -> dict[str, str]:
+    """file name -> message of each skipped_file warning (which names exactly one file)."""
+    out = {}
+    for w in vol.warnings:
+        if w.code == "skipped_file":
+            assert len(w.files) == 1 and w.files[0] in w.message, w
+            out[Path(w.files[0]).name] = w.message
+    return out
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["implicit", "explicit"])
+def test_acr_nema_files_load_as_the_series(demo_ct: Path, demo_ref, tmp_path: Path, explicit: bool) -> None:
+    """No preamble, no 'DICM', no file meta: read (by the fast reader) as the series they are, whatever their
+    names; the text, image and DICOMDIR files beside them are still not taken for DICOM."""
+    from lungfuse.pipelines.io.dicom_header import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN, read_header_fast
+
+    d = tmp_path / "acr"
+    d.mkdir()
+    for i, f in enumerate(sorted(demo_ct.glob("*.dcm"))):
+        # archive-style names: a UID-like name (numeric suffix), no suffix, .dcm
+        name = [f"1.3.6.1.4.1.9590.{i}", f"IMG{i:05d}", f"{f.stem}.dcm"][i % 3]
+        _to_acr_nema(f, d / name, explicit)
+    first = next(d.glob("IMG*")).read_bytes()
+    assert first[:2] == b"\x08\x00" and b"DICM" not in first[:256]
+    syntax = EXPLICIT_VR_LITTLE_ENDIAN if explicit else IMPLICIT_VR_LITTLE_ENDIAN
+    assert {read_header_fast(p).transfer_syntax for p in d.iterdir()} == {syntax}
+    (d / "notes.txt").write_text("(0008,0060) CT series, exported from the archive\n")
+    (d / "key.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
+    (d / "README").write_text("not an image\n")
+    shutil.copy(next(demo_ct.glob("*.dcm")), d / "DICOMDIR")  # an index: never read as an image
+    vol = load_ct(d)
+    _same_volume(vol, demo_ref)
+    assert not vol.warnings, [w.message for w in vol.warnings]
+    assert vol.meta["transfer_syntax"] == syntax
+
+
+@pytest.mark.lidc
+def test_acr_nema_real_case(lidc_root: Path, tmp_path: Path) -> None:
+    src = lidc_root / "LIDC-IDRI-0001" / "ct"
+    d = tmp_path / "acr"
+    d.mkdir()
+    for f in src.glob("*.dcm"):
+        _to_acr_nema(f, d / f.stem)  # and without the .dcm suffix
+    ref = load_ct(lidc_root / "LIDC-IDRI-0001")
+    vol = load_ct(d)
+    assert vol.n_slices == EXPECTED["LIDC-IDRI-0001"][0]
+    _same_volume(vol, ref)
+    assert [w.code for w in vol.warnings] == [w.code for w in ref.warnings]
+
+
+def test_zero_length_files_are_named(demo_copy: Path, demo_ref) -> None:
+    files = sorted(demo_copy.glob("*.dcm"))
+    files[10].write_bytes(b"")  # a slice emptied
+    (demo_copy / "IM9999.dcm").write_bytes(b"")  # an empty file lying beside the series
+    (demo_copy / "IM9998").write_bytes(b"")
+    (demo_copy / "empty.txt").write_bytes(b"")  # not DICOM by its name: ignored
+    vol = load_ct(demo_copy)
+    assert vol.n_slices == demo_ref.n_slices - 1
+    got = skipped(vol)
+    assert sorted(got) == sorted([files[10].name, "IM9999.dcm", "IM9998"])
+    assert all("empty file (0 bytes)" in m for m in got.values())
+    assert "gap" in codes(vol)
+
+
+def _elements(raw: bytes) -> list[tuple[int, int, str]]:
+    """(offset, tag, VR) of the top-level explicit VR LE elements of a Part 10 file, up to Pixel Data."""
+    import struct
+
+    pos = 132 + 12 + struct.unpack("<I", raw[140:144])[0]
+    out = []
+    while True:
+        g, e = struct.unpack("<HH", raw[pos : pos + 4])
+        vr = raw[pos + 4 : pos + 6].decode()
+        out.append((pos, g << 16 | e, vr))
+        if (g, e) == (0x7FE0, 0x0010):
+            return out
+        if vr in ("OB", "OW", "SQ", "UN", "UT", "UC", "UR", "OD", "OF", "OL", "OV", "SV", "UV"):
+            pos += 12 + struct.unpack("<I", raw[pos + 8 : pos + 12])[0]
+        else:
+            pos += 8 + struct.unpack("<H", raw[pos + 6 : pos + 8])[0]
+
+
+@pytest.mark.parametrize("tag", [0x00080060, 0x00200032, 0x00281052], ids=["Modality", "ImagePosition", "Intercept"])
+def test_corrupt_header_is_named(demo_copy: Path, demo_ref, tag: int) -> None:
+    """A VR damaged so that the element's length swallows the rest of the header (and the pixels)."""
+    victim = sorted(demo_copy.glob("*.dcm"))[7]
+    raw = bytearray(victim.read_bytes())
+    pos = next(p for p, t, _ in _elements(bytes(raw)) if t == tag)
+    raw[pos + 4 : pos + 6] = b"UN"  # a long VR: the next 4 bytes are read as a 32-bit length
+    victim.write_bytes(bytes(raw))
+    vol = load_ct(demo_copy)
+    assert vol.n_slices == demo_ref.n_slices - 1
+    msg = skipped(vol)[victim.name]
+    assert f"({tag >> 16:04X},{tag & 0xFFFF:04X}) UN" in msg and "past the end of the file" in msg, msg
+
+
+def test_malformed_header_is_named(demo_copy: Path, demo_ref) -> None:
+    """A length off by 2: the walk loses step (the fast reader refuses, pydicom misreads): still named."""
+    import struct
+
+    victim = sorted(demo_copy.glob("*.dcm"))[3]
+    raw = bytearray(victim.read_bytes())
+    pos = next(p for p, t, _ in _elements(bytes(raw)) if t == 0x00080016)  # SOPClassUID
+    raw[pos + 6 : pos + 8] = struct.pack("<H", struct.unpack("<H", raw[pos + 6 : pos + 8])[0] + 2)
+    victim.write_bytes(bytes(raw))
+    vol = load_ct(demo_copy)
+    assert vol.n_slices == demo_ref.n_slices - 1
+    assert "corrupt header" in skipped(vol)[victim.name]
+
+
+@pytest.mark.parametrize("where", ["pixels", "header", "element-header"])
+def test_truncated_files_are_named(demo_copy: Path, demo_ref, where: str) -> None:
+    victim = sorted(demo_copy.glob("*.dcm"))[20]
+    raw = victim.read_bytes()
+    pixel_element = _elements(raw)[-1][0]
+    cut = {"pixels": (pixel_element + len(raw)) // 2, "header": pixel_element - 5, "element-header": pixel_element + 6}
+    victim.write_bytes(raw[: cut[where]])
+    vol = load_ct(demo_copy)
+    assert vol.n_slices == demo_ref.n_slices - 1
+    msg = skipped(vol)[victim.name]
+    assert "truncated" in msg, msg
+    assert "gap" in codes(vol)
+
+
+def test_slice_without_position_is_named(demo_copy: Path, demo_ref) -> None:
+    victim = sorted(demo_copy.glob("*.dcm"))[5]
+    ds = pydicom.dcmread(victim)
+    del ds.ImagePositionPatient
+    ds.save_as(victim)
+    vol = load_ct(demo_copy)
+    assert vol.n_slices == demo_ref.n_slices - 1
+    assert "ImagePositionPatient" in skipped(vol)[victim.name]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from lungfuse.pipelines.io.report import (
     canonical_section_name,
     decode_bytes,
     load_report,
+    not_text_reason,
     split_sections,
 )
 
@@ -301,3 +303,58 @@ def test_dicom_without_text_raises(tmp_path: Path) -> None:
     ds.save_as(path, enforce_file_format=True)
     with pytest.raises(ValueError, match="TEXT"):
         load_report(path)
+
+
+# ---------------------------------------------------------------------------
+# Not text: a clear input error naming the file (issue 21, section 7)
+# ---------------------------------------------------------------------------
+_NOT_TEXT = {
+    "random": lambda: random.Random(21).randbytes(4096),
+    "random-short": lambda: random.Random(7).randbytes(64),
+    "png": lambda: b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + random.Random(1).randbytes(800),
+    "pdf": lambda: b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n",
+    "docx": lambda: b"PK\x03\x04\x14\x00\x06\x00" + random.Random(2).randbytes(300),
+    "nul-only": lambda: b"\x00" * 500,
+    # binary that happens to be valid UTF-8: control characters, no signature
+    "utf8-controls": lambda: bytes(range(0, 32)) * 20,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_NOT_TEXT))
+def test_report_that_is_not_text_is_a_report_error_naming_the_file(tmp_path: Path, kind: str) -> None:
+    from lungfuse.pipelines.core.errors import ReportError
+
+    data = _NOT_TEXT[kind]()
+    path = tmp_path / "report.txt"
+    path.write_bytes(data)
+    with pytest.raises(ReportError, match="is not text") as exc:
+        load_report(path)
+    assert exc.value.path == path and str(path) in str(exc.value)
+    with pytest.raises(ReportError, match="not text"):
+        load_report(data)  # raw bytes: the same rule, no file to name
+    text, _ = decode_bytes(data)
+    assert not_text_reason(data, text) is not None
+    if kind in ("png", "pdf"):
+        assert kind.upper() in str(exc.value)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "cp1252", "latin-1"])
+def test_text_in_every_supported_encoding_is_still_text(tmp_path: Path, encoding: str) -> None:
+    text = US_REPORT.replace("6 mm solid", "6 mm “solid”" if encoding in ("utf-8", "utf-8-sig", "utf-16", "utf-16-le", "cp1252")
+                             else "6 mm «solid»").replace("emphysema", "emphysème")
+    path = tmp_path / "r.md"
+    data = text.replace("\n", "\r\n").encode(encoding)
+    path.write_bytes(data)
+    rep = load_report(path)
+    assert "IMPRESSION" in names(rep) and "emphysème" in rep.text
+    assert not_text_reason(data, decode_bytes(data)[0]) is None
+
+
+def test_stray_control_characters_and_end_padding_are_still_text(tmp_path: Path) -> None:
+    # A form feed between pages, a stray BEL and ESC, NUL padding and a DOS EOF at the end: RIS exports do this.
+    data = (US_REPORT.replace("chronic cough.", "chronic cough.\x07\f").replace("Emphysema.", "Emphysema.\x1b").encode()
+            + b"\x00" * 64 + b"\x1a")
+    path = tmp_path / "r.txt"
+    path.write_bytes(data)
+    rep = load_report(path)
+    assert rep.encoding == "utf-8" and "6 mm solid nodule" in rep.text and "IMPRESSION" in names(rep)

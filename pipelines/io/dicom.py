@@ -148,10 +148,15 @@ def _load(
 def _assemble(
     hs: list[SliceHeader], warns: list[VolumeWarning], root: Path, min_slices: int, estimate_noise: bool
 ) -> CTVolume:
-    hs = [h for h in hs if h.ipp is not None and h.iop is not None] or hs
-    missing_geom = [h for h in hs if h.ipp is None or h.iop is None]
-    if missing_geom:
-        raise IngestError(f"{missing_geom[0].path}: missing ImagePositionPatient/ImageOrientationPatient; cannot place slices")
+    placed = [h for h in hs if h.ipp is not None and h.iop is not None]
+    if not placed:
+        raise IngestError(f"{hs[0].path}: missing ImagePositionPatient/ImageOrientationPatient; cannot place slices")
+    for h in hs:
+        if h.ipp is None or h.iop is None:
+            what = " and ".join(n for n, v in (("ImagePositionPatient", h.ipp), ("ImageOrientationPatient", h.iop)) if v is None)
+            warns.append(VolumeWarning("skipped_file", f"skipped slice {h.path}: no usable {what} (missing or not "
+                                                       "numbers), so it cannot be placed in the stack", (h.path,)))
+    hs = placed
     if len(hs) < min_slices:
         raise IngestError(
             f"too few slices for a volume under {root}: {len(hs)} image(s) in series {hs[0].series_uid} "
@@ -305,7 +310,7 @@ def _read_pixels(h: SliceHeader) -> np.ndarray:
         return arr.reshape(h.rows, h.cols)
     import pydicom
 
-    ds = pydicom.dcmread(h.path)
+    ds = pydicom.dcmread(h.path, force=True)  # force: a bare dataset (no file meta) read in pass 1
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         raise IngestError(f"{h.path}: no pixel data")
     arr = ds.pixel_array

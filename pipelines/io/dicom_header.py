@@ -1,8 +1,9 @@
 """A small, strict, pydicom-free reader of the DICOM header values ingest needs.
 
 :func:`read_header_fast` parses a DICOM Part 10 file (128-byte preamble,
-``DICM``, the group-2 file meta in explicit VR little endian) and walks the
-top-level data elements of the dataset up to (7FE0,0010) Pixel Data, decoding
+``DICM``, the group-2 file meta in explicit VR little endian), or a bare
+dataset with neither (ACR-NEMA style, see :func:`bare_dataset_syntax`), and
+walks the top-level data elements of the dataset up to (7FE0,0010) Pixel Data, decoding
 only the attributes pass 1 of :func:`lungfuse.pipelines.io.dicom.load_ct` uses
 (:data:`KEYWORDS`), and records where the native pixel values lie.  It needs
 only ``os`` and ``struct`` (no pydicom, no numpy): ~30 us per LIDC file
@@ -19,6 +20,17 @@ Sequences of defined length are skipped by their length; sequences and items
 of undefined length are walked to their delimiters (any depth), checking the
 element headers of every item inside them as pydicom does.
 
+Files without the preamble and file meta (ACR-NEMA 2.0 style, still written
+by some archives and old scanners) are recognised by their first bytes, as
+pydicom's ``dcmread(force=True)`` reads them: the file must start with a data
+element of group 0008 (the identifying group every image dataset begins
+with) whose length is sane (:data:`BARE_FIRST_MAX` bytes at most, inside the
+file); the two bytes after the tag decide the encoding as pydicom decides it
+(a valid VR: explicit VR little endian; else implicit VR little endian).
+Such a header reports the transfer syntax pydicom then assumes.  Anything
+else without ``DICM`` (text, images, PDFs, random bytes) is ``not_dicom``;
+the check costs nothing on Part 10 files and reads no more bytes on others.
+
 The reader is strict on purpose: it must never return a wrong value.  Every
 value is decoded exactly as pydicom 3 decodes it (text: trailing spaces/NULs
 stripped, split on backslash, per VR as pydicom; DS/IS: Python
@@ -28,8 +40,9 @@ PixelRepresentation), and anything it is not sure about raises
 :class:`FastHeaderUnsupported` so that the caller falls back to pydicom.  The
 fallback cases:
 
-* not a Part 10 file: shorter than 144 bytes, no ``DICM`` at offset 128 (no
-  preamble, random data, text, empty file), no TransferSyntaxUID in the meta;
+* not a Part 10 file and not a bare dataset start (random data, text, an
+  empty file), a file meta without the preamble, a bare dataset in big
+  endian, no TransferSyntaxUID in the meta;
 * a transfer syntax not listed above: big endian, deflated, JPIP, private or
   unknown UIDs;
 * malformed structure: an invalid VR (explicit VR), elements out of ascending
@@ -58,6 +71,18 @@ fallback cases:
 * I/O errors (missing file, no permission, a directory): wrapped so that the
   caller has one exception to catch; pydicom will then report the real error.
 
+:attr:`FastHeaderUnsupported.kind` tells the caller which of these it was:
+``empty`` (0 bytes), ``not_dicom`` (nothing in the content says DICOM: skip
+it unless its name says otherwise), ``damaged`` (the structure is DICOM but
+an element's stated length runs past the end of the file, or the file ends
+inside an element header: the header is corrupt or the file truncated; pydicom
+would read the same lengths, so the file cannot give an image), ``malformed``
+(an invalid VR, elements out of order, a misplaced item or delimiter: damage
+that pydicom may read past, so its result is checked), ``no_pixel_data``
+(the dataset ends cleanly at an element boundary without Pixel Data: an SR or
+other non-image object, or an image cut exactly after an element), ``io`` (the
+file cannot be read) and ``unsupported`` (everything else: pydicom decides).
+
 Multi-frame files are parsed like any other (their functional-group sequences
 skipped); the header carries ``number_of_frames`` and the caller reads
 multi-frame objects with pydicom.
@@ -70,6 +95,7 @@ import struct
 from typing import Any
 
 __all__ = [
+    "BARE_FIRST_MAX",
     "ENCAPSULATED_SYNTAXES",
     "EXPLICIT_VR_LITTLE_ENDIAN",
     "FIELDS",
@@ -79,12 +105,14 @@ __all__ = [
     "TAGS",
     "FastHeader",
     "FastHeaderUnsupported",
+    "bare_dataset_syntax",
     "read_header_fast",
     "try_read_header_fast",
 ]
 
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+EXPLICIT_VR_BIG_ENDIAN = "1.2.840.10008.1.2.2"
 
 #: Encapsulated (compressed) little-endian transfer syntaxes whose dataset is
 #: explicit VR little endian: JPEG baseline/extended/lossless, JPEG-LS,
@@ -97,6 +125,11 @@ ENCAPSULATED_SYNTAXES = frozenset(
 
 #: Default size of the single initial read; longer headers are read on demand.
 INITIAL_READ = 16 * 1024
+
+#: The longest first element (value bytes) accepted at the start of a bare
+#: dataset: real first elements of group 0008 (group length, character set,
+#: ImageType, SOP Class UID...) are well under 100 bytes.
+BARE_FIRST_MAX = 1024
 
 _UNDEFINED = 0xFFFFFFFF
 _PIXEL_DATA = 0x7FE00010
@@ -144,9 +177,26 @@ _IS1_CHARS = "0123456789+- "
 class FastHeaderUnsupported(ValueError):
     """The fast reader cannot read this file safely; read it with pydicom instead.
 
-    The message says why (``not a DICOM Part 10 file``, ``truncated ...``,
-    ``unsupported transfer syntax ...``, ...).
+    The message says why (``not a DICOM file ...``, ``truncated ...``,
+    ``unsupported transfer syntax ...``, ...); :attr:`kind` classifies it
+    (:data:`UNSUPPORTED`, :data:`NOT_DICOM`, :data:`EMPTY`, :data:`DAMAGED`,
+    :data:`MALFORMED`, :data:`NO_PIXEL_DATA`, :data:`IO_ERROR`; see the module docstring).
     """
+
+    UNSUPPORTED = "unsupported"
+    NOT_DICOM = "not_dicom"
+    EMPTY = "empty"
+    DAMAGED = "damaged"
+    MALFORMED = "malformed"
+    NO_PIXEL_DATA = "no_pixel_data"
+    IO_ERROR = "io"
+
+    def __init__(self, message: str, kind: str = "unsupported") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+_MALFORMED = FastHeaderUnsupported.MALFORMED
 
 
 class FastHeader:
@@ -380,6 +430,14 @@ class _NeedMore(Exception):
         self.need = need
 
 
+class _PastEnd(Exception):
+    """Internal: the walk needs byte ``need``, past the end of the file (``size`` bytes)."""
+
+    def __init__(self, need: int, size: int) -> None:
+        self.need = need
+        self.size = size
+
+
 # The walkers return ("pixel", element_pos, swapped_tag, vr, length, value_start)
 # at a stop tag, ("seq", element_pos, value_start) at an undefined-length
 # sequence, or raise _NeedMore when the buffer ends first.
@@ -420,7 +478,7 @@ def _walk_explicit(buf: bytes, pos: int, found: _Found) -> tuple:
                 return ("seq", pos, pos + 12)
             pos += 12 + ln
         else:
-            raise FastHeaderUnsupported(f"invalid VR {_vr_name(vr)!r} at byte {pos}")
+            raise FastHeaderUnsupported(f"invalid VR {_vr_name(vr)!r} at byte {pos}", _MALFORMED)
     raise _NeedMore(pos + 12)
 
 
@@ -433,7 +491,7 @@ def _walk_implicit(buf: bytes, pos: int, found: _Found, last: int) -> tuple:
         t = g << 16 | e
         # Implicit VR has no VR to validate: insist on ascending tags instead.
         if t <= last:
-            raise FastHeaderUnsupported(f"element ({g:04X},{e:04X}) out of order at byte {pos}")
+            raise FastHeaderUnsupported(f"element ({g:04X},{e:04X}) out of order at byte {pos}", _MALFORMED)
         vs = pos + 8
         s = e << 16 | g
         if s in keys:
@@ -468,7 +526,7 @@ def _skip_undefined_sequence(buf: bytes, pos: int, explicit: bool) -> int:
         top = stack[-1]
         if top >= 0 and pos >= top:
             if pos != top:
-                raise FastHeaderUnsupported(f"item content runs past the item's length at byte {pos}")
+                raise FastHeaderUnsupported(f"item content runs past the item's length at byte {pos}", _MALFORMED)
             stack.pop()
             continue
         if pos + 8 > n:
@@ -480,14 +538,14 @@ def _skip_undefined_sequence(buf: bytes, pos: int, explicit: bool) -> int:
                 pos += 8
             elif (e == _SEQ_END and top == -1) or (e == _ITEM_END and top == -2):
                 if ln != 0:
-                    raise FastHeaderUnsupported(f"delimiter (FFFE,{e:04X}) with length {ln} at byte {pos}")
+                    raise FastHeaderUnsupported(f"delimiter (FFFE,{e:04X}) with length {ln} at byte {pos}", _MALFORMED)
                 stack.pop()
                 pos += 8
             else:
-                raise FastHeaderUnsupported(f"unexpected (FFFE,{e:04X}) at byte {pos}")
+                raise FastHeaderUnsupported(f"unexpected (FFFE,{e:04X}) at byte {pos}", _MALFORMED)
             continue
         if top == -1:
-            raise FastHeaderUnsupported(f"data element ({g:04X},{e:04X}) outside an item at byte {pos}")
+            raise FastHeaderUnsupported(f"data element ({g:04X},{e:04X}) outside an item at byte {pos}", _MALFORMED)
         if explicit:
             if pos + 12 > n:
                 raise _NeedMore(pos + 12)
@@ -500,7 +558,7 @@ def _skip_undefined_sequence(buf: bytes, pos: int, explicit: bool) -> int:
                 if ln == _UNDEFINED and vr != _VR_SQ:
                     raise FastHeaderUnsupported(f"undefined length on a {_vr_name(vr)} element in a sequence")
             else:
-                raise FastHeaderUnsupported(f"invalid VR {_vr_name(vr)!r} in a sequence item at byte {pos}")
+                raise FastHeaderUnsupported(f"invalid VR {_vr_name(vr)!r} in a sequence item at byte {pos}", _MALFORMED)
         else:
             vs = pos + 8
         if ln == _UNDEFINED:
@@ -530,14 +588,13 @@ class _Source:
         """The buffer, extended to at least ``need`` bytes (grown geometrically)."""
         size = self.size()
         if need > size:
-            raise FastHeaderUnsupported(
-                f"truncated: the file has {size} bytes, a header element needs {need} (before the pixel data)"
-            )
+            raise _PastEnd(need, size)
         while len(self.buf) < need:
             want = min(max(need - len(self.buf), len(self.buf)), size - len(self.buf))
             chunk = os.read(self.fd, want)
             if not chunk:
-                raise FastHeaderUnsupported(f"truncated: reading stopped at byte {len(self.buf)}, need {need}")
+                raise FastHeaderUnsupported(f"truncated: reading stopped at byte {len(self.buf)}, need {need}",
+                                            FastHeaderUnsupported.DAMAGED)
             self.buf += chunk
         return self.buf
 
@@ -563,10 +620,10 @@ def read_header_fast(path: str | os.PathLike[str], initial_read: int = INITIAL_R
     except FastHeaderUnsupported:
         raise
     except OSError as exc:
-        raise FastHeaderUnsupported(f"cannot read: {type(exc).__name__}: {exc}") from exc
+        raise FastHeaderUnsupported(f"cannot read: {type(exc).__name__}: {exc}", FastHeaderUnsupported.IO_ERROR) from exc
     except (struct.error, IndexError, ValueError, TypeError, UnicodeDecodeError, OverflowError, MemoryError) as exc:
         # Defensive: a malformed file that slipped past the structural checks.
-        raise FastHeaderUnsupported(f"malformed: {type(exc).__name__}: {exc}") from exc
+        raise FastHeaderUnsupported(f"malformed: {type(exc).__name__}: {exc}", _MALFORMED) from exc
 
 
 def try_read_header_fast(path: str | os.PathLike[str], initial_read: int = INITIAL_READ) -> FastHeader | None:
@@ -577,75 +634,107 @@ def try_read_header_fast(path: str | os.PathLike[str], initial_read: int = INITI
         return None
 
 
+def bare_dataset_syntax(head: bytes, size: int | None = None) -> str | None:
+    """The transfer syntax of a file that starts with a bare dataset (no preamble, no file meta), or ``None``.
+
+    ``head`` is the start of the file (8 bytes suffice; 12 for an explicit long
+    VR), ``size`` the file's size when known.  The rule (ACR-NEMA style files;
+    cheap, and strict enough that text, images, PDFs and random bytes fail it):
+
+    * the first tag is of group 0008 (little endian): every image dataset starts
+      with the identifying group (group length, SpecificCharacterSet,
+      ImageType or SOPClassUID come first);
+    * the two bytes after the tag decide the encoding as pydicom's
+      ``dcmread(force=True)`` does: a valid VR means explicit VR little endian,
+      anything else implicit VR little endian (a 32-bit length there);
+    * the first element's length is defined, at most :data:`BARE_FIRST_MAX`
+      bytes, and (with ``size``) ends inside the file.
+
+    A group 0800 (0008 big endian) with a valid VR gives explicit VR big
+    endian (which only pydicom reads).  Everything else is ``None``.
+    """
+    if len(head) < 8:
+        return None
+    g, _, vr, ln = _HEAD_EXPLICIT(head, 0)
+    if g == 0x0008:
+        if vr in _SHORT_VRS:
+            syntax, end = EXPLICIT_VR_LITTLE_ENDIAN, 8 + ln
+        elif vr in _LONG_VRS:
+            if len(head) < 12:
+                return None
+            ln = _U32(head, 8)[0]
+            syntax, end = EXPLICIT_VR_LITTLE_ENDIAN, 12 + ln
+        else:
+            ln = _U32(head, 4)[0]
+            syntax, end = IMPLICIT_VR_LITTLE_ENDIAN, 8 + ln
+    elif g == 0x0800 and vr in _ALL_VRS:
+        ln = (head[6] << 8 | head[7]) if vr in _SHORT_VRS else 0
+        syntax, end = EXPLICIT_VR_BIG_ENDIAN, 8 + ln
+    else:
+        return None
+    if ln > BARE_FIRST_MAX or (size is not None and end > size):
+        return None
+    return syntax
+
+
 def _parse(src: _Source) -> FastHeader:
     buf = src.buf
     if len(buf) < 144 and src.size() >= 144:
         buf = src.extend(144)
-    if len(buf) < 144 or buf[128:132] != b"DICM":
-        raise FastHeaderUnsupported("not a DICOM Part 10 file (no 'DICM' after a 128-byte preamble)")
-
-    # -- file meta (group 0002, always explicit VR little endian) ------------
-    pos, last, tsyntax = 132, -1, None
-    while True:
-        if pos + 12 > len(buf):
-            buf = src.extend(pos + 12)
-        g, e, vr, ln = _HEAD_EXPLICIT(buf, pos)
-        if g != 0x0002:
-            break
-        t = g << 16 | e
-        if t <= last:
-            raise FastHeaderUnsupported(f"file meta element (0002,{e:04X}) out of order")
-        if vr in _SHORT_VRS:
-            vs = pos + 8
-        elif vr in _LONG_VRS:
-            ln = _U32(buf, pos + 8)[0]
-            vs = pos + 12
-            if ln == _UNDEFINED:
-                raise FastHeaderUnsupported(f"file meta element (0002,{e:04X}) of undefined length")
+    if len(buf) >= 144 and buf[128:132] == b"DICM":
+        pos, tsyntax = _parse_meta(src)
+        buf = src.buf
+        if tsyntax == EXPLICIT_VR_LITTLE_ENDIAN:
+            explicit, native = True, True
+        elif tsyntax == IMPLICIT_VR_LITTLE_ENDIAN:
+            explicit, native = False, True
+        elif tsyntax in ENCAPSULATED_SYNTAXES:
+            explicit, native = True, False
         else:
-            raise FastHeaderUnsupported(f"file meta element (0002,{e:04X}) has invalid VR {_vr_name(vr)!r}")
-        if vs + ln > len(buf):
-            buf = src.extend(vs + ln)
-        if t == 0x00020010:
-            if vr != _VR_UI:
-                raise FastHeaderUnsupported(f"TransferSyntaxUID has VR {_vr_name(vr)}")
-            tsyntax = buf[vs : vs + ln].decode("latin-1").rstrip("\x00 ")
-        last = t
-        pos = vs + ln
-    if not tsyntax:
-        raise FastHeaderUnsupported("no TransferSyntaxUID in the file meta")
-    if tsyntax == EXPLICIT_VR_LITTLE_ENDIAN:
-        explicit, native = True, True
-    elif tsyntax == IMPLICIT_VR_LITTLE_ENDIAN:
-        explicit, native = False, True
-    elif tsyntax in ENCAPSULATED_SYNTAXES:
-        explicit, native = True, False
+            raise FastHeaderUnsupported(f"unsupported transfer syntax {tsyntax}")
     else:
-        raise FastHeaderUnsupported(f"unsupported transfer syntax {tsyntax}")
+        # No preamble: a bare dataset (ACR-NEMA style) or not DICOM at all, decided by the first bytes.
+        if not buf:
+            raise FastHeaderUnsupported("empty file (0 bytes)", FastHeaderUnsupported.EMPTY)
+        bare = bare_dataset_syntax(buf, src.size())
+        if bare is None:
+            if len(buf) >= 6 and buf[0:2] == b"\x02\x00" and _HEAD_EXPLICIT(buf, 0)[2] in _ALL_VRS:
+                raise FastHeaderUnsupported("a file meta group without the 128-byte preamble and 'DICM'")
+            raise FastHeaderUnsupported(
+                "not a DICOM file: no 'DICM' after a 128-byte preamble, and it does not start like a dataset",
+                FastHeaderUnsupported.NOT_DICOM,
+            )
+        if bare == EXPLICIT_VR_BIG_ENDIAN:
+            raise FastHeaderUnsupported("no preamble or file meta, and the dataset is explicit VR big endian")
+        pos, tsyntax, explicit, native = 0, bare, bare == EXPLICIT_VR_LITTLE_ENDIAN, True
     if not explicit and _U32(buf, pos + 4)[0] & 0xFFFF in _ALL_VRS:
         # The first element looks explicit: pydicom would switch to explicit VR here; let it.
         raise FastHeaderUnsupported("implicit VR transfer syntax but the dataset looks explicit VR")
 
     # -- dataset, up to the pixel data ---------------------------------------
+    start = pos
     found: _Found = {}
     last = 0x0002FFFF
-    while True:
-        try:
-            res = _walk_explicit(buf, pos, found) if explicit else _walk_implicit(buf, pos, found, last)
-        except _NeedMore as more:
-            buf = src.extend(more.need)
-            continue
-        if res[0] == "pixel":
-            break
-        vs = res[2]
-        if not explicit:
-            last = res[3]
-        while True:  # an undefined-length sequence: skip it
+    try:
+        while True:
             try:
-                pos = _skip_undefined_sequence(buf, vs, explicit)
-                break
+                res = _walk_explicit(buf, pos, found) if explicit else _walk_implicit(buf, pos, found, last)
             except _NeedMore as more:
                 buf = src.extend(more.need)
+                continue
+            if res[0] == "pixel":
+                break
+            vs = res[2]
+            if not explicit:
+                last = res[3]
+            while True:  # an undefined-length sequence: skip it
+                try:
+                    pos = _skip_undefined_sequence(buf, vs, explicit)
+                    break
+                except _NeedMore as more:
+                    buf = src.extend(more.need)
+    except _PastEnd:
+        raise _past_end(src, start, explicit) from None
 
     _, ppos, ptag, pvr, plen, pvs = res
     if ptag != _PIXEL_STOP:
@@ -658,12 +747,101 @@ def _parse(src: _Source) -> FastHeader:
             raise FastHeaderUnsupported("native Pixel Data of undefined length")
         if pvs + plen > src.size():
             raise FastHeaderUnsupported(
-                f"truncated: Pixel Data needs bytes {pvs}..{pvs + plen}, the file has {src.size()}"
+                f"truncated file: the pixel data needs bytes {pvs}..{pvs + plen}, the file ends at byte {src.size()}",
+                FastHeaderUnsupported.DAMAGED,
             )
         hdr.pixel_offset = pvs
         hdr.pixel_nbytes = plen
     _decode_into(hdr, buf, found)
     return hdr
+
+
+def _parse_meta(src: _Source) -> tuple[int, str]:
+    """Walk the group-0002 file meta after ``DICM``: (the dataset's start, the TransferSyntaxUID)."""
+    buf = src.buf
+    pos, last, tsyntax = 132, -1, None
+    try:
+        while True:
+            if pos + 12 > len(buf):
+                buf = src.extend(pos + 12)
+            g, e, vr, ln = _HEAD_EXPLICIT(buf, pos)
+            if g != 0x0002:
+                break
+            t = g << 16 | e
+            if t <= last:
+                raise FastHeaderUnsupported(f"file meta element (0002,{e:04X}) out of order", _MALFORMED)
+            if vr in _SHORT_VRS:
+                vs = pos + 8
+            elif vr in _LONG_VRS:
+                ln = _U32(buf, pos + 8)[0]
+                vs = pos + 12
+                if ln == _UNDEFINED:
+                    raise FastHeaderUnsupported(f"file meta element (0002,{e:04X}) of undefined length")
+            else:
+                raise FastHeaderUnsupported(f"file meta element (0002,{e:04X}) has invalid VR {_vr_name(vr)!r}", _MALFORMED)
+            if vs + ln > len(buf):
+                buf = src.extend(vs + ln)
+            if t == 0x00020010:
+                if vr != _VR_UI:
+                    raise FastHeaderUnsupported(f"TransferSyntaxUID has VR {_vr_name(vr)}")
+                tsyntax = buf[vs : vs + ln].decode("latin-1").rstrip("\x00 ")
+            last = t
+            pos = vs + ln
+    except _PastEnd as end:
+        raise FastHeaderUnsupported(
+            f"truncated or corrupt file meta: it needs byte {end.need}, the file ends at byte {end.size}",
+            FastHeaderUnsupported.DAMAGED,
+        ) from None
+    if not tsyntax:
+        raise FastHeaderUnsupported("no TransferSyntaxUID in the file meta")
+    return pos, tsyntax
+
+
+#: Files up to this size are walked again to say which element runs past their end.
+_DIAGNOSE_MAX = 64 * 1024 * 1024
+
+
+def _past_end(src: _Source, start: int, explicit: bool) -> FastHeaderUnsupported:
+    """Why the dataset walk ran past the end of the file: the element whose length overruns, or a clean end.
+
+    Runs only on that error path: walks the top-level elements again over the
+    whole file (the hot walkers keep no history), as the walkers do.
+    """
+    size = src.size()
+    damaged = FastHeaderUnsupported.DAMAGED
+    if size > _DIAGNOSE_MAX:
+        return FastHeaderUnsupported(f"truncated or corrupt header: the walk ran past the end of the file ({size} bytes)",
+                                     damaged)
+    buf = src.extend(size)
+    pos = start
+    while pos < size:
+        if pos + 8 > size or (explicit and pos + 12 > size and _HEAD_EXPLICIT(buf, pos)[2] in _LONG_VRS):
+            return FastHeaderUnsupported(
+                f"truncated file: it ends at byte {size}, inside the header of the data element at byte {pos}", damaged)
+        g, e, vr, ln = _HEAD_EXPLICIT(buf, pos)
+        if not explicit:
+            ln, vs = _U32(buf, pos + 4)[0], pos + 8
+        elif vr in _LONG_VRS:
+            ln, vs = _U32(buf, pos + 8)[0], pos + 12
+        else:
+            vs = pos + 8
+        if ln == _UNDEFINED:
+            try:
+                pos = _skip_undefined_sequence(buf, vs, explicit)
+            except _NeedMore:
+                return FastHeaderUnsupported(
+                    f"truncated or corrupt header: the sequence ({g:04X},{e:04X}) at byte {pos} runs past the end "
+                    f"of the file ({size} bytes)", damaged)
+            continue
+        if vs + ln > size:
+            return FastHeaderUnsupported(
+                f"corrupt or truncated header: data element ({g:04X},{e:04X}){' ' + _vr_name(vr) if explicit else ''} "
+                f"at byte {pos} declares a value of "
+                f"{ln} bytes, ending at byte {vs + ln}, past the end of the file ({size} bytes)", damaged)
+        pos = vs + ln
+    return FastHeaderUnsupported(
+        f"no pixel data: the dataset ends at byte {size} without a top-level (7FE0,0010) element",
+        FastHeaderUnsupported.NO_PIXEL_DATA)
 
 
 def _decode_into(hdr: FastHeader, buf: bytes, found: _Found) -> None:

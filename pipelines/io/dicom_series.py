@@ -2,9 +2,18 @@
 
 Pass 1 of :func:`lungfuse.pipelines.io.dicom.load_ct`.  Only headers are read
 (``stop_before_pixels``); the fast reader of :mod:`.dicom_header` handles the
-ordinary files and pydicom's tolerant reader the rest.  Where the native pixel
-values start is recorded so that pass 2 can read them with ``numpy.fromfile``.
-A file that cannot be read is skipped with a warning that names it.
+ordinary files, ACR-NEMA style files without preamble and file meta included,
+and pydicom's tolerant reader the rest.  Where the native pixel values start is
+recorded so that pass 2 can read them with ``numpy.fromfile``.
+
+Every file that looks like DICOM (by content: ``DICM`` or a bare dataset start;
+or by name: ``.dcm``, ``.dicom``, ``.ima``, no suffix) but gives no image is
+skipped with a ``skipped_file`` warning that names it and says what is wrong:
+an empty file, a header element whose length runs past the end of the file (a
+corrupt header or a truncated file), pixel data cut short, an image header
+without pixel data, or what pydicom could not read.  Other files (reports, XML,
+images, README) and valid non-image DICOM objects (SR, KO, ...) are ignored
+silently.
 """
 
 from __future__ import annotations
@@ -149,7 +158,21 @@ def _float_tuple(v: Any, n: int) -> tuple[float, ...] | None:
     return t if len(t) == n else None
 
 
-def _native_pixel_location(fp: Any, ds: pydicom.Dataset) -> tuple[int | None, int | None]:
+def _transfer_syntax(ds: pydicom.Dataset) -> str:
+    """The dataset's TransferSyntaxUID; for a file without file meta, the one pydicom assumed while reading."""
+    meta = getattr(ds, "file_meta", None)
+    tsyntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if tsyntax:
+        return tsyntax
+    implicit, little = getattr(ds, "original_encoding", (None, None))[:2]
+    if implicit is None:
+        return ""
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    return str(ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+
+
+def _native_pixel_location(fp: Any, tsyntax: str) -> tuple[int | None, int | None]:
     """After a ``stop_before_pixels`` read, find where the native pixel values lie.
 
     pydicom leaves the file positioned at the start of the (7FE0,0010) element.
@@ -160,8 +183,7 @@ def _native_pixel_location(fp: Any, ds: pydicom.Dataset) -> tuple[int | None, in
     """
     from pydicom.uid import UID
 
-    tsyntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    if tsyntax is None or UID(tsyntax).is_compressed or not UID(tsyntax).is_little_endian:
+    if not tsyntax or UID(tsyntax).is_compressed or not UID(tsyntax).is_little_endian:
         return None, None
     start = fp.tell()
     head = fp.read(12)
@@ -309,16 +331,32 @@ def _header_from_fast(path: Path, fh: FastHeader) -> SliceHeader:
 def read_header(path: Path) -> SliceHeader | None | str:
     """Read one file's header.  Returns a header, None (not DICOM / not an image) or an error string.
 
-    The fast reader (no pydicom, ~30 us/file) handles ordinary image files;
-    anything it is not sure about falls back to pydicom's tolerant reader.
+    An error string means the file looks like DICOM (see the module docstring)
+    but gives no usable image header: the caller warns with it.  The fast
+    reader (no pydicom, ~30 us/file) handles ordinary image files and bare
+    (ACR-NEMA style) datasets; its verdict decides the rest: an empty or
+    structurally damaged file is reported as such, anything else it is not
+    sure about falls back to pydicom's tolerant reader.
     """
+    no_pixels = None  # the fast reader's finding that the file holds no pixel data
+    malformed = None  # ... or that its structure is damaged (pydicom may read past that)
     try:
         fh = read_header_fast(path)
         if fh.rows is not None and fh.columns is not None:
             return _header_from_fast(path, fh)
-    except FastHeaderUnsupported:
-        if not _looks_like_dicom_name(path):
+    except FastHeaderUnsupported as exc:
+        kind = exc.kind
+        if kind == exc.MALFORMED:
+            malformed = str(exc)
+        if kind == exc.NO_PIXEL_DATA:
+            no_pixels = str(exc)
+        if kind in (exc.NOT_DICOM, exc.EMPTY, exc.IO_ERROR) and not _looks_like_dicom_name(path):
             return None  # a report, XML annotation, README...: not worth pydicom's forced parse
+        if kind == exc.EMPTY:
+            return "empty file (0 bytes)"
+        if kind == exc.DAMAGED:
+            # pydicom reads the same element lengths: it could only give a partial header.
+            return str(exc)
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -336,16 +374,25 @@ def read_header(path: Path) -> SliceHeader | None | str:
                 ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True, specific_tags=_HEADER_TAGS)
                 if "SOPClassUID" not in ds and "Rows" not in ds:
                     return None
-            offset, nbytes = _native_pixel_location(fp, ds)
+            tsyntax = _transfer_syntax(ds)
+            offset, nbytes = _native_pixel_location(fp, tsyntax)
     except Exception as exc:  # noqa: BLE001 - pydicom can raise almost anything on garbage
         return f"{type(exc).__name__}: {exc}"
+    why = "; ".join(str(w.message) for w in caught)
     if "Rows" not in ds or "Columns" not in ds:
-        if "SOPClassUID" in ds:
+        if "SOPClassUID" in ds and not _is_image_sop_class(str(ds.SOPClassUID)) and malformed is None:
             return None  # SR, KO, presentation state, RT structure set, ...: valid, but not an image
-        why = "; ".join(str(w.message) for w in caught) or "no SOP Class and no image attributes"
-        return f"corrupt or not a DICOM image ({why})"
+        what = "an image SOP class but no Rows/Columns" if "SOPClassUID" in ds else "no SOP Class and no image attributes"
+        if malformed is not None:
+            what = f"no Rows/Columns read; the header is malformed: {malformed}"
+        return f"corrupt header or not a DICOM image ({what}" + (f"; pydicom: {why})" if why else ")")
+    if no_pixels is not None:
+        return f"{no_pixels} (an image header cut short?)"
     try:
         hv = _HeaderView(ds)
+        size = hv.ints("Rows"), hv.ints("Columns")
+        if any(len(v) != 1 or v[0] <= 0 for v in size):
+            return f"corrupt header: Rows {size[0] or '?'}, Columns {size[1] or '?'} (one positive number each expected)"
         pad = hv.ints("PixelPaddingValue")
         n_frames = hv.int("NumberOfFrames")
         return SliceHeader(
@@ -367,7 +414,7 @@ def read_header(path: Path) -> SliceHeader | None | str:
             thickness=hv.float("SliceThickness"),
             tilt=hv.float("GantryDetectorTilt", 0.0) or 0.0,
             n_frames=n_frames if n_frames else 1,
-            transfer_syntax=str(ds.file_meta.get("TransferSyntaxUID", "")) if hasattr(ds, "file_meta") else "",
+            transfer_syntax=tsyntax,
             pixel_offset=offset,
             pixel_nbytes=nbytes,
             bits_allocated=hv.int("BitsAllocated") or 16,
@@ -393,24 +440,26 @@ def scan_headers(root: Path) -> tuple[list[SliceHeader], list[VolumeWarning], in
         if isinstance(res, SliceHeader):
             headers.append(res)
         elif isinstance(res, str):
-            if _looks_like_dicom_name(path):
-                warns.append(VolumeWarning("skipped_file", f"skipped unreadable file {path}: {res}", (str(path),)))
-            else:
-                log.debug("ignoring non-DICOM file %s (%s)", path, res)
+            # read_header gives a reason only for files that look like DICOM (by content or by name).
+            warns.append(VolumeWarning("skipped_file", f"skipped unreadable file {path}: {res}", (str(path),)))
     return headers, warns, len(files)
 
 
 def _looks_like_dicom_name(path: Path) -> bool:
-    """Whether an unreadable file deserves a warning (vs. a README or XML lying beside the images)."""
-    suffix = path.suffix.lower()
-    if suffix in (".dcm", ".dicom", ".ima", ""):
-        return True
-    try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
+    """Whether a file whose content does not say DICOM still deserves pydicom and a warning, by its name.
+
+    DICOM files are often named ``*.dcm`` / ``*.dicom`` / ``*.ima`` or have no
+    suffix at all; a README or XML lying beside the images has a suffix of its own.
+    """
+    return path.suffix.lower() in (".dcm", ".dicom", ".ima", "")
+
+
+@functools.cache
+def _is_image_sop_class(uid: str) -> bool:
+    """Whether pydicom's UID dictionary names ``uid`` an image storage class (CT Image Storage, ...)."""
+    from pydicom.uid import UID
+
+    return "Image Storage" in UID(uid).name
 
 
 # ---------------------------------------------------------------------------
@@ -521,7 +570,7 @@ def choose_series(
             continue
         n = sum(h.n_frames for h in hs)
         code = "scout_excluded" if n == 1 else "other_series"
-        what = "single image with a different geometry (treated as a scout)" if n == 1 else "another image stack"
+        what = f"single image {hs[0].path} with a different geometry (treated as a scout)" if n == 1 else "another image stack"
         warns.append(VolumeWarning(code, f"ignored {what}: series {hs[0].series_uid}, {n} image(s), "
                                          f"{hs[0].rows}x{hs[0].cols}; choose it with series_uid=", (hs[0].path,)))
     # Same series split by image size = slices of mixed size inside one series.

@@ -32,7 +32,7 @@ def load_multiframe(path: Path, estimate_noise: bool) -> CTVolume:
     import pydicom
 
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, force=True)  # force: also a file without file meta, as pass 1 reads it
     except Exception as exc:  # noqa: BLE001 - pydicom can raise almost anything on a damaged file
         raise IngestError(f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})", path) from exc
     if str(ds.get("Modality", "")).upper() != "CT":

@@ -5,7 +5,9 @@ Research software, NOT for diagnostic use.
 ``load_report`` accepts a path to a plain-text / Markdown report, a DICOM Structured
 Report (the text of its TEXT content items is read recursively with pydicom), raw
 report text, or raw bytes.  It detects the encoding (UTF-8, UTF-8 with BOM, UTF-16
-with BOM, cp1252 "smart quote" files, Latin-1 as the last resort), normalises line
+with BOM, cp1252 "smart quote" files, Latin-1 as the last resort), refuses bytes that
+are not text (:func:`not_text_reason`: a PDF, an image, an archive or binary data is a
+:class:`~lungfuse.pipelines.core.errors.ReportError` naming the file), normalises line
 endings to ``"\\n"`` and splits the text into sections (FINDINGS, IMPRESSION,
 TECHNIQUE, ...).  Every offset stored on a :class:`Section` refers to
 :attr:`Report.text` (the decoded, newline-normalised text), so ``report.text[s.start:s.end]``
@@ -33,6 +35,7 @@ __all__ = [
     "decode_bytes",
     "load_report",
     "normalise_newlines",
+    "not_text_reason",
     "split_sections",
 ]
 
@@ -347,6 +350,56 @@ def _looks_utf16(data: bytes) -> str | None:
     return None
 
 
+#: Leading bytes of binary formats that get handed in as "the report" (checked first, named in the error).
+_BINARY_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF-", "a PDF document"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"PK\x03\x04", "a ZIP archive (a .docx/.odt document?)"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an OLE2 compound file (a .doc document?)"),
+    (b"\x1f\x8b", "a gzip archive"),
+)
+#: Characters that do not occur in text: C0 controls other than tab, LF, VT, FF, CR; DEL; the C1
+#: controls (what Latin-1 makes of undecodable bytes 0x80-0x9F); U+FFFD (bytes a codec replaced).
+_NON_TEXT_RE = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\ufffd]")
+#: The most non-text characters a report may hold: 1 % of its characters (and at least 2).
+NOT_TEXT_MAX_SHARE = 0.01
+
+
+def not_text_reason(data: bytes, text: str) -> str | None:
+    """Why report bytes are not text, or ``None`` when they are; ``text`` is :func:`decode_bytes`'s decoding.
+
+    The rule, in order:
+
+    1. the bytes start with the signature of a binary format reports get confused with
+       (PDF, PNG, JPEG, GIF, TIFF, ZIP/.docx, OLE2/.doc, gzip): not text, the format named;
+    2. otherwise, in the decoded text (so NUL bytes of UTF-16 do not count: that encoding is
+       decoded first), count the characters text never holds: C0 control characters other
+       than tab, LF, VT, FF and CR, DEL, the C1 controls (what undecodable bytes 0x80-0x9F
+       become under the Latin-1 fallback) and U+FFFD (bytes a codec replaced).  NUL and
+       0x1A (DOS end-of-file) padding at the very end is ignored.  More than
+       :data:`NOT_TEXT_MAX_SHARE` (1 %) of the characters, and more than 2, is not text.
+
+    Random bytes hold about 24 % such characters; real reports (UTF-8, UTF-16, cp1252,
+    Latin-1, Markdown) none, or a stray one.
+    """
+    for magic, what in _BINARY_SIGNATURES:
+        if data.startswith(magic):
+            return f"it is {what} (it starts with {magic[:5]!r})"
+    body = text.rstrip("\x00\x1a")
+    if not body:
+        return None if not text else "it holds only NUL bytes"
+    bad = len(body) - len(_NON_TEXT_RE.sub("", body))
+    if bad > max(2, NOT_TEXT_MAX_SHARE * len(body)):
+        return (f"{bad} of its {len(body)} characters ({100 * bad / len(body):.0f} %) are control characters or "
+                "undecodable bytes: binary data")
+    return None
+
+
 def decode_bytes(data: bytes) -> tuple[str, str]:
     """Decode report bytes; return ``(text, encoding)``.
 
@@ -453,6 +506,10 @@ def _load_path(path: Path) -> Report:
         text, encoding = _read_dicom_sr(path), "dicom-sr"
     else:
         text, encoding = decode_bytes(data)
+        why = not_text_reason(data, text)
+        if why is not None:
+            raise ReportError(f"report file {str(path)!r} is not text: {why}; give the report as plain text "
+                              "(.txt, .md) or as a DICOM SR", path)
         text = normalise_newlines(text)
     if not text.strip():
         raise ReportError(f"report file {str(path)!r} is empty or whitespace-only", path)
@@ -473,12 +530,17 @@ def load_report(path_or_text: str | os.PathLike[str] | bytes | bytearray | Repor
 
     Returns a validated :class:`Report` (``ValueError`` for empty / whitespace-only text;
     :class:`~lungfuse.pipelines.core.errors.ReportError`, a ``ValueError``, naming the file for a
-    file that is empty or an unreadable DICOM SR).
+    file that is empty, not text (:func:`not_text_reason`: a PDF, an image, binary data) or an
+    unreadable DICOM SR; for ``bytes`` that are not text, without a file to name).
     """
     if isinstance(path_or_text, Report):
         return path_or_text
     if isinstance(path_or_text, bytes | bytearray):
-        text, encoding = decode_bytes(bytes(path_or_text))
+        data = bytes(path_or_text)
+        text, encoding = decode_bytes(data)
+        why = not_text_reason(data, text)
+        if why is not None:
+            raise ReportError(f"the report bytes are not text: {why}")
         return Report(text=normalise_newlines(text), encoding=encoding)
     if isinstance(path_or_text, os.PathLike):
         return _load_path(Path(path_or_text))
