@@ -91,7 +91,7 @@ _ALIAS_MATCHERS: list[tuple[re.Pattern[str], str]] = [
 ]
 
 # Markdown decoration around a header: "## Findings", "**Impression:**", "__Findings__".
-_MD_PREFIX = r"(?:\#{1,6}[ \t]*)?(?:\*\*|__)?[ \t]*"
+_MD_PREFIX = r"(?:\#{1,6}[ \t]*+)?(?:\*\*|__)?[ \t]*+"
 _MD_SUFFIX = r"(?:\*\*|__)?"
 
 # A header at the start of a line.  The delimiter is optional; whether a delimiter-less
@@ -99,7 +99,7 @@ _MD_SUFFIX = r"(?:\*\*|__)?"
 # CAPS, or markdown '#').  The dash delimiter must be followed by a space or the end of
 # the line so that "Follow-up" or "History-taking" are not cut in two.
 _LINE_HEADER_RE = re.compile(
-    rf"^(?P<lead>[ \t]*{_MD_PREFIX})(?P<name>{_ALIAS_ALTERNATION})\b[ \t]*{_MD_SUFFIX}[ \t]*"
+    rf"^(?P<lead>[ \t]*+{_MD_PREFIX})(?P<name>{_ALIAS_ALTERNATION})\b[ \t]*{_MD_SUFFIX}[ \t]*"
     rf"(?P<delim>:|[-\u2013\u2014](?=[ \t]|$))?[ \t]*{_MD_SUFFIX}",
     re.IGNORECASE | re.MULTILINE,
 )
@@ -108,15 +108,15 @@ _LINE_HEADER_RE = re.compile(
 # sentence end (". ", "; ", ") ") or a run of 2+ spaces, and carry a colon or a spaced
 # dash.  "no findings: ..." or "on prior study: ..." do not qualify (no boundary).
 _INLINE_HEADER_RE = re.compile(
-    rf"(?:(?<=[.;!?)\]])|(?<=[.;!?)\]][\"'])|(?<=[ \t]{{2}}))[ \t]*{_MD_SUFFIX}"
-    rf"(?P<name>{_ALIAS_ALTERNATION})\b[ \t]*{_MD_SUFFIX}[ \t]*(?P<delim>:|[-\u2013\u2014](?=[ \t]))[ \t]*{_MD_SUFFIX}",
+    rf"(?:(?<=[.;!?)\]])|(?<=[.;!?)\]][\"'])|(?<=[ \t]{{2}})(?<![ \t]{{3}})|(?<=[ \t]{{2}})(?![ \t]))[ \t]*+{_MD_SUFFIX}"
+    rf"(?P<name>{_ALIAS_ALTERNATION})\b[ \t]*+{_MD_SUFFIX}[ \t]*+(?P<delim>:|[-\u2013\u2014](?=[ \t]))[ \t]*{_MD_SUFFIX}",
     re.IGNORECASE,
 )
 
 # ALL CAPS header inside a line without a delimiter: "... contrast. FINDINGS The lungs".
 # Case-sensitive on purpose: mixed-case "Findings show" is prose, not a header.
 _INLINE_CAPS_HEADER_RE = re.compile(
-    rf"(?<=[.;!?])[ \t]+(?P<name>{_BARE_CAPS_HEADERS})(?=[ \t]+[A-Z0-9])"
+    rf"(?<=[.;!?])[ \t]++(?P<name>{_BARE_CAPS_HEADERS})(?=[ \t]++[A-Z0-9])"
 )
 
 _WS_RE = re.compile(r"\s+")
@@ -259,7 +259,8 @@ def _accept_line_header(m: re.Match[str], text: str) -> bool:
     """Decide whether a header-looking line start really is a header."""
     if m.group("delim"):
         return True
-    rest_of_line = text[m.end() : text.find("\n", m.end()) if "\n" in text[m.end() :] else len(text)]
+    eol = text.find("\n", m.end())  # not ``"\n" in text[m.end():]``: that copies the rest of the text per header
+    rest_of_line = text[m.end() : eol if eol >= 0 else len(text)]
     if not rest_of_line.strip():  # header alone on its line ("Impression" / "FINDINGS")
         return True
     if "#" in m.group("lead"):  # "## Findings ..." markdown header
