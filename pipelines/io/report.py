@@ -14,6 +14,7 @@ is always the section body.
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import errno
 import os
@@ -272,16 +273,32 @@ def _accept_line_header(m: re.Match[str], text: str) -> bool:
 def _find_headers(text: str) -> list[tuple[int, int, str, str]]:
     """Return (header_start, body_start, canonical_name, header_as_written) sorted."""
     found: dict[int, tuple[int, int, str, str]] = {}
+    # the union of the kept [header_start, body_start) spans, as sorted disjoint spans:
+    # "is hstart inside a kept span" is then a bisection, not a scan of every header
+    cover_starts: list[int] = []
+    cover_ends: list[int] = []
 
     def add(hstart: int, bstart: int, raw: str) -> None:
         name = canonical_section_name(raw)
         if name is None:
             return
         # keep the earliest claim on an overlapping area
-        for s, (_, b, _, _) in found.items():
-            if s <= hstart < b:
-                return
+        i = bisect.bisect_right(cover_starts, hstart)
+        if i and hstart < cover_ends[i - 1]:
+            return
         found[hstart] = (hstart, bstart, name, _WS_RE.sub(" ", raw.strip()))
+        if bstart > hstart:  # merge [hstart, bstart) into the union
+            lo, hi = hstart, bstart
+            j = i
+            if j and cover_ends[j - 1] >= lo:
+                j -= 1
+                lo = cover_starts[j]
+            k = j
+            while k < len(cover_starts) and cover_starts[k] <= hi:
+                hi = max(hi, cover_ends[k])
+                k += 1
+            cover_starts[j:k] = [lo]
+            cover_ends[j:k] = [hi]
 
     for m in _LINE_HEADER_RE.finditer(text):
         if _accept_line_header(m, text):
