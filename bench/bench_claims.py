@@ -10,6 +10,11 @@ parses (400 repeats of a four-sentence block, about 2,000 sentences).  The dev s
     python bench/bench_claims.py --repeats 5 --out bench/results/claims_speed.json
 
 Target (from the retired unit-test bound): the long report in < 5 s on the 2-core CPU.
+
+Pathological inputs (issue 21, section 8): long runs of one repeated character (spaces,
+tabs, dots, dashes, ...) around "nodule 4 mm", repeated abbreviations, and a 1 MB report
+(the dev set repeated).  Each is parsed as ``lungfuse claims`` does
+(``extract_claims(load_report(text))``); target: every one, up to 1 MB, in < 2 s (median).
 """
 
 from __future__ import annotations
@@ -31,6 +36,31 @@ BLOCK = (
 )
 LONG_REPORT = BLOCK * 400 + "\nIMPRESSION: Nodules as above."
 TARGET_LONG_S = 5.0
+TARGET_PATHOLOGICAL_S = 2.0
+NODULE = "nodule 4 mm"
+
+
+def pathological_inputs(reports: list[str]) -> dict[str, str]:
+    """Name -> text: the inputs of issue 21, section 8, and their relatives, up to 1 MB."""
+    mb = 1_000_000
+    out = {
+        "5,000 spaces + nodule": " " * 5000 + NODULE,
+        "20,000 spaces + nodule": " " * 20000 + NODULE,
+        "3,000 tabs + nodule": "\t" * 3000 + NODULE,
+        "50,000 dots + nodule": "." * 50000 + NODULE,
+    }
+    for name, ch in (("spaces", " "), ("tabs", "\t"), ("dots", "."), ("dashes", "-"), ("underscores", "_"),
+                     ("equals", "="), ("stars", "*"), ("newlines", "\n"), ("x", "x"), ("digits", "1"),
+                     ("'mm '", "mm "), ("'e.g. '", "e.g. "), ("'RUL '", "RUL "), ("'and '", "and "),
+                     ("'x. '", "x. "), ("', '", ", "), ("' \\n'", " \n")):
+        run = ch * ((mb - 40) // len(ch))
+        out[f"1 MB of {name} + nodule"] = run + NODULE
+        out[f"nodule + 1 MB of {name}"] = "FINDINGS: 4 mm nodule in the RUL " + run + " end."
+    mix = "Findings: " + " " * 2000 + "." * 2000 + "\t" * 2000 + "-" * 2000 + "RUL 4 mm nodule. " + "_" * 2000
+    out["1 MB mixture of runs and fragments"] = (mix * (mb // len(mix) + 1))[:mb]
+    dev = "\n\n".join(reports)
+    out["1 MB report (dev set repeated)"] = (dev * (mb // len(dev) + 1))[:mb]
+    return out
 
 
 def _time(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -55,7 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     extract_claims("warm-up: 4 mm nodule in the left lower lobe.")
     reports = [json.loads(line)["text"] for line in DEV_SET.read_text(encoding="utf-8").splitlines() if line.strip()]
 
+    from lungfuse.pipelines.io.report import load_report
+
     long_s = _time(lambda: extract_claims(LONG_REPORT), args.repeats)
+    patho = {}
+    for name, text in pathological_inputs(reports).items():
+        secs = _time(lambda text=text: extract_claims(load_report(text)), args.repeats)
+        patho[name] = {"chars": len(text), "seconds_median": round(statistics.median(secs), 4),
+                       "seconds_max": round(max(secs), 4)}
+    worst = max(v["seconds_median"] for v in patho.values())
     dev_s = _time(lambda: [extract_claims(t) for t in reports], args.repeats)
     result = {
         "benchmark": "extract_claims speed (in-process, after one warm-up call)",
@@ -69,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
             "seconds_max": round(max(long_s), 4),
             "target_s": TARGET_LONG_S,
             "within_target": max(long_s) < TARGET_LONG_S,
+        },
+        "pathological": {
+            "target_s": TARGET_PATHOLOGICAL_S,
+            "worst_seconds_median": worst,
+            "within_target": worst < TARGET_PATHOLOGICAL_S,
+            "inputs": patho,
         },
         "dev_set": {
             "reports": len(reports),

@@ -16,6 +16,7 @@ is always the section body.
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import errno
 import os
@@ -94,7 +95,7 @@ _ALIAS_MATCHERS: list[tuple[re.Pattern[str], str]] = [
 ]
 
 # Markdown decoration around a header: "## Findings", "**Impression:**", "__Findings__".
-_MD_PREFIX = r"(?:\#{1,6}[ \t]*)?(?:\*\*|__)?[ \t]*"
+_MD_PREFIX = r"(?:\#{1,6}[ \t]*+)?(?:\*\*|__)?[ \t]*+"
 _MD_SUFFIX = r"(?:\*\*|__)?"
 
 # A header at the start of a line.  The delimiter is optional; whether a delimiter-less
@@ -102,7 +103,7 @@ _MD_SUFFIX = r"(?:\*\*|__)?"
 # CAPS, or markdown '#').  The dash delimiter must be followed by a space or the end of
 # the line so that "Follow-up" or "History-taking" are not cut in two.
 _LINE_HEADER_RE = re.compile(
-    rf"^(?P<lead>[ \t]*{_MD_PREFIX})(?P<name>{_ALIAS_ALTERNATION})\b[ \t]*{_MD_SUFFIX}[ \t]*"
+    rf"^(?P<lead>[ \t]*+{_MD_PREFIX})(?P<name>{_ALIAS_ALTERNATION})\b[ \t]*{_MD_SUFFIX}[ \t]*"
     rf"(?P<delim>:|[-\u2013\u2014](?=[ \t]|$))?[ \t]*{_MD_SUFFIX}",
     re.IGNORECASE | re.MULTILINE,
 )
@@ -111,15 +112,15 @@ _LINE_HEADER_RE = re.compile(
 # sentence end (". ", "; ", ") ") or a run of 2+ spaces, and carry a colon or a spaced
 # dash.  "no findings: ..." or "on prior study: ..." do not qualify (no boundary).
 _INLINE_HEADER_RE = re.compile(
-    rf"(?:(?<=[.;!?)\]])|(?<=[.;!?)\]][\"'])|(?<=[ \t]{{2}}))[ \t]*{_MD_SUFFIX}"
-    rf"(?P<name>{_ALIAS_ALTERNATION})\b[ \t]*{_MD_SUFFIX}[ \t]*(?P<delim>:|[-\u2013\u2014](?=[ \t]))[ \t]*{_MD_SUFFIX}",
+    rf"(?:(?<=[.;!?)\]])|(?<=[.;!?)\]][\"'])|(?<=[ \t]{{2}})(?<![ \t]{{3}})|(?<=[ \t]{{2}})(?![ \t]))[ \t]*+{_MD_SUFFIX}"
+    rf"(?P<name>{_ALIAS_ALTERNATION})\b[ \t]*+{_MD_SUFFIX}[ \t]*+(?P<delim>:|[-\u2013\u2014](?=[ \t]))[ \t]*{_MD_SUFFIX}",
     re.IGNORECASE,
 )
 
 # ALL CAPS header inside a line without a delimiter: "... contrast. FINDINGS The lungs".
 # Case-sensitive on purpose: mixed-case "Findings show" is prose, not a header.
 _INLINE_CAPS_HEADER_RE = re.compile(
-    rf"(?<=[.;!?])[ \t]+(?P<name>{_BARE_CAPS_HEADERS})(?=[ \t]+[A-Z0-9])"
+    rf"(?<=[.;!?])[ \t]++(?P<name>{_BARE_CAPS_HEADERS})(?=[ \t]++[A-Z0-9])"
 )
 
 _WS_RE = re.compile(r"\s+")
@@ -262,7 +263,8 @@ def _accept_line_header(m: re.Match[str], text: str) -> bool:
     """Decide whether a header-looking line start really is a header."""
     if m.group("delim"):
         return True
-    rest_of_line = text[m.end() : text.find("\n", m.end()) if "\n" in text[m.end() :] else len(text)]
+    eol = text.find("\n", m.end())  # not ``"\n" in text[m.end():]``: that copies the rest of the text per header
+    rest_of_line = text[m.end() : eol if eol >= 0 else len(text)]
     if not rest_of_line.strip():  # header alone on its line ("Impression" / "FINDINGS")
         return True
     if "#" in m.group("lead"):  # "## Findings ..." markdown header
@@ -274,16 +276,32 @@ def _accept_line_header(m: re.Match[str], text: str) -> bool:
 def _find_headers(text: str) -> list[tuple[int, int, str, str]]:
     """Return (header_start, body_start, canonical_name, header_as_written) sorted."""
     found: dict[int, tuple[int, int, str, str]] = {}
+    # the union of the kept [header_start, body_start) spans, as sorted disjoint spans:
+    # "is hstart inside a kept span" is then a bisection, not a scan of every header
+    cover_starts: list[int] = []
+    cover_ends: list[int] = []
 
     def add(hstart: int, bstart: int, raw: str) -> None:
         name = canonical_section_name(raw)
         if name is None:
             return
         # keep the earliest claim on an overlapping area
-        for s, (_, b, _, _) in found.items():
-            if s <= hstart < b:
-                return
+        i = bisect.bisect_right(cover_starts, hstart)
+        if i and hstart < cover_ends[i - 1]:
+            return
         found[hstart] = (hstart, bstart, name, _WS_RE.sub(" ", raw.strip()))
+        if bstart > hstart:  # merge [hstart, bstart) into the union
+            lo, hi = hstart, bstart
+            j = i
+            if j and cover_ends[j - 1] >= lo:
+                j -= 1
+                lo = cover_starts[j]
+            k = j
+            while k < len(cover_starts) and cover_starts[k] <= hi:
+                hi = max(hi, cover_ends[k])
+                k += 1
+            cover_starts[j:k] = [lo]
+            cover_ends[j:k] = [hi]
 
     for m in _LINE_HEADER_RE.finditer(text):
         if _accept_line_header(m, text):

@@ -8,6 +8,7 @@ masked working text (:func:`.sentences.masked_text`); sizes are in millimetres.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -217,13 +218,32 @@ def _side(token: str) -> str:
     return "right" if token.lower().startswith("r") else "left"
 
 
+class _Spans:
+    """Disjoint, non-empty ``[start, end)`` spans kept sorted, so that testing a span
+    against all of them is a bisection, not a scan (a scope naming a lobe thousands of
+    times stays linear)."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+
+    def free(self, s: int, e: int) -> bool:
+        """No kept span overlaps ``[s, e)``: as ``all(e <= ts or s >= te ...)``."""
+        i = bisect.bisect_left(self.starts, e)
+        return i == 0 or self.ends[i - 1] <= s
+
+    def append(self, span: tuple[int, int]) -> None:
+        """Keep ``span`` (callers add only spans that are :meth:`free`)."""
+        i = bisect.bisect_left(self.starts, span[0])
+        self.starts.insert(i, span[0])
+        self.ends.insert(i, span[1])
+
+
 def find_location(work: str, a: int, b: int) -> Location:
     loc = Location()
-    taken: list[tuple[int, int]] = []
+    taken = _Spans()
     sideless: list[tuple[int, str]] = []
-
-    def free(s: int, e: int) -> bool:
-        return all(e <= ts or s >= te for ts, te in taken)
+    free = taken.free
 
     for kind, pattern in LOBE_RES:
         for m in pattern.finditer(work, a, b):

@@ -47,13 +47,13 @@ IMAGE_REF_RES: tuple[re.Pattern[str], ...] = (
     re.compile(r"[(\[]\s*\d{1,4}\s*[:/]\s*\d{1,4}(?:\s*[,;]\s*\d{1,4}\s*[:/]\s*\d{1,4})*\s*[)\]]"),
     # bare "series 3 image 45", "se 3, im 45"
     re.compile(
-        r"\b(?:series|ser\.?|se)\s*#?\s*\d+(?:\s*[,/;]?\s*(?:image|img|im)\.?\s*(?:#|no\.?|number)?\s*\d+)?", FLAGS
+        r"\b(?:series|ser\.?|se)\s*+#?\s*+\d+(?:\s*+[,/;]?\s*+(?:image|img|im)\.?\s*+(?:#|no\.?|number)?\s*+\d+)?", FLAGS
     ),
     # bare "image 45", "image #45", "images 40-45", "slice 120 of 300"; a continuation
     # number followed by a unit is a size ("image 45, 5 mm") and is left alone
     re.compile(
-        r"\b(?:images?|img|ims?|slices?|sl)\.?\s*(?:#|no\.?|number)?\s*\d+"
-        r"(?:\s*(?:-|to|and|,|/|of)\s*\d+(?![\d.]*\s*-?\s*(?:mm|cm|millimet|centimet)))*",
+        r"\b(?:images?|img|ims?|slices?|sl)\.?\s*+(?:#|no\.?|number)?\s*+\d+"
+        r"(?:\s*+(?:-|to|and|,|/|of)\s*+\d+(?![\d.]*+\s*+-?\s*+(?:mm|cm|millimet|centimet)))*",
         FLAGS,
     ),
     # "3:45" anywhere (image coordinates, clock times) - never a size
@@ -78,7 +78,7 @@ NUMBER_WORD_VALUES = {
     "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30,
 }
 NUMBER_WORD_UNIT_RE = re.compile(
-    rf"\b(?P<word>{'|'.join(NUMBER_WORD_VALUES)})(?=[\s-]+(?:mm|millimet|cm|centimet))", FLAGS
+    rf"\b(?P<word>{'|'.join(NUMBER_WORD_VALUES)})(?=[\s-]++(?:mm|millimet|cm|centimet))", FLAGS
 )
 REF_MASK = "#"
 DATE_MASK = "@"
@@ -91,10 +91,10 @@ DATE_MASK = "@"
 # a digit followed by ".digit" is refused.  "LR" needs a digit right after ("LR-3").
 LUNG_RADS_RE = re.compile(
     r"(?:\b(?:ACR\s+)?lung[\s-]*rads\b|\bLR\b(?=[\s-]*[0-4]))"
-    r"(?:\s*(?:\u00ae|\(r\)|\u2122))?"
-    r"(?:[\s,:=\-\u2013(]*(?:v(?:ersion)?\s*(?:20\d\d|\d(?:\.\d)?)|\d\.\d|20\d\d|assessment|categor(?:y|ies)|"
+    r"(?:\s*+(?:\u00ae|\(r\)|\u2122))?"
+    r"(?:[\s,:=\-\u2013(]*+(?:v(?:ersion)?\s*(?:20\d\d|\d(?:\.\d)?)|\d\.\d|20\d\d|assessment|categor(?:y|ies)|"
     r"cat\b\.?|score|classification|is|of|final|overall)){0,4}"
-    r"[\s,:=\-\u2013(]*"
+    r"[\s,:=\-\u2013(]*+"
     r"(?P<cat>4\s?[ABXabx](?![a-z])|[0-4](?![\d]|\.\d|[A-RT-Za-rt-z]))"
     r"(?:\s?S\b)?",
     FLAGS,
@@ -108,7 +108,7 @@ PRIOR_LR_RE = re.compile(r"\b(?:previous(?:ly)?|prior|formerly|was|from)\b[^.;]{
 # Sentence ends: ".!?" before whitespace, blank lines, a newline after a line ending in
 # ":" (a sub-header line), and a newline before an enumerator, bullet or "Label:" line.
 SENT_CANDIDATE_RE = re.compile(
-    r"[.!?]+(?=\s)|\n[ \t]*\n|(?<=:)[ \t]*\n|"
+    r"(?<![.!?])[.!?]++(?=\s)|\n[ \t]*+\n|(?<=:)[ \t]*+\n|"
     r"\n(?=[ \t]*(?:\(?\d{1,2}[.)][ \t]|[-*\u2022][ \t]|[A-Z][A-Za-z0-9/&,' #-]{1,40}:))"
 )
 # Tokens whose trailing period does not end a sentence.
@@ -186,7 +186,7 @@ FUNCTION_WORD_RE = re.compile(
 LEADING_JUNK_RE = re.compile(
     r"(?:[\s,;:]|\b(?:and|or|nor|as\s+well\s+as|while|whereas|but|also|plus|additionally)\b)+", FLAGS
 )
-TRAILING_JUNK_RE = re.compile(r"(?:[\s,;:.]|\b(?:and|or)\b)+$", FLAGS)
+TRAILING_JUNK_RE = re.compile(r"(?<![\s,;:.])(?<!\band)(?<!\bor)(?:[\s,;:.]|\b(?:and|or)\b)++$", FLAGS)
 
 # ---------------------------------------------------------------------------
 # Location
@@ -264,10 +264,10 @@ _SEP = r"(?:x|\u00d7|\*|by|-|\u2013|\u2014|to|through|,|and|or|&)"
 # (",", "and") separators, ending with a unit: "8x6mm", "0.8 x 0.6 cm", "2-3 mm",
 # "3, 4 and 5 mm", "5-mm".  Bounded repetition keeps long number lists linear.
 SIZE_CHUNK_RE = re.compile(
-    rf"(?<![\d.]){_NUM}(?:\s*-?\s*{_UNIT})?(?:\s*{_SEP}\s*{_NUM}(?:\s*-?\s*{_UNIT})?){{0,6}}\s*-?\s*{_UNIT}", FLAGS
+    rf"(?<![\d.]){_NUM}(?:\s*+-?\s*+{_UNIT})?(?:\s*+{_SEP}\s*+{_NUM}(?:\s*+-?\s*+{_UNIT})?){{0,6}}\s*+-?\s*+{_UNIT}", FLAGS
 )
 SIZE_TOKEN_RE = re.compile(
-    rf"(?P<num>{_NUM})(?:\s*-?\s*(?P<unit>{_UNIT}))?|(?P<sep>x|\u00d7|\*|by|-|\u2013|\u2014|to|through|,|and|or|&)",
+    rf"(?P<num>{_NUM})(?:\s*+-?\s*+(?P<unit>{_UNIT}))?|(?P<sep>x|\u00d7|\*|by|-|\u2013|\u2014|to|through|,|and|or|&)",
     FLAGS,
 )
 DIM_SEPS = {"x", "\u00d7", "*", "by"}
@@ -416,7 +416,7 @@ POST_NEG_RE = re.compile(
     r"\b(?:(?:is|are|was|were|has\s+been|have\s+been)\s+)?(?:no\s+longer|not)\s+(?:\w+\s+)?"
     r"(?:seen|identified|visuali[sz]ed|appreciated|present|demonstrated|evident|detected|apparent|visible|"
     r"definitely\s+seen|re-?demonstrated)\b|\b(?:has|have)\s+(?:since\s+|completely\s+|now\s+)?"
-    r"(?:resolved|disappeared|cleared)\b|\bresolved\b|\b(?:is|are)\s+absent\b|^\s*[:\-]?\s*(?:none|absent|negative|no)\b",
+    r"(?:resolved|disappeared|cleared)\b|\bresolved\b|\b(?:is|are)\s+absent\b|^\s*+[:\-]?\s*+(?:none|absent|negative|no)\b",
     FLAGS,
 )
 POST_TERMINATOR_RE = re.compile(r";|\b(?:but|however|whereas|while|although)\b", FLAGS)

@@ -97,6 +97,43 @@ def masked_text(text: str, lung_rads_spans: Iterable[tuple[int, int]]) -> str:
 # ---------------------------------------------------------------------------
 # Sentences
 # ---------------------------------------------------------------------------
+# The token before a sentence-end candidate: "approx", "e.g", "1".  The lookbehinds only
+# skip start positions that cannot be the leftmost match, and the possessive quantifiers
+# never give back what the rest could use, so this finds what ``([\w/]+(?:\.[\w/]+)*)$``
+# finds, in linear time.
+_TOKEN_TAIL_RE = re.compile(r"(?<![\w/])(?<![\w/]\.)[\w/]++(?:\.[\w/]++)*+$")
+_TOKEN_WINDOW = 64
+_ENUM_LEAD = " \t\n-*(\u2022"
+
+
+def _token_before(work: str, cur: int, pos: int) -> str:
+    """The lower-cased token that ends at ``pos`` in the sentence begun at ``cur``.
+
+    It is searched in the last ``_TOKEN_WINDOW`` characters only (a sentence of many
+    "e.g." would otherwise be copied and searched once per period); a token that may reach
+    past the window is searched again in the whole sentence."""
+    lo = max(cur, pos - _TOKEN_WINDOW)
+    tok_m = _TOKEN_TAIL_RE.search(work[lo:pos])
+    if tok_m is not None and lo > cur and tok_m.start() <= 1:
+        tok_m = _TOKEN_TAIL_RE.search(work[cur:pos])
+    return tok_m.group().lower() if tok_m else ""
+
+
+def _enumerator_prefix(work: str, cur: int, tok_start: int) -> bool:
+    """Is ``work[cur:tok_start]`` (the sentence before a number token) only blanks and
+    bullets, or does it end with ":" ("Nodules: 1.")?  As ``not prefix.strip(...)`` or
+    ``prefix.rstrip().endswith(":")``, without copying the prefix."""
+    j = tok_start
+    while j > cur and work[j - 1].isspace():
+        j -= 1
+    if j > cur and work[j - 1] == ":":
+        return True
+    i = tok_start
+    while i > cur and work[i - 1] in _ENUM_LEAD:
+        i -= 1
+    return i == cur
+
+
 def _split_sentences(work: str, start: int, end: int) -> list[tuple[int, int]]:
     """Sentence spans in ``work[start:end]``; no split on decimals, enumerators or
     abbreviations."""
@@ -104,15 +141,10 @@ def _split_sentences(work: str, start: int, end: int) -> list[tuple[int, int]]:
     cur = start
     for m in SENT_CANDIDATE_RE.finditer(work, start, end):
         if m.group().startswith((".", "!", "?")):
-            before = work[cur : m.start()]
-            tok_m = re.search(r"([\w/]+(?:\.[\w/]+)*)$", before)
-            token = tok_m.group(1).lower() if tok_m else ""
+            token = _token_before(work, cur, m.start())
             if token in ABBREVIATIONS or (len(token) == 1 and token.isalpha()):
                 continue
-            prefix = before[: len(before) - len(token)]
-            if token.isdigit() and len(token) <= 2 and (
-                not prefix.strip(" \t\n-*(\u2022") or prefix.rstrip().endswith(":")
-            ):
+            if token.isdigit() and len(token) <= 2 and _enumerator_prefix(work, cur, m.start() - len(token)):
                 continue  # enumerator "1." at the start of the sentence or after "Nodules:"
             cut, nxt = m.end(), m.end()
         else:
