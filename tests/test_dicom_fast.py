@@ -37,10 +37,10 @@ from lungfuse.pipelines.io.dicom_header import (
     KEYWORDS,
     TAGS,
     FastHeader,
-    FastHeaderUnsupported,
     read_header_fast,
     try_read_header_fast,
 )
+from lungfuse.pipelines.io.dicom_values import FastHeaderUnsupported
 
 CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 DEFLATED = "1.2.840.10008.1.2.1.99"
@@ -150,7 +150,9 @@ def test_tables_match_pydicom_dictionary() -> None:
     assert ingest_tags <= set(KEYWORDS)
     from pydicom.charset import python_encoding
 
-    assert dicom_fast._KNOWN_CHARSETS == set(python_encoding)
+    from lungfuse.pipelines.io.dicom_values import KNOWN_CHARSETS
+
+    assert KNOWN_CHARSETS == set(python_encoding)
 
 
 def test_module_does_not_import_pydicom() -> None:

@@ -430,7 +430,7 @@ def test_fast_path_needs_no_pydicom(lidc_root: Path) -> None:
 def test_pydicom_fallback_reads_the_same_headers(case: Path, reference, monkeypatch: pytest.MonkeyPatch) -> None:
     """Files the fast header reader declines go through pydicom (_HeaderView): the same volume and facts."""
     from lungfuse.pipelines.io import dicom_series
-    from lungfuse.pipelines.io.dicom_header import FastHeaderUnsupported
+    from lungfuse.pipelines.io.dicom_values import FastHeaderUnsupported
 
     def decline(path: object, *args: object, **kwargs: object) -> None:
         raise FastHeaderUnsupported("declined for the test")

@@ -94,6 +94,22 @@ import os
 import struct
 from typing import Any
 
+from lungfuse.pipelines.io.dicom_values import (
+    KNOWN_CHARSETS,
+    FastHeaderUnsupported,
+    NonAscii,
+    d_cs,
+    d_ds,
+    d_dsn,
+    d_is,
+    d_list,
+    d_pn,
+    d_text,
+    d_uid,
+    d_us,
+    decode_text,
+)
+
 __all__ = [
     "BARE_FIRST_MAX",
     "ENCAPSULATED_SYNTAXES",
@@ -104,7 +120,6 @@ __all__ = [
     "KEYWORDS",
     "TAGS",
     "FastHeader",
-    "FastHeaderUnsupported",
     "bare_dataset_syntax",
     "read_header_fast",
     "try_read_header_fast",
@@ -160,41 +175,6 @@ _HEAD_SWAPPED = struct.Struct("<IHH").unpack_from  # swapped tag, VR, 16-bit len
 _HEAD_EXPLICIT = struct.Struct("<HHHH").unpack_from  # group, element, VR, 16-bit length
 _HEAD_IMPLICIT = struct.Struct("<HHI").unpack_from  # group, element, 32-bit length
 _U32 = struct.Struct("<I").unpack_from
-
-#: SpecificCharacterSet defined terms (PS3.3 C.12.1.1.2) as pydicom 3 knows them.
-_KNOWN_CHARSETS = frozenset(
-    ["", "GB18030", "GBK"]
-    + [f"ISO_IR {n}" for n in (6, 13, 100, 101, 109, 110, 126, 127, 138, 144, 148, 166, 192)]
-    + [f"ISO 2022 IR {n}" for n in (6, 13, 58, 87, 100, 101, 109, 110, 126, 127, 138, 144, 148, 149, 159, 166)]
-    + ["ISO 2022 58", "ISO 2022 GBK"]
-)
-
-_DS1_CHARS = "0123456789.+-eE "
-_DSN_CHARS = _DS1_CHARS + "\\"
-_IS1_CHARS = "0123456789+- "
-
-
-class FastHeaderUnsupported(ValueError):
-    """The fast reader cannot read this file safely; read it with pydicom instead.
-
-    The message says why (``not a DICOM file ...``, ``truncated ...``,
-    ``unsupported transfer syntax ...``, ...); :attr:`kind` classifies it
-    (:data:`UNSUPPORTED`, :data:`NOT_DICOM`, :data:`EMPTY`, :data:`DAMAGED`,
-    :data:`MALFORMED`, :data:`NO_PIXEL_DATA`, :data:`IO_ERROR`; see the module docstring).
-    """
-
-    UNSUPPORTED = "unsupported"
-    NOT_DICOM = "not_dicom"
-    EMPTY = "empty"
-    DAMAGED = "damaged"
-    MALFORMED = "malformed"
-    NO_PIXEL_DATA = "no_pixel_data"
-    IO_ERROR = "io"
-
-    def __init__(self, message: str, kind: str = "unsupported") -> None:
-        super().__init__(message)
-        self.kind = kind
-
 
 _MALFORMED = FastHeaderUnsupported.MALFORMED
 
@@ -285,114 +265,41 @@ FIELDS: tuple[str, ...] = tuple(FastHeader.__annotations__)
 _FIELD_SET = frozenset(FIELDS)
 
 
-class _NonAscii(Exception):
-    """Internal: text with non-ASCII bytes; decode it with the character set."""
-
-
-def _d_uid(raw: bytes) -> str | None:
-    # As pydicom: right-strip spaces/NULs, then UID() strips surrounding whitespace.
-    v = raw.decode("latin-1").rstrip("\x00 ")
-    if "\\" in v:
-        raise FastHeaderUnsupported(f"several values {v!r}")
-    return v.strip() or None
-
-
-def _d_cs(raw: bytes) -> str | None:
-    # CS/DA as pydicom: the whole value right-stripped; several values stay backslash-joined.
-    return raw.decode("latin-1").rstrip(" \x00") or None
-
-
-def _d_list(raw: bytes) -> tuple[str, ...] | None:
-    v = raw.decode("latin-1").rstrip(" \x00")
-    return tuple(v.split("\\")) if v else None
-
-
-def _d_ds(raw: bytes) -> float | None:
-    v = raw.decode("latin-1").strip().rstrip(" \x00")
-    if not v:
-        return None
-    if v.strip(_DS1_CHARS):
-        raise FastHeaderUnsupported(f"not one decimal string: {v!r}")
-    return float(v)  # ValueError ("+", "1e", "1 2") -> unsupported
-
-
-def _d_dsn(raw: bytes) -> tuple[float, ...] | None:
-    v = raw.decode("latin-1").strip().rstrip(" \x00")
-    if not v:
-        return None
-    if v.strip(_DSN_CHARS):
-        raise FastHeaderUnsupported(f"not a decimal string: {v!r}")
-    return tuple(map(float, v.split("\\")))  # ValueError (also an empty value) -> unsupported
-
-
-def _d_is(raw: bytes) -> int | None:
-    # Unlike DS, pydicom does not strip() IS text first: "\x85 " stays "\x85" (-> unsupported here).
-    v = raw.decode("latin-1").rstrip(" \x00")
-    if not v:
-        return None
-    if v.strip(_IS1_CHARS):
-        raise FastHeaderUnsupported(f"not one integer string: {v!r}")
-    return int(v)
-
-
-def _d_us(raw: bytes) -> int:
-    if len(raw) != 2:
-        raise FastHeaderUnsupported(f"expected one 2-byte value, got {len(raw)} bytes")
-    return raw[0] | raw[1] << 8
-
-
-def _d_text(raw: bytes) -> str | None:
-    # LO/SH as pydicom: split on backslash, each value right-stripped of spaces/NULs.
-    if not raw.isascii() or b"\x1b" in raw:
-        raise _NonAscii
-    v = raw.decode("ascii")
-    if "\\" in v:
-        return "\\".join(x.rstrip("\x00 ") for x in v.split("\\")) or None
-    return v.rstrip("\x00 ") or None
-
-
-def _d_pn(raw: bytes) -> str | None:
-    # PN as pydicom: the whole value right-stripped (str(PersonName) is the decoded text).
-    if not raw.isascii() or b"\x1b" in raw:
-        raise _NonAscii
-    return raw.decode("ascii").rstrip("\x00 ") or None
-
-
 # DICOM keyword -> (tag, attribute, decoder, VR); the dictionary VR (checked
 # against pydicom's data dictionary by the tests).
 _SPEC: dict[str, tuple[int, str, Any, str]] = {
-    "ImageType": (0x00080008, "image_type", _d_list, "CS"),
-    "SOPClassUID": (0x00080016, "sop_class_uid", _d_uid, "UI"),
-    "SOPInstanceUID": (0x00080018, "sop_instance_uid", _d_uid, "UI"),
-    "StudyDate": (0x00080020, "study_date", _d_cs, "DA"),
-    "Modality": (0x00080060, "modality", _d_cs, "CS"),
-    "Manufacturer": (0x00080070, "manufacturer", _d_text, "LO"),
-    "SeriesDescription": (0x0008103E, "series_description", _d_text, "LO"),
-    "PatientName": (0x00100010, "patient_name", _d_pn, "PN"),
-    "PatientID": (0x00100020, "patient_id", _d_text, "LO"),
-    "SliceThickness": (0x00180050, "slice_thickness", _d_ds, "DS"),
-    "KVP": (0x00180060, "kvp", _d_ds, "DS"),
-    "GantryDetectorTilt": (0x00181120, "gantry_detector_tilt", _d_ds, "DS"),
-    "ConvolutionKernel": (0x00181210, "convolution_kernel", _d_text, "SH"),
-    "StudyInstanceUID": (0x0020000D, "study_instance_uid", _d_uid, "UI"),
-    "SeriesInstanceUID": (0x0020000E, "series_instance_uid", _d_uid, "UI"),
-    "SeriesNumber": (0x00200011, "series_number", _d_is, "IS"),
-    "AcquisitionNumber": (0x00200012, "acquisition_number", _d_is, "IS"),
-    "InstanceNumber": (0x00200013, "instance_number", _d_is, "IS"),
-    "ImagePositionPatient": (0x00200032, "image_position_patient", _d_dsn, "DS"),
-    "ImageOrientationPatient": (0x00200037, "image_orientation_patient", _d_dsn, "DS"),
-    "FrameOfReferenceUID": (0x00200052, "frame_of_reference_uid", _d_uid, "UI"),
-    "SamplesPerPixel": (0x00280002, "samples_per_pixel", _d_us, "US"),
-    "NumberOfFrames": (0x00280008, "number_of_frames", _d_is, "IS"),
-    "Rows": (0x00280010, "rows", _d_us, "US"),
-    "Columns": (0x00280011, "columns", _d_us, "US"),
-    "PixelSpacing": (0x00280030, "pixel_spacing", _d_dsn, "DS"),
-    "BitsAllocated": (0x00280100, "bits_allocated", _d_us, "US"),
-    "BitsStored": (0x00280101, "bits_stored", _d_us, "US"),
-    "PixelRepresentation": (0x00280103, "pixel_representation", _d_us, "US"),
+    "ImageType": (0x00080008, "image_type", d_list, "CS"),
+    "SOPClassUID": (0x00080016, "sop_class_uid", d_uid, "UI"),
+    "SOPInstanceUID": (0x00080018, "sop_instance_uid", d_uid, "UI"),
+    "StudyDate": (0x00080020, "study_date", d_cs, "DA"),
+    "Modality": (0x00080060, "modality", d_cs, "CS"),
+    "Manufacturer": (0x00080070, "manufacturer", d_text, "LO"),
+    "SeriesDescription": (0x0008103E, "series_description", d_text, "LO"),
+    "PatientName": (0x00100010, "patient_name", d_pn, "PN"),
+    "PatientID": (0x00100020, "patient_id", d_text, "LO"),
+    "SliceThickness": (0x00180050, "slice_thickness", d_ds, "DS"),
+    "KVP": (0x00180060, "kvp", d_ds, "DS"),
+    "GantryDetectorTilt": (0x00181120, "gantry_detector_tilt", d_ds, "DS"),
+    "ConvolutionKernel": (0x00181210, "convolution_kernel", d_text, "SH"),
+    "StudyInstanceUID": (0x0020000D, "study_instance_uid", d_uid, "UI"),
+    "SeriesInstanceUID": (0x0020000E, "series_instance_uid", d_uid, "UI"),
+    "SeriesNumber": (0x00200011, "series_number", d_is, "IS"),
+    "AcquisitionNumber": (0x00200012, "acquisition_number", d_is, "IS"),
+    "InstanceNumber": (0x00200013, "instance_number", d_is, "IS"),
+    "ImagePositionPatient": (0x00200032, "image_position_patient", d_dsn, "DS"),
+    "ImageOrientationPatient": (0x00200037, "image_orientation_patient", d_dsn, "DS"),
+    "FrameOfReferenceUID": (0x00200052, "frame_of_reference_uid", d_uid, "UI"),
+    "SamplesPerPixel": (0x00280002, "samples_per_pixel", d_us, "US"),
+    "NumberOfFrames": (0x00280008, "number_of_frames", d_is, "IS"),
+    "Rows": (0x00280010, "rows", d_us, "US"),
+    "Columns": (0x00280011, "columns", d_us, "US"),
+    "PixelSpacing": (0x00280030, "pixel_spacing", d_dsn, "DS"),
+    "BitsAllocated": (0x00280100, "bits_allocated", d_us, "US"),
+    "BitsStored": (0x00280101, "bits_stored", d_us, "US"),
+    "PixelRepresentation": (0x00280103, "pixel_representation", d_us, "US"),
     "PixelPaddingValue": (0x00280120, "pixel_padding_value", None, "US or SS"),  # decoded apart
-    "RescaleIntercept": (0x00281052, "rescale_intercept", _d_ds, "DS"),
-    "RescaleSlope": (0x00281053, "rescale_slope", _d_ds, "DS"),
+    "RescaleIntercept": (0x00281052, "rescale_intercept", d_ds, "DS"),
+    "RescaleSlope": (0x00281053, "rescale_slope", d_ds, "DS"),
 }
 
 #: DICOM keyword -> :class:`FastHeader` attribute.
@@ -851,7 +758,7 @@ def _decode_into(hdr: FastHeader, buf: bytes, found: _Found) -> None:
     if charset is not None:
         # pydicom interprets (0008,0005) while reading and fails on unknown terms: only known ones pass.
         terms = buf[charset[1] : charset[1] + charset[2]].decode("latin-1").rstrip(" \x00").split("\\")
-        if not _KNOWN_CHARSETS.issuperset(terms):
+        if not KNOWN_CHARSETS.issuperset(terms):
             raise FastHeaderUnsupported(f"SpecificCharacterSet {terms!r} is not a known defined term")
     attr = ""
     try:
@@ -865,8 +772,8 @@ def _decode_into(hdr: FastHeader, buf: bytes, found: _Found) -> None:
                 if value is _MISS:
                     try:
                         value = fn(raw)
-                    except _NonAscii:
-                        value = _decode_text(raw, fn is _d_pn, terms)
+                    except NonAscii:
+                        value = decode_text(raw, fn is d_pn, terms)
                     else:
                         if len(memo) >= _MEMO_MAX:
                             memo.clear()
@@ -888,22 +795,7 @@ def _decode_into(hdr: FastHeader, buf: bytes, found: _Found) -> None:
                 signed = vr == _VR_SS
             else:
                 raise FastHeaderUnsupported(f"VR {_vr_name(vr)}, expected US or SS")
-            value = _d_us(buf[vs : vs + ln])
+            value = d_us(buf[vs : vs + ln])
             hdr.pixel_padding_value = value - 0x10000 if signed and value >= 0x8000 else value
     except (ValueError, UnicodeDecodeError) as exc:  # FastHeaderUnsupported is a ValueError
         raise FastHeaderUnsupported(f"{attr}: {exc}") from exc
-
-
-def _decode_text(raw: bytes, pn: bool, terms: list[str]) -> str | None:
-    """Non-ASCII LO/SH/PN text: only the default (latin-1), ISO_IR 100 and ISO_IR 192 are decoded here."""
-    if terms in ([""], ["ISO_IR 100"]):
-        codec = "latin-1"  # pydicom's default_encoding (iso8859) when the character set is absent
-    elif terms == ["ISO_IR 192"]:
-        codec = "utf-8"
-    else:
-        raise FastHeaderUnsupported(f"non-ASCII text in character set {terms!r}")
-    if b"\x1b" in raw:
-        raise FastHeaderUnsupported("ISO 2022 escape sequence in text")
-    if pn:
-        return raw.rstrip(b"\x00 ").decode(codec) or None  # UnicodeDecodeError -> unsupported
-    return "\\".join(x.rstrip("\x00 ") for x in raw.decode(codec).split("\\")) or None

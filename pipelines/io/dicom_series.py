@@ -34,7 +34,8 @@ import numpy as np
 from lungfuse.pipelines.core.errors import IngestError
 from lungfuse.pipelines.core.geometry import direction_from_iop, orientation_code
 from lungfuse.pipelines.core.volume import VolumeWarning
-from lungfuse.pipelines.io.dicom_header import FastHeader, FastHeaderUnsupported, read_header_fast
+from lungfuse.pipelines.io.dicom_header import FastHeader, read_header_fast
+from lungfuse.pipelines.io.dicom_values import FastHeaderUnsupported
 
 if TYPE_CHECKING:  # pydicom is imported lazily: the fast path never needs it (~0.1 s of start-up)
     import pydicom
