@@ -60,12 +60,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from lungfuse.pipelines.analysis.case import AnalysisSettings, Case
+from lungfuse.pipelines.analysis.codes import NOT_ASSESSABLE_CODES, Severity
 from lungfuse.pipelines.analysis.fusing import environment
 from lungfuse.pipelines.analysis.pipeline import Analysis, claim_id
 from lungfuse.pipelines.analysis.result import (
     CaseResult,
     Claim,
     ClaimSet,
+    Flag,
     Identifiers,
     Provenance,
     Reason,
@@ -74,7 +76,7 @@ from lungfuse.pipelines.analysis.result import (
 from lungfuse.pipelines.core.errors import ConfigurationError
 from lungfuse.pipelines.inference.registry import ModelRegistry
 
-__all__ = ["analyze_case", "resolve_device"]
+__all__ = ["analyze_case", "resolve_device", "verdict"]
 
 
 def resolve_device(name: str) -> str:
@@ -129,10 +131,12 @@ def analyze_case(case: Case | str | os.PathLike[str], settings: AnalysisSettings
         a.preprocess()
         a.localise()
         a.read_report()
+        a.assess()
         a.fuse()
         a.explain()
         a.check()
         a.realign()
+        a.weigh_findings()
         a.guidance()
         a.check_cancel()
         a.masks()
@@ -144,7 +148,8 @@ def analyze_case(case: Case | str | os.PathLike[str], settings: AnalysisSettings
     for r in a.reasons:  # each sentence once, in order of first appearance
         if all(r.text != q.text for q in reasons):
             reasons.append(r)
-    status = "discordant" if reasons else ("realigned" if a.resolved else "concordant")
+    status, reasons, set_aside = verdict(reasons, a.not_assessable, bool(a.resolved))
+    a.flags.extend(set_aside)
     primary = max(a.findings, key=lambda f: (f.claim_id is not None, f.malignancy_probability or 0.0), default=None)
     if primary is not None:
         eaf = {"finding_id": primary.id, **primary.eaf}
@@ -175,6 +180,26 @@ def analyze_case(case: Case | str | os.PathLike[str], settings: AnalysisSettings
                                 ct_path=str(a.ct_path) if a.ct_path else None, report_source=a.report_source),
         candidates=a.candidates, settings=asdict(s), arrays=a.arrays,
     )
+
+
+def verdict(reasons: list[Reason], not_assessable: list[Reason], realigned: bool) -> tuple[str, list[Reason], list[Flag]]:
+    """The case status from every reason: ``(status, reasons, flags set aside)``.
+
+    * Scan-level ``not_assessable`` reasons (no lung, too little lung) override everything: what
+      the analysis saw is not lung, so its other reasons are set aside as ``info`` flags.
+    * Any discordance (a claim the image contradicts, a missed nodule) makes the case
+      ``discordant``; a claim too small for the slices is listed among its reasons.
+    * Otherwise a ``slices_too_thick`` reason makes it ``not_assessable``; with none, the case is
+      ``realigned`` when the loop resolved a claim, else ``concordant``.
+    """
+    if not_assessable:
+        aside = [Flag(r.code, f"set aside (scan not assessable): {r.text}", Severity.INFO, r.concerns) for r in reasons]
+        return "not_assessable", list(not_assessable), aside
+    if any(r.code not in NOT_ASSESSABLE_CODES for r in reasons):
+        return "discordant", reasons, []
+    if reasons:
+        return "not_assessable", reasons, []
+    return ("realigned" if realigned else "concordant"), [], []
 
 
 def _claim_set(a: Analysis) -> ClaimSet | None:

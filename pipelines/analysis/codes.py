@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["DEFAULT_SEVERITY", "ReasonCode", "Severity"]
+__all__ = ["DEFAULT_SEVERITY", "NOT_ASSESSABLE_CODES", "ReasonCode", "Severity"]
 
 
 class ReasonCode(StrEnum):
@@ -30,13 +30,20 @@ class ReasonCode(StrEnum):
     CLAIM_NOT_FOUND = "claim_not_found"
     #: image and report features disagree (calibrated AFA consistency below its threshold)
     LOW_CONSISTENCY = "low_consistency"
-    #: a re-localised candidate's detector score is below the realignment minimum
+    #: the only image candidate for a claim scores below the operating threshold: a low-confidence
+    #: match, which does not confirm the claim
     LOW_DETECTION_SCORE = "low_detection_score"
-    #: the report describes no nodule, the image shows a >= 6 mm one
+    #: the report describes no nodule, the image shows a >= 6 mm one above the missed-nodule threshold
     NEGATIVE_REPORT_WITH_FINDING = "negative_report_with_finding"
-    #: an image finding a reader should not have missed (large and confident) that the report does
-    #: not describe: reserved for the calibrated missed-nodule rule, a discordance (not emitted yet)
+    #: an image finding a reader should not have missed (>= 6 mm, detector score at or above the
+    #: val-calibrated missed-nodule threshold) that the report does not describe
     MISSED_NODULE = "missed_nodule"
+    #: not assessable: the scan holds (almost) no lung
+    NO_LUNG_IN_VIEW = "no_lung_in_view"
+    #: not assessable: the scan covers too little of the lungs for what the report states
+    LUNG_COVERAGE_SHORT = "lung_coverage_short"
+    #: not assessable: the slices are thicker than the nodule sizes in question
+    SLICES_TOO_THICK = "slices_too_thick"
     #: a >= 6 mm image finding the (positive) report does not describe, shown as a flag
     UNMENTIONED_FINDING = "unmentioned_finding"
     #: a hedged or plural claim without an image match (not a discordance)
@@ -56,11 +63,26 @@ class ReasonCode(StrEnum):
 
 
 class Severity(StrEnum):
-    """``discordance``: makes the case discordant; ``warning``: worth a reader's look; ``info``."""
+    """How serious a reason or flag is, in increasing order.
+
+    ``info``; ``warning``: worth a reader's look; ``discordance``: makes the case discordant;
+    ``critical``: a discordance in which the report explicitly denies what the image shows ("No
+    other pulmonary nodules" beside a confident 15 mm finding).
+    """
 
     INFO = "info"
     WARNING = "warning"
     DISCORDANCE = "discordance"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        """0 (info) to 3 (critical), for sorting."""
+        return ("info", "warning", "discordance", "critical").index(self.value)
+
+
+#: The codes that make a case ``not_assessable`` (what the analysis cannot judge).
+NOT_ASSESSABLE_CODES = frozenset({"no_lung_in_view", "lung_coverage_short", "slices_too_thick"})
 
 
 _DISCORDANCE_CODES = {ReasonCode.SIDE, ReasonCode.LOBE, ReasonCode.SIZE, ReasonCode.TEXTURE, ReasonCode.CALCIFICATION,

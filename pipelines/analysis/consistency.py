@@ -26,6 +26,12 @@ artefact loaded with the other models by the :class:`~lungfuse.pipelines.inferen
 side/lobe disagreement, size disagreement and detector confidence; a claim whose best cost is
 above ``MAX_MATCH_COST`` stays unmatched.
 
+**Group claims** ("multiple bilateral nodules, the largest ...", "three nodules", "scattered
+micronodules up to 4 mm"; :func:`is_group`) take no part in the one-to-one matching: they are
+satisfied by any findings that agree with them (:func:`group_members`), and "the largest ..." is a
+claim of its own that is matched like any singular claim.  "bilateral" never makes a side
+discordance.
+
 **Discordance rules** (:func:`pair_discordances`), each a plain-English reason:
 
 * side or lobe differs (lobe only when the side agrees, and only when the claimed lobe is not
@@ -52,7 +58,11 @@ from lungfuse.pipelines.nlp.claims import NoduleClaim
 
 __all__ = [
     "FindingView",
+    "clearly_stronger",
+    "group_members",
+    "is_group",
     "match_claims",
+    "sides_disagree",
     "pair_discordances",
     "SIZE_TOL_MM",
     "SIZE_TOL_REL",
@@ -86,9 +96,62 @@ def _claim_size(c: NoduleClaim) -> float | None:
     return None
 
 
+def sides_disagree(c: NoduleClaim, f: FindingView) -> bool:
+    """The claim's side and the finding's differ ("bilateral" agrees with either lung: a group
+    claim "multiple bilateral nodules" describes findings on both sides)."""
+    return bool(c.side and f.side and c.side != "bilateral" and c.side != f.side)
+
+
+def is_group(c: NoduleClaim) -> bool:
+    """A plural or group claim ("multiple bilateral nodules", "three nodules", "scattered
+    micronodules up to 4 mm"): it describes several nodules, so it is satisfied by any findings
+    that agree with it, not by exactly one (:func:`group_members`)."""
+    return bool(c.multiple or (c.count is not None and c.count > 1))
+
+
+def group_members(c: NoduleClaim, findings: Sequence[FindingView], size_tol_mm: float = SIZE_TOL_MM,
+                  size_tol_rel: float = SIZE_TOL_REL) -> list[int]:
+    """Indices of the findings a group claim describes: same side (any side for "bilateral" or
+    none stated), a plausible lobe when the claim names one, and, when the group states a size
+    (its "up to" / largest figure, mm), no larger than that size beyond the size tolerances."""
+    out = []
+    size = _claim_size(c)
+    for i, f in enumerate(findings):
+        if sides_disagree(c, f) or (c.lobe and f.lobe and not f.lobe_agrees(c.lobe)):
+            continue
+        if size is not None and f.diameter_mm - size > max(size_tol_mm, size_tol_rel * size):
+            continue
+        out.append(i)
+    return out
+
+
+#: A finding is "clearly stronger" than a realignment candidate when it is not weaker by more than
+#: this detector score, and either scores this much higher or is larger beyond the size tolerances.
+STRONGER_SCORE_MARGIN = 0.10
+#: ... and how much lower its score may be while its size alone makes it stronger.
+WEAKER_SCORE_ALLOWANCE = 0.05
+
+
+def clearly_stronger(f: FindingView, k: FindingView, size_tol_mm: float = SIZE_TOL_MM,
+                     size_tol_rel: float = SIZE_TOL_REL) -> bool:
+    """Whether finding ``f`` is clearly stronger than candidate ``k`` (detection score, long axis mm).
+
+    ``f`` must be at least as large as ``k`` and score at least ``k``'s score minus
+    :data:`WEAKER_SCORE_ALLOWANCE`; and either score :data:`STRONGER_SCORE_MARGIN` more, or be
+    larger than ``k`` by more than ``max(size_tol_mm, size_tol_rel * k)`` (the size rule's
+    tolerances: a difference the size rule would call a discordance).  Realignment may not resolve
+    a claim with ``k`` while such an ``f`` lies in the claim's region: the 29 mm, 0.63 mass beside
+    a 6 mm, 0.40 candidate is what the report under-sizes, not a second nodule that confirms it.
+    """
+    if f.diameter_mm < k.diameter_mm or f.detection_score < k.detection_score - WEAKER_SCORE_ALLOWANCE:
+        return False
+    larger = f.diameter_mm - k.diameter_mm > max(size_tol_mm, size_tol_rel * k.diameter_mm)
+    return larger or f.detection_score >= k.detection_score + STRONGER_SCORE_MARGIN
+
+
 def _cost(c: NoduleClaim, f: FindingView) -> float:
     cost = 0.0
-    if c.side and f.side and c.side != f.side:
+    if sides_disagree(c, f):
         cost += 2.0
     elif c.lobe and f.lobe and not f.lobe_agrees(c.lobe):
         cost += 1.0
@@ -124,7 +187,7 @@ def pair_discordances(c: NoduleClaim, f: FindingView, size_tol_mm: float = SIZE_
                       size_tol_rel: float = SIZE_TOL_REL) -> list[str]:
     """Plain-English reasons why claim ``c`` and image finding ``f`` disagree (empty: they agree)."""
     out: list[str] = []
-    if c.side and f.side and c.side != f.side:
+    if sides_disagree(c, f):
         out.append(f"side: the report places the nodule in the {c.side} lung, the image finding is in the {f.side} lung")
     elif c.lobe and f.lobe and not f.lobe_agrees(c.lobe):
         out.append(f"lobe: the report says {lobe_name(c.lobe)}, the image finding is in the {lobe_name(f.lobe)} "

@@ -21,9 +21,18 @@ from typing import Any, overload
 
 import numpy as np
 
+from lungfuse.pipelines.analysis.assessable import SIZE_IN_QUESTION_MM, LungCoverage, claim_too_small, scan_not_assessable
 from lungfuse.pipelines.analysis.case import AnalysisSettings, Case
-from lungfuse.pipelines.analysis.codes import ReasonCode
-from lungfuse.pipelines.analysis.consistency import FindingView, match_claims, pair_discordances
+from lungfuse.pipelines.analysis.codes import ReasonCode, Severity
+from lungfuse.pipelines.analysis.consistency import (
+    FindingView,
+    clearly_stronger,
+    group_members,
+    is_group,
+    match_claims,
+    pair_discordances,
+    sides_disagree,
+)
 from lungfuse.pipelines.analysis.fusing import (
     Fused,
     ReportText,
@@ -288,10 +297,26 @@ class Analysis:
             self.text = ReportText(self.report, cl, focus, pieces, enc.sentence[0].numpy(), enc)
             self.claims = cl
         self.positive = [i for i, n in enumerate(self.claims.nodules) if not n.negated] if self.claims else []
-        claims = [self.claims.nodules[i] for i in self.positive] if self.claims else []
-        idx = match_claims(claims, [self._view(i) for i in range(len(self.findings))])
-        self.match: dict[int, int | None] = {ci: fi for ci, fi in zip(self.positive, idx, strict=True)}
+        # singular claims are matched one-to-one; group claims ("multiple bilateral nodules") are
+        # satisfied by any of the remaining findings that agree with them
+        single = [ci for ci in self.positive if self.claims and not is_group(self.claims.nodules[ci])]
+        views = [self._view(i) for i in range(len(self.findings))]
+        idx = match_claims([self.claims.nodules[ci] for ci in single] if self.claims else [], views)
+        self.match: dict[int, int | None] = {ci: fi for ci, fi in zip(single, idx, strict=True)}
+        self.group: dict[int, list[int]] = {}
+        taken = {fi for fi in idx if fi is not None}
+        for ci in self.positive:
+            if ci not in self.match and self.claims is not None:
+                members = [fi for fi in group_members(self.claims.nodules[ci], views, self.s.size_tol_mm, self.s.size_tol_rel)
+                           if fi not in taken and all(fi not in m for m in self.group.values())]
+                self.group[ci] = members
         self._done("report", t0)
+
+    def claim_of(self) -> dict[int, int]:
+        """Finding position -> the claim that describes it (singular matches and group members)."""
+        out = {fi: ci for ci, members in self.group.items() for fi in members}
+        out.update({fi: ci for ci, fi in self.match.items() if fi is not None})
+        return out
 
     # -- 5. fuse ------------------------------------------------------------------------------
     def _claim_vec(self, ci: int | None) -> np.ndarray | None:
@@ -323,7 +348,7 @@ class Analysis:
 
     def fuse(self) -> None:
         t0 = self._stage("fuse", 4)
-        claim_of = {fi: ci for ci, fi in self.match.items() if fi is not None}
+        claim_of = self.claim_of()
         for i in range(len(self.findings)):
             self.check_cancel()
             self._fuse_finding(i, claim_of.get(i))
@@ -423,7 +448,7 @@ class Analysis:
         t0 = self._stage("consistency", 6)
         thr = self.models.consistency.threshold
         self.threshold = thr
-        self.reasons: list[Reason] = []
+        self.reasons: list[Reason] = list(self.soft_reasons)
         self.matches: list[ClaimMatch] = []
         self.problems: dict[int, list[str]] = {}
         if self.text is None:
@@ -434,6 +459,11 @@ class Analysis:
         pairs: list[dict[str, Any]] = []
         for ci in self.positive:
             claim = cl.nodules[ci]
+            if ci in self.group:  # a group claim: its members agree with it by construction
+                for gi in self.group[ci]:
+                    pairs.append({"claim_id": claim_id(ci), "finding_id": finding_id(gi), "group": True,
+                                  "consistency": self.findings[gi].consistency, "discordances": []})
+                continue
             fi = self.match.get(ci)
             if fi is None:
                 probs = [no_match_sentence(claim)]
@@ -449,14 +479,6 @@ class Analysis:
                 self.problems[ci] = probs
         self.trajectory.append({"iteration": 0, "note": "initial matching", "pairs": pairs,
                                 "min_consistency": _min([p["consistency"] for p in pairs])})
-        # a negative report with a finding >= 6 mm above the operating threshold
-        if not self.positive:
-            big = [f for f in self.findings if f.diameter_mm >= 6.0 and f.source == "detector"]
-            for f in big:
-                self.reasons.append(Reason(ReasonCode.NEGATIVE_REPORT_WITH_FINDING,
-                    f"the report {'states there are no nodules' if cl.negative_statement else 'describes no nodule'}, "
-                    f"but the image shows a {f.diameter_mm:.0f} mm nodule in the {where(f)} "
-                    f"(detector score {f.detection_score:.2f})", concerns=(f.id,)))
         self._done("consistency", t0)
 
     def realign(self) -> None:
@@ -466,42 +488,151 @@ class Analysis:
             for ci in list(self.problems):
                 self._realign_claim(ci)
             for ci in self.positive:
-                fi = self.match.get(ci)
                 claim = self.text.claims.nodules[ci]
-                if ci in self.problems and ci not in self.resolved:
-                    lax = claim.multiple or (claim.count is not None and claim.count > 1) or claim.uncertain
-                    if fi is None and lax:
+                if ci in self.group:
+                    members = self.group[ci]
+                    for gi in members:
+                        self.matches.append(ClaimMatch(claim_id(ci), finding_id(gi), "initial", [],
+                                                       self.findings[gi].consistency))
+                    if not members:
                         self._flag(ReasonCode.CLAIM_UNMATCHED,
-                                   f"claim_unmatched: the {'hedged' if claim.uncertain else 'plural'} claim "
-                                   f"'{claim.text}' has no image match", claim_id(ci))
-                        by = "unresolved"
+                                   f"claim_unmatched: the group claim '{claim.text.strip()}' has no agreeing image finding "
+                                   f"(its nodules may be below the detector's operating threshold)", claim_id(ci))
+                        self.matches.append(ClaimMatch(claim_id(ci), None, "unresolved", [], None))
+                    continue
+                fi = self.match.get(ci)
+                if ci in self.problems and ci not in self.resolved:
+                    if self.thickness_mm is not None and claim_too_small(claim.size_mm, self.thickness_mm):
+                        self.reasons.append(Reason(ReasonCode.SLICES_TOO_THICK,
+                            f"not assessable: '{claim.text.strip()}': the slices are {self.thickness_mm:.1f} mm thick, "
+                            f"thicker than the {'claimed nodule' if claim.size_mm is not None else 'nodules in question'} "
+                            f"({claim.size_mm if claim.size_mm is not None else SIZE_IN_QUESTION_MM:g} mm), "
+                            f"so the image can neither confirm nor refute it", concerns=(claim_id(ci),)))
+                    elif fi is None and claim.uncertain:
+                        self._flag(ReasonCode.CLAIM_UNMATCHED,
+                                   f"claim_unmatched: the hedged claim '{claim.text}' has no image match", claim_id(ci))
                     else:
                         for p in self.problems[ci]:
                             self.reasons.append(Reason(discordance_code(p), f"'{claim.text.strip()}': {p}",
                                                        concerns=tuple(x for x in (claim_id(ci), finding_id(fi)) if x)))
-                        by = "unresolved"
+                    by = "unresolved"
                 else:
                     by = "realignment" if ci in self.resolved else "initial"
                 cons = self.findings[fi].consistency if fi is not None else None
                 self.matches.append(ClaimMatch(claim_id(ci), finding_id(fi), by,
                                                list(self.problems.get(ci, [])) if by == "unresolved" else [], cons))
-            mentioned = {fi for fi in self.match.values() if fi is not None}
-            for k, f in enumerate(self.findings):
-                if k not in mentioned and f.source == "detector" and self.positive and f.diameter_mm >= 6.0:
-                    self._flag(ReasonCode.UNMENTIONED_FINDING,
-                               f"unmentioned_finding: finding {f.id} ({f.diameter_mm:.0f} mm, {where(f)}, "
-                               f"score {f.detection_score:.2f}) is not described in the report", f.id)
         self._done("realign", t0)
+
+    # -- the verdict's image side: findings the report does not describe, what cannot be judged ---------
+    def weigh_findings(self) -> None:
+        """The missed-nodule rule (see :mod:`.analyze`): each >= 6 mm detector finding the report does
+        not describe is a discordance when its score reaches the val-calibrated missed-nodule
+        threshold (``missed_nodule``, or ``negative_report_with_finding`` for a report that
+        describes no nodule; ``critical`` when the report explicitly denies it), else a flag."""
+        if self.text is None:
+            return
+        rules = self.models.rules
+        thr = max(float(rules.missed_nodule_threshold if rules.missed_nodule_threshold is not None else self.op), self.op)
+        self.missed_threshold = thr
+        dmin = rules.missed_nodule_min_diameter_mm
+        cl = self.text.claims
+        mentioned = set(self.claim_of())
+        for k, f in enumerate(self.findings):
+            if k in mentioned or f.source != "detector" or f.diameter_mm < dmin:
+                continue
+            denied = self._denied(k)
+            if f.detection_score < thr:
+                self._flag(ReasonCode.UNMENTIONED_FINDING,
+                           f"unmentioned_finding: finding {f.id} ({f.diameter_mm:.0f} mm, {where(f)}, "
+                           f"score {f.detection_score:.2f}, below the missed-nodule threshold {thr:.2f}) "
+                           f"is not described in the report", f.id)
+                continue
+            sev = Severity.CRITICAL if denied else Severity.DISCORDANCE
+            if not self.positive:
+                self.reasons.append(Reason(ReasonCode.NEGATIVE_REPORT_WITH_FINDING,
+                    f"the report {'states there are no nodules' if cl.negative_statement else 'describes no nodule'}, "
+                    f"but the image shows a {f.diameter_mm:.0f} mm nodule in the {where(f)} "
+                    f"(finding {f.id}, detector score {f.detection_score:.2f} >= missed-nodule threshold {thr:.2f})",
+                    severity=Severity.CRITICAL if cl.negative_statement or denied else Severity.DISCORDANCE,
+                    concerns=(f.id,)))
+            else:
+                self.reasons.append(Reason(ReasonCode.MISSED_NODULE,
+                    f"missed nodule: the image shows a {f.diameter_mm:.0f} mm nodule in the {where(f)} (finding {f.id}, "
+                    f"detector score {f.detection_score:.2f} >= missed-nodule threshold {thr:.2f}) that the report "
+                    f"does not describe{'; the report states there is no other nodule there' if denied else ''}",
+                    severity=sev, concerns=(f.id,)))
+
+    def assess(self) -> None:
+        """What the analysis cannot judge (:mod:`.assessable`): ``self.not_assessable`` holds the
+        scan-level reasons (no lung, too little lung), which override any verdict; a negative report
+        on slices thicker than the nodules in question adds a ``slices_too_thick`` reason, which
+        makes the case not assessable unless something else makes it discordant."""
+        from lungfuse.pipelines.imaging.preprocess import DETECTION_SPACING_MM
+
+        v = self.vol
+        self.thickness_mm = max(float(v.quality.slice_thickness_mm or 0.0), float(v.spacing[0])) if v.shape[0] > 1 \
+            else float(v.quality.slice_thickness_mm or v.spacing[0])
+        self.coverage = LungCoverage.from_mask(self.lung.lungs, (DETECTION_SPACING_MM,) * 3)
+        self.not_assessable: list[Reason] = []
+        self.soft_reasons: list[Reason] = []
+        if self.text is None:
+            return
+        negative = not self.positive
+        self.not_assessable = [Reason(code, text, severity=Severity.WARNING)
+                               for code, text in scan_not_assessable(self.coverage, report_negative=negative)]
+        if negative and not self.not_assessable and claim_too_small(None, self.thickness_mm):
+            self.soft_reasons.append(Reason(ReasonCode.SLICES_TOO_THICK,
+                f"not assessable: the slices are {self.thickness_mm:.1f} mm thick, thicker than the {SIZE_IN_QUESTION_MM:g} mm "
+                f"nodules a reader must not miss, so a report of no nodules cannot be checked"))
+
+    def _denied(self, k: int) -> bool:
+        """Whether a negated claim of the report ("No other pulmonary nodules", "no nodule in the
+        left lung") covers finding ``k``'s place, or the report states there are no nodules."""
+        assert self.text is not None
+        cl = self.text.claims
+        if cl.negative_statement:
+            return True
+        v = self._view(k)
+        for c in cl.nodules:
+            if c.negated and not sides_disagree(c, v) and not (c.lobe and v.lobe and not v.lobe_agrees(c.lobe)):
+                return True
+        return False
 
     def _region_ok(self, g: Sequence[float], side: str | None, claim: NoduleClaim, level: str) -> bool:
         if level == "lobe":
             return (claim.lobe is None or claim.lobe in self.lobes.plausible(g)) and \
-                (claim.side is None or side == claim.side)
+                (claim.side is None or claim.side == "bilateral" or side == claim.side)
         if level == "side":
-            return claim.side is None or side == claim.side
+            return claim.side is None or claim.side == "bilateral" or side == claim.side
         return True
 
+    def _stronger(self, ci: int, k: int) -> int | None:
+        """A finding clearly stronger than candidate ``k`` (:func:`consistency.clearly_stronger`) in
+        claim ``ci``'s region (its lobe, else its side, else the lungs) that no other claim describes."""
+        assert self.text is not None
+        claim = self.text.claims.nodules[ci]
+        owner = self.claim_of()
+        kv = self._view(k)
+        best = None
+        for j, f in enumerate(self.findings):
+            if j == k or f.detection_score < self.op or owner.get(j, ci) != ci:
+                continue
+            v = self._view(j)
+            if sides_disagree(claim, v) or (claim.lobe and v.lobe and not v.lobe_agrees(claim.lobe)):
+                continue
+            if clearly_stronger(v, kv, self.s.size_tol_mm, self.s.size_tol_rel) and (
+                    best is None or f.detection_score > self.findings[best].detection_score):
+                best = j
+        return best
+
     def _realign_claim(self, ci: int) -> None:
+        """Up to ``realign_max_iter`` re-localisations of claim ``ci`` (see :mod:`.analyze`, stage 8).
+
+        A candidate resolves the claim only when it agrees with it, scores at or above the
+        operating threshold (it would pass as a finding) and no clearly stronger finding lies in the
+        claim's region.  A candidate whose only fault is its score is kept as a low-confidence match
+        (``low_detection_score``, the case stays discordant) when nothing better is found.
+        """
         from lungfuse.models.image import decode_peaks
 
         assert self.text is not None
@@ -512,16 +643,20 @@ class Analysis:
         off = np.asarray(self.dets.map_offset)
         tried: set[tuple[int, int, int]] = set()
         size = claim.size_mm
-        # (n problems, -consistency, finding, problems) of every attempt whose finding stays: the
-        # closest one explains an unresolved claim best ("the 33 mm mass is there, but on the left")
+        # (rank, -consistency, finding, problems, new candidate (grid centre, score, diameter) or None)
+        # of every attempt that could explain the claim: the closest one explains an unresolved claim
+        # best ("the 33 mm mass is there, but on the left"); an unmatched start ranks below a
+        # low-confidence candidate with the same number of problems
         start_fi = self.match.get(ci)
-        attempts: list[tuple[int, float, int | None, list[str]]] = [
-            (len(self.problems[ci]), -(self.findings[start_fi].consistency or 0.0) if start_fi is not None else 0.0,
-             start_fi, list(self.problems[ci]))]
+        Attempt = tuple[float, float, int | None, list[str], tuple[tuple[int, int, int], float, float] | None]
+        attempts: list[Attempt] = [
+            (len(self.problems[ci]) + (0.5 if start_fi is None else 0.0),
+             -(self.findings[start_fi].consistency or 0.0) if start_fi is not None else 0.0,
+             start_fi, list(self.problems[ci]), None)]
         for it in range(1, self.s.realign_max_iter + 1):
             self.check_cancel()
             level = levels[min(it - 1, len(levels) - 1)]
-            thr = max(self.s.candidate_threshold * 0.5 ** (it - 1), 1e-3)
+            thr = max(self.s.candidate_threshold * 0.5 ** (it - 1), self.s.realign_min_score, 1e-3)
             entry: dict[str, Any] = {"iteration": it, "claim_id": claim_id(ci), "region": region_text(claim, level),
                                      "peak_threshold": thr}
             best = None
@@ -540,7 +675,7 @@ class Analysis:
                 # re-scored like any detection, then ranked by score x agreement with the claimed size
                 scored = [(sc2 * (math.exp(-0.5 * (math.log(max(d2, 1.0) / size) / 0.35) ** 2) if size else 1.0),
                            (z2, y2, x2), sc2, d2)
-                          for z2, y2, x2, sc2, d2 in self._rescore(ranked)]
+                          for z2, y2, x2, sc2, d2 in self._rescore(ranked) if sc2 >= self.s.realign_min_score]
                 scored.sort(key=lambda r: -r[0])
                 best = scored[0] if scored else None
             if best is None:
@@ -557,17 +692,25 @@ class Analysis:
                 self._add_finding(g, sc, d, source="realignment")
                 fi = len(self.findings) - 1
             f = self.findings[fi]
+            sc = f.detection_score if not new else sc
             self._fuse_finding(fi, ci)
             probs = pair_discordances(claim, self._view(fi), self.s.size_tol_mm, self.s.size_tol_rel)
             if f.consistency is not None and f.consistency < self.threshold:
                 probs.append(low_consistency_sentence(f.consistency, self.threshold))
-            if sc < self.s.realign_min_score:
-                probs.append(low_score_sentence(sc, self.s.realign_min_score))
-            ok = not probs
+            stronger = self._stronger(ci, fi)
+            fault = None
+            if stronger is not None:
+                fs = self.findings[stronger]
+                fault = (f"a stronger finding {fs.id} ({fs.diameter_mm:.0f} mm, score {fs.detection_score:.2f}) lies in the "
+                         f"claimed region: the candidate ({f.diameter_mm:.1f} mm, score {sc:.2f}) cannot confirm the claim")
+            elif sc < self.op:
+                fault = low_score_sentence(sc, self.op)
+            ok = not probs and fault is None
             entry.update({
                 "candidate": {"finding_id": finding_id(fi), "center_lps_mm": f.center_lps_mm, "score": float(sc),
                               "diameter_mm": f.diameter_mm, "side": f.side, "lobe": f.lobe, "new": new},
-                "consistency": f.consistency, "discordances": probs, "accepted": ok,
+                "consistency": f.consistency, "discordances": probs + ([fault] if fault else []), "accepted": ok,
+                "stronger_finding": finding_id(stronger),
                 "changed": (f"re-localised to a {'new' if new else 'known'} candidate in the {where(f)} "
                             f"(score {sc:.2f}, {f.diameter_mm:.1f} mm), re-cropped and re-aligned"),
             })
@@ -577,28 +720,40 @@ class Analysis:
                 f.discordances = []
                 self.resolved.add(ci)
                 return
-            if not new and next((c for c, k in self.match.items() if k == fi and c != ci), None) is None:
-                attempts.append((len(probs), -(f.consistency or 0.0), fi, list(probs)))
-            if new:  # a rejected new candidate does not stay a finding
+            owned = self.claim_of().get(fi, ci) != ci  # the finding another claim describes
+            if stronger is None and not owned and (not new or not probs):
+                # a known finding with fewer problems, or a new one whose only fault is its score
+                attempts.append((float(len(probs) + (1 if fault else 0)), -(f.consistency or 0.0), None if new else fi,
+                                 probs + ([fault] if fault else []), (g, float(sc), float(d)) if new else None))
+            if new:  # a rejected new candidate does not stay a finding (unless kept below as a low-confidence match)
                 self.findings.pop()
                 self.meas.pop()
                 self.grid_centres.pop()
             else:
-                own = next((c for c, k in self.match.items() if k == fi), None)
+                own = self.claim_of().get(fi)
                 if own != ci:
                     self._fuse_finding(fi, own)  # restore the finding's fusion with its own claim (or none)
-        n_best, _, best_fi, best_probs = min(attempts, key=lambda a: (a[0], a[1]))
-        if best_fi is not None and best_fi != start_fi and n_best < attempts[0][0]:
+        rank, _, best_fi, best_probs, pending = min(attempts, key=lambda a: (a[0], a[1]))
+        if pending is not None and rank < attempts[0][0]:
+            g, sc, d = pending
+            self._add_finding(g, sc, d, source="realignment")
+            best_fi = len(self.findings) - 1
+        if best_fi is not None and best_fi != start_fi and rank < attempts[0][0]:
             self._rematch(ci, best_fi)
             self.problems[ci] = best_probs
             self.findings[best_fi].discordances = list(best_probs)
+            what = ("a low-confidence match" if pending is not None
+                    else f"its closest image finding ({len(best_probs)} remaining discordance(s))")
             self._flag(ReasonCode.CLAIM_ATTRIBUTED,
-                       f"claim_attributed: unresolved claim {claim_id(ci)} is attributed to its closest image finding "
-                       f"{finding_id(best_fi)} ({len(best_probs)} remaining discordance(s))",
+                       f"claim_attributed: unresolved claim {claim_id(ci)} is attributed to {finding_id(best_fi)}, {what}",
                        claim_id(ci), finding_id(best_fi))
 
     def _rematch(self, ci: int, fi: int) -> None:
-        """Attribute claim ``ci`` to finding ``fi`` (the previous finding falls back to image-only)."""
+        """Attribute claim ``ci`` to finding ``fi`` (the previous finding falls back to image-only;
+        a group claim that held ``fi`` lets it go)."""
+        for members in self.group.values():
+            if fi in members:
+                members.remove(fi)
         old = self.match.get(ci)
         if old is not None and old != fi:
             self.findings[old].claim_id = None

@@ -40,7 +40,7 @@ from typing import Any, Self
 import numpy as np
 
 from lungfuse.pipelines.analysis.atomic import atomic_write_bytes
-from lungfuse.pipelines.analysis.codes import DEFAULT_SEVERITY, ReasonCode, Severity
+from lungfuse.pipelines.analysis.codes import DEFAULT_SEVERITY, NOT_ASSESSABLE_CODES, ReasonCode, Severity
 from lungfuse.pipelines.analysis.review import Review, review_path
 from lungfuse.pipelines.nlp.claims import NoduleClaim
 
@@ -65,7 +65,7 @@ SCHEMA_VERSION = "2.0"
 #: Schema versions :meth:`CaseResult.from_dict` reads (1.0 is upgraded on load).
 READABLE_VERSIONS = ("1.0", "2.0")
 NOTICE = "LungFuse is research software - NOT FOR DIAGNOSTIC USE."
-STATUSES = ("concordant", "realigned", "discordant")
+STATUSES = ("concordant", "realigned", "discordant", "not_assessable")
 RESOLVED_BY = ("initial", "realignment", "unresolved")
 FINDING_SOURCES = ("detector", "realignment")
 #: ``imaging.measure.TEXTURES``, written out: reading a result should not import scipy (a test keeps them equal)
@@ -434,6 +434,9 @@ class CaseResult:
             raise ValueError(f"CaseResult.status={self.status!r} not in {STATUSES}")
         if self.status == "discordant" and not self.reasons:
             raise ValueError("a discordant CaseResult needs at least one reason")
+        if self.status == "not_assessable" and not any(r.code in NOT_ASSESSABLE_CODES for r in self.reasons):
+            raise ValueError("a not_assessable CaseResult needs a reason coded "
+                             f"{' / '.join(sorted(NOT_ASSESSABLE_CODES))}")
         if self.schema_version != SCHEMA_VERSION:
             raise ValueError(f"CaseResult.schema_version={self.schema_version!r}: this code writes {SCHEMA_VERSION}")
         for name, items, kind in (("reasons", self.reasons, Reason), ("flags", self.flags, Flag),

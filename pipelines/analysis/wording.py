@@ -45,9 +45,11 @@ def low_consistency_sentence(consistency: float, threshold: float) -> str:
     return f"{_LOW_CONSISTENCY}(consistency {consistency:.2f} < threshold {threshold:.2f})"
 
 
-def low_score_sentence(score: float, minimum: float) -> str:
-    """A re-localised candidate scores too low (:attr:`ReasonCode.LOW_DETECTION_SCORE`)."""
-    return f"{_LOW_SCORE}{score:.2f} below the realignment minimum {minimum:.2f}"
+def low_score_sentence(score: float, threshold: float) -> str:
+    """The claim's only image candidate scores below the operating threshold: a low-confidence
+    match that does not confirm the claim (:attr:`ReasonCode.LOW_DETECTION_SCORE`)."""
+    return (f"{_LOW_SCORE}{score:.2f} below the operating threshold {threshold:.2f}: a low-confidence match, "
+            f"which does not confirm the claim")
 
 
 def discordance_code(sentence: str) -> ReasonCode:

@@ -11,6 +11,7 @@ registry loads lazily and thread-safely, once per (models folder, device):
 * the fusion model (``fusion.pt`` + ``fusion.json``, with its temperature calibration),
 * the frozen text encoder (all-MiniLM-L6-v2, packaged),
 * the consistency calibration (``consistency.json``, optional: defaults otherwise),
+* the verdict rules' calibration (``rules.json``, optional: the missed-nodule threshold),
 
 each SHA-256-verified against the models folder's ``manifest.json`` and recorded with its hash in
 :attr:`LoadedModels.info`.  The registry also owns a small :class:`ImageCache` of preprocessed
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lungfuse.pipelines.inference.calibration import CALIBRATION_NAME, ConsistencyCalibration
+from lungfuse.pipelines.inference.calibration import CALIBRATION_NAME, RULES_NAME, ConsistencyCalibration, RuleCalibration
 
 if TYPE_CHECKING:  # these import torch; the registry imports them only when it loads
     from lungfuse.models.fusion import FusionModel
@@ -54,6 +55,7 @@ class LoadedModels:
         info: provenance of every model (file names, SHA-256, thresholds), as saved in a result.
         device: the torch device the models sit on.
         fpr: the second-stage classifier, None when the folder ships none.
+        rules: the verdict rules' calibration (the missed-nodule threshold).
 
     The frozen report encoder is loaded on first use (:meth:`text_encoder`): an image-only
     analysis never needs it.
@@ -67,6 +69,7 @@ class LoadedModels:
     info: dict[str, Any]
     device: str
     fpr: FPRClassifier | None = None
+    rules: RuleCalibration = field(default_factory=RuleCalibration)
     _text: tuple[Any, Any] | None = field(default=None, init=False, repr=False)
     _text_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -185,6 +188,12 @@ def _load(mdir: Path, device: str) -> LoadedModels:
     else:
         consistency = ConsistencyCalibration()
     op = float(det_meta.get("operating_threshold", DEFAULT_OPERATING_THRESHOLD))
+    rules_path = mdir / RULES_NAME
+    if rules_path.exists():
+        verify_manifest(rules_path)
+        rules = RuleCalibration.load(rules_path)
+    else:
+        rules = RuleCalibration()
     fpr = load_shipped_fpr(mdir, device)
     fpr_pt = mdir / FPR_WEIGHTS
     info = {
@@ -203,10 +212,13 @@ def _load(mdir: Path, device: str) -> LoadedModels:
         "consistency": {"file": CALIBRATION_NAME if cons_path.exists() else None,
                         "sha256": sha256_file(cons_path) if cons_path.exists() else None,
                         **consistency.to_dict()},
+        "rules": {"file": RULES_NAME if rules_path.exists() else None,
+                  "sha256": sha256_file(rules_path) if rules_path.exists() else None,
+                  **{k: v for k, v in rules.to_dict().items() if k != "figures"}},
     }
     if fpr is not None:
         info["fpr"] = {"name": "lungfuse-fpr (MONAI residual CNN, 32^3 at 1.5 mm)", "file": fpr_pt.name,
                        "sha256": sha256_file(fpr_pt), "combine": COMBINE,
                        # classifier probability = mean over these crop views (mirrored axes, z-y-x)
                        "test_time_views": [list(v) for v in fpr.test_time_views]}
-    return LoadedModels(detector, fusion, meta["calibration"], consistency, op, info, device, fpr)
+    return LoadedModels(detector, fusion, meta["calibration"], consistency, op, info, device, fpr, rules)
