@@ -25,6 +25,9 @@ detection).
 * ``caught``: share of omitted >= 6 mm nodules whose finding is unmentioned, >= 6 mm as measured
   and scores >= ``T``.
 
+Also stated: ``discordant_for_other_reasons``, the share of correctly reported cases that are
+discordant for a reason other than this rule (side, lobe, size ... from the image's own estimates).
+
 **Rule fixed before the run:** ``T`` = the smallest candidate with ``false_alarm <= 0.10`` (at
 most one correctly reported case in ten turns discordant on this rule); both figures are stated
 at it.  ``python -m lungfuse.pipelines.lab.rules_calibration --out resources/models/rules.json``
@@ -148,7 +151,10 @@ def calibrate_missed_nodule(lidc_root: Path, n_per_background: int = 10, seed: i
     for case_id, ct, truths in val_cases(lidc_root, n_per_background, seed, log):
         r = analyze_case(Case(ct, report=case_report(truths), case_id=case_id, find_report=False), s, models=reg)
         op = r.volume["detection_threshold"]
-        cases.append({"case": case_id, "n_truths": len(truths), "status": r.status,
+        # the reasons other than the rule under calibration: a correct report can still be
+        # discordant for them (a lobe or size mis-estimate), which the rule's cost must not hide
+        other = sorted({x.code.value for x in r.reasons} - {"missed_nodule", "negative_report_with_finding"})
+        cases.append({"case": case_id, "n_truths": len(truths), "status": r.status, "other_reasons": other,
                       "unmentioned": _unmentioned(r, truths, ct.spacing)})
         for i, t in enumerate(truths):
             if t.diameter_mm < MIN_DIAMETER_MM:
@@ -174,7 +180,9 @@ def calibrate_missed_nodule(lidc_root: Path, n_per_background: int = 10, seed: i
         curve.append({"threshold": thr, "false_alarm": float(fa), "false_alarm_fp": float(fa_fp), "caught": float(caught)})
     ok = [c for c in curve if c["false_alarm"] <= FALSE_ALARM_BUDGET]
     chosen = ok[0] if ok else min(curve, key=lambda c: (c["false_alarm"], -c["caught"]))
+    other_share = float(np.mean([bool(c["other_reasons"]) for c in cases]))
     return {"operating_threshold": op, "chosen": chosen, "false_alarm_budget": FALSE_ALARM_BUDGET,
+            "discordant_for_other_reasons": other_share,
             "n_cases": len(cases), "n_omissions": len(omissions), "curve": curve, "cases": cases,
             "omissions": omissions, "seconds": round(time.perf_counter() - t_start, 1),
             "rule": "smallest threshold >= the operating threshold with false_alarm <= 0.10 (fixed before the run)"}
