@@ -177,22 +177,47 @@ def test_ids_and_tracking_uids_stable(result: CaseResult, demo: Path, registry: 
     assert shared and all(before[k] == after[k] for k in shared)
 
 
+def _missed_rule(r: CaseResult) -> tuple[float, float]:
+    """The missed-nodule rule's score threshold (never below the operating one) and size floor."""
+    op = r.models["detector"]["operating_threshold"]
+    rules = r.models["rules"]
+    return max(rules["missed_nodule_threshold"] or op, op), rules["missed_nodule_min_diameter_mm"]
+
+
+def _undescribed(r: CaseResult) -> list[Finding]:
+    """The detector findings of at least the rule's size that no claim describes."""
+    described = {m.finding_id for m in r.matches}
+    _, dmin = _missed_rule(r)
+    return [f for f in r.findings if f.id not in described and f.source == "detector" and f.diameter_mm >= dmin]
+
+
 def test_flags_carry_codes(result: CaseResult) -> None:
-    # the demo report describes two of its nodules; the others are flagged as not described
-    missed = result.reasons_with(ReasonCode.UNMENTIONED_FINDING)
-    assert missed and all(r.severity == Severity.WARNING for r in missed)
-    mentioned = {m.finding_id for m in result.matches}
-    for r in missed:
-        (fid,) = r.concerns
-        assert fid not in mentioned and str(r).startswith(f"unmentioned_finding: finding {fid} ")
+    # every >= 6 mm finding the report does not describe is named exactly once: a missed-nodule
+    # reason at or above the rule's threshold, an unmentioned-finding flag below it
+    thr, _ = _missed_rule(result)
+    codes = (ReasonCode.UNMENTIONED_FINDING, ReasonCode.MISSED_NODULE)
+    for f in _undescribed(result):
+        named = [x for x in [*result.reasons, *result.flags] if x.code in codes and f.id in x.concerns]
+        assert len(named) == 1, (f.id, named)
+        (x,) = named
+        if f.detection_score >= thr:
+            assert x in result.reasons and x.code == ReasonCode.MISSED_NODULE
+            assert x.severity in (Severity.DISCORDANCE, Severity.CRITICAL)
+        else:
+            assert x in result.flags and x.severity == Severity.WARNING
+            assert str(x).startswith(f"unmentioned_finding: finding {f.id} ")
+    undescribed = {f.id for f in _undescribed(result)}
+    assert all(set(x.concerns) <= undescribed for x in [*result.reasons, *result.flags] if x.code in codes)
 
 
 def test_negative_report_reasons_carry_codes(demo: Path, registry: ModelRegistry) -> None:
     r = analyze_case(Case(demo, report=NEGATIVE), FAST, models=registry)
     assert r.status == "discordant"
+    thr, _ = _missed_rule(r)
     assert r.reasons and all(x.code == ReasonCode.NEGATIVE_REPORT_WITH_FINDING for x in r.reasons)
-    assert all(x.severity == Severity.DISCORDANCE and len(x.concerns) == 1 for x in r.reasons)
-    assert {x.concerns[0] for x in r.reasons} <= {f.id for f in r.findings}
+    # "No pulmonary nodules" is an explicit denial: each confident finding is critical
+    assert all(x.severity == Severity.CRITICAL and len(x.concerns) == 1 for x in r.reasons)
+    assert {x.concerns[0] for x in r.reasons} == {f.id for f in _undescribed(r) if f.detection_score >= thr}
     assert any(x.code == ReasonCode.IMAGE_CACHE for x in r.flags)  # the CT was analysed before in this module
 
 
@@ -201,11 +226,14 @@ def test_wrong_report_reasons_carry_codes(demo: Path, registry: ModelRegistry,
     r = analyze_case(Case(demo, report=WRONG), FAST, models=registry)
     _validate(validator, r.to_dict())
     assert r.status == "discordant"
-    codes = {x.code for x in r.reasons}
+    about_claim = [x for x in r.reasons if x.code not in (ReasonCode.MISSED_NODULE, ReasonCode.NEGATIVE_REPORT_WITH_FINDING)]
+    codes = {x.code for x in about_claim}
     assert codes & {ReasonCode.SIZE, ReasonCode.CALCIFICATION, ReasonCode.CLAIM_NOT_FOUND}, [str(x) for x in r.reasons]
-    for x in r.reasons:
+    for x in about_claim:
         assert x.concerns[0] == "C1" and x.severity == Severity.DISCORDANCE
         assert str(x).startswith("'")  # "'<claim text>': <discordance>", as shown before codes existed
+    # the findings the wrong claim does not describe are weighed too (the mass it under-describes)
+    assert all(x.concerns[0].startswith("F") for x in r.reasons if x not in about_claim)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -332,7 +360,7 @@ def test_domain_objects_validate(result: CaseResult) -> None:
     with pytest.raises(ValueError, match="matches"):
         CaseResult.from_dict(bad)
     bad = result.to_dict()
-    bad["flags"][0]["concerns"] = ["F99"]
+    bad["flags"] = [Flag(ReasonCode.NO_LUNGS, "no_lungs: ...").to_dict() | {"concerns": ["F99"]}]
     with pytest.raises(ValueError, match="flags"):
         CaseResult.from_dict(bad)
 

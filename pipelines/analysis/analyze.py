@@ -29,13 +29,22 @@ in :mod:`.pipeline`, the inputs in :mod:`.case`, the result in :mod:`.result`):
    report.  Arrays are kept in ``CaseResult.arrays`` (saved as NPZ beside the JSON), each with
    its voxel->LPS affine in the JSON.
 7. **consistency** - per matched pair the calibrated AFA agreement (see
-   :mod:`.consistency`) and the discordance rules; a negative report with a >= 6 mm finding.
+   :mod:`.consistency`) and the discordance rules; group claims ("multiple bilateral
+   nodules") are satisfied by every finding that agrees with them.
 8. **realign** - for each claim that is unmatched, breaks a rule, or scores below the
    consistency threshold: up to ``settings.realign_max_iter`` iterations that re-localise in
    the detector heatmap with the report's prior (iteration 1: the claimed lobe, 2: the claimed
    side, 3: both lungs; the peak threshold halves each time; candidates ranked by detection
    score x size agreement), re-crop and re-measure, recompute the features and align again.
-   Every iteration is recorded in ``consistency_trajectory``.
+   A candidate resolves the claim only when it agrees with it, scores at or above the
+   operating threshold, and no clearly stronger finding (:func:`consistency.clearly_stronger`)
+   lies in the claim's region; a weaker one is kept as a low-confidence match
+   (``low_detection_score``) that leaves the case discordant.  Every iteration is recorded in
+   ``consistency_trajectory``.
+   Then the image side of the verdict: every >= 6 mm finding the report does not describe
+   that scores at or above the val-calibrated missed-nodule threshold (``rules.json``) is a
+   ``missed_nodule`` (``critical`` when the report denies it), below it a flag; and what the
+   scan cannot judge (:mod:`.assessable`: no lung, too little lung, slices too thick).
 9. **guidance** - Lung-RADS v2022 and Fleischner 2017 from the measured size and texture,
    labelled as guidance.
 
@@ -45,9 +54,11 @@ A ``cancel`` callable is asked between stages and inside the long loops (sliding
 per-finding work); a true answer raises :class:`~lungfuse.pipelines.core.errors.AnalysisCancelled`.
 Nothing is written by the analysis itself, and :meth:`CaseResult.save` writes atomically.
 
-Status: ``concordant`` (nothing to resolve; also when there is no report, flagged
-``report_missing``), ``realigned`` (the loop resolved every problem) or ``discordant``
-(``reasons`` say why: a code, the ids concerned and a plain sentence).
+Status (:func:`verdict`): ``concordant`` (nothing to resolve; also when there is no report,
+flagged ``report_missing``), ``realigned`` (the loop resolved every problem), ``discordant``
+(``reasons`` say why: a code, the ids concerned and a plain sentence) or ``not_assessable``
+(the scan cannot support a verdict: no lung in view, lung coverage too short, or slices too
+thick for the sizes in question; the coded reasons say which).
 """
 
 from __future__ import annotations
