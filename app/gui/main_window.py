@@ -36,6 +36,7 @@ from PySide6.QtWidgets import (
 
 from lungfuse.app.gui.panels import FindingsTable, OverlayPanel
 from lungfuse.app.gui.render import PRESETS
+from lungfuse.app.gui.review_panel import ReviewPanel
 from lungfuse.app.gui.scene import Scene
 from lungfuse.app.gui.viewer import ViewerPanel
 from lungfuse.app.gui.workers import AnalysisWorker, LoadWorker, ResultLoadWorker
@@ -101,6 +102,9 @@ class MainWindow(QMainWindow):
         self.table = FindingsTable()
         self.overlays = OverlayPanel()
         self.side_tabs = QTabWidget()
+        self.review = ReviewPanel()
+        self.side_tabs.addTab(self.review, "Review")
+        self._pick_diameter: float | None = None
         left = QSplitter(Qt.Orientation.Vertical)
         left.addWidget(self.viewer)
         left.addWidget(self.table)
@@ -129,6 +133,11 @@ class MainWindow(QMainWindow):
         self.viewer.changed.connect(self._viewer_changed)
         self.table.finding_selected.connect(self.select_finding)
         self.overlays.changed.connect(self._overlays_changed)
+        self.review.changed.connect(self._review_changed)
+        self.review.pick_requested.connect(self._start_pick)
+        self.review.ai_visibility.connect(self._set_ai_visible)
+        for v in self.viewer.views.values():
+            v.clicked_voxel.connect(self._picked)
 
     def _toolbar(self) -> QHBoxLayout:
         bar = QHBoxLayout()
@@ -234,6 +243,12 @@ class MainWindow(QMainWindow):
         self._action(view, "Next finding", "N", lambda: self._next_finding(1))
         self._action(view, "Previous finding", "P", lambda: self._next_finding(-1))
         self._action(view, "Reset zoom and pan", "0", self._reset_views)
+        rev = mb.addMenu("&Review")
+        self._action(rev, "Accept the selected finding", "A", lambda: self.review.decide("accepted"))
+        self._action(rev, "Reject the selected finding", "R", lambda: self.review.decide("rejected"))
+        self._action(rev, "Add a missed nodule (click its centre)", "Ctrl+M",
+                     lambda: self._start_pick(float(self.review.diameter.value())))
+        self._action(rev, "Second-reader mode on/off", "Ctrl+2", self.review.second_reader.toggle)
         export = mb.addMenu("&Export")
         export.setToolTipsVisible(True)
         for label in ("PDF report…", "DICOM SR + SEG + SC…", "JSON / CSV…"):
@@ -393,6 +408,8 @@ class MainWindow(QMainWindow):
         self._set_busy(False, f"{result.status} · {len(result.findings)} finding(s)")
         self.progress.setValue(self.progress.maximum())
         self._show_models_info()
+        self.review.set_result(result, self.result_path)
+        self._reader_marks()
         self.refresh_result_views()
         if result.findings:
             self.select_finding(self.top_finding_id())
@@ -424,6 +441,7 @@ class MainWindow(QMainWindow):
         self.scene.selected = fid
         self.scene.move_to(target.center_voxel)
         self.table.select_id(fid)
+        self.review.show_finding(fid)
         self.viewer.sync()
 
     def _next_finding(self, d: int) -> None:
@@ -433,6 +451,48 @@ class MainWindow(QMainWindow):
         cur = self.scene.selected if self.scene is not None else None
         i = (ids.index(cur) + d) % len(ids) if cur in ids else 0
         self.select_finding(ids[i])
+
+    # -- the reader's review ---------------------------------------------------------------------
+    def _review_changed(self) -> None:
+        self._reader_marks()
+        self.refresh_result_views()
+
+    def _reader_marks(self) -> None:
+        """The reader's added findings (LPS mm in the sidecar) as boxes on the CT grid."""
+        import numpy as np
+
+        if self.scene is None:
+            return
+        rv = self.result.review if self.result is not None else None
+        inv = np.linalg.inv(self.scene.affine)
+        marks = []
+        for r in (rv.added_findings if rv is not None else []):
+            v = inv[:3, :3] @ np.asarray(r.center_lps_mm, float) + inv[:3, 3]
+            marks.append((r.id, (float(v[0]), float(v[1]), float(v[2])), float(r.diameter_mm or 6.0)))
+        self.scene.set_reader_findings(marks)
+
+    def _start_pick(self, diameter_mm: float) -> None:
+        if self.scene is None or self.result is None:
+            return
+        self._pick_diameter = diameter_mm
+        self.viewer.set_pick_mode(True)
+        self.progress.setFormat(f"click the missed nodule's centre ({diameter_mm:.0f} mm)")
+
+    def _picked(self, z: float, y: float, x: float) -> None:
+        if self._pick_diameter is None or self.scene is None:
+            return
+        self.viewer.set_pick_mode(False)
+        lps = self.scene.lps((z, y, x))
+        rid = self.review.add_reader_finding([float(c) for c in lps], self._pick_diameter)
+        self._pick_diameter = None
+        self.progress.setFormat(f"added {rid}")
+        self.select_finding(rid)
+
+    def _set_ai_visible(self, on: bool) -> None:
+        if self.scene is not None:
+            self.scene.ai_visible = on
+            self.qsettings.setValue("second_reader", not on)
+            self.refresh_result_views()
 
     # -- errors ----------------------------------------------------------------------------------
     def _worker_failed(self, message: str, tb: str) -> None:
