@@ -50,6 +50,8 @@ def screenshot(path: str | None, out_png: str | Path, *, report: str | None = No
     def done() -> None:
         if select:
             win.select_finding(select)
+        if win.result is not None and win.result.report_present:
+            win.side_tabs.setCurrentWidget(win.report_panel)  # the picture shows the report and its claims
         app.processEvents()
         out = Path(out_png)
         out.parent.mkdir(parents=True, exist_ok=True)

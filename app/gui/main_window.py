@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from lungfuse.app.gui.info_panels import AnalysisPanel, ReportPanel
 from lungfuse.app.gui.panels import FindingsTable, OverlayPanel
 from lungfuse.app.gui.render import PRESETS
 from lungfuse.app.gui.review_panel import ReviewPanel
@@ -104,6 +105,10 @@ class MainWindow(QMainWindow):
         self.side_tabs = QTabWidget()
         self.review = ReviewPanel()
         self.side_tabs.addTab(self.review, "Review")
+        self.report_panel = ReportPanel()
+        self.analysis_panel = AnalysisPanel()
+        self.side_tabs.addTab(self.report_panel, "Report")
+        self.side_tabs.addTab(self.analysis_panel, "Analysis")
         self._pick_diameter: float | None = None
         left = QSplitter(Qt.Orientation.Vertical)
         left.addWidget(self.viewer)
@@ -134,6 +139,7 @@ class MainWindow(QMainWindow):
         self.table.finding_selected.connect(self.select_finding)
         self.overlays.changed.connect(self._overlays_changed)
         self.review.changed.connect(self._review_changed)
+        self.report_panel.finding_clicked.connect(self.select_finding)
         self.review.pick_requested.connect(self._start_pick)
         self.review.ai_visibility.connect(self._set_ai_visible)
         for v in self.viewer.views.values():
@@ -409,6 +415,7 @@ class MainWindow(QMainWindow):
         self.progress.setValue(self.progress.maximum())
         self._show_models_info()
         self.review.set_result(result, self.result_path)
+        self.report_panel.set_result(result)
         self._reader_marks()
         self.refresh_result_views()
         if result.findings:
@@ -442,6 +449,8 @@ class MainWindow(QMainWindow):
         self.scene.move_to(target.center_voxel)
         self.table.select_id(fid)
         self.review.show_finding(fid)
+        if self.result is not None:
+            self.analysis_panel.set_result(self.result, fid)
         self.viewer.sync()
 
     def _next_finding(self, d: int) -> None:

@@ -158,7 +158,7 @@ class ColorBar(QWidget):
         self._rgb = np.ascontiguousarray(np.repeat(lut[None, :, :], 2, axis=0))
         self._img = QImage(self._rgb.data, 256, 2, 3 * 256, QImage.Format.Format_RGB888)
         self.caption = "heatmap"
-        self.setMinimumHeight(22 + 2 * QFontMetrics(self.font()).height())  # the bar and two text lines
+        self.setFixedHeight(26 + 2 * QFontMetrics(self.font()).height())  # the bar and two text lines, never squeezed
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
         p = QPainter(self)
