@@ -124,3 +124,59 @@ def test_real_ground_glass_nodule_lidc_0002() -> None:
     assert abs(m.long_axis_mm - nod.diameter_mm) <= 5.0, (m.long_axis_mm, nod.diameter_mm)
     old = measure_nodule(g.array, c, 15.1, spacing_mm=float(g.spacing[0]), lung_mask=lungs, subsolid=False)
     assert old.long_axis_mm < 0.6 * nod.diameter_mm  # the bug this fixes
+
+
+# -- what the measurement feeds: the size rule, the finding, Lung-RADS ------------------------------
+
+
+def test_size_rule_accepts_the_long_axis_or_the_mean_diameter() -> None:
+    """'A 3 cm ground-glass nodule in the left lung' on LIDC-IDRI-0002 (long axis 27.2 mm, mean
+    22.7 mm) agrees; a size matching only the mean diameter agrees too; a size matching neither
+    is a size discordance, quoting the long axis."""
+    from lungfuse.pipelines.analysis.consistency import FindingView, pair_discordances
+    from lungfuse.pipelines.nlp.claims import NoduleClaim
+
+    ggn = FindingView("left", None, 27.2, "ground-glass", 0.0, 0.6, mean_diameter_mm=22.7)
+    claim = NoduleClaim(size_mm=30.0, side="left", texture="ground-glass")  # type: ignore[call-arg]
+    assert pair_discordances(claim, ggn) == []
+    elongated = FindingView("left", None, 30.0, "solid", 0.0, 0.6, mean_diameter_mm=21.0)
+    assert pair_discordances(NoduleClaim(size_mm=20.0, side="left"), elongated) == []  # type: ignore[call-arg]
+    assert pair_discordances(NoduleClaim(size_mm=20.0, side="left"),  # type: ignore[call-arg]
+                             FindingView("left", None, 30.0, "solid", 0.0, 0.6)) != []  # no mean: long axis only
+    (reason,) = pair_discordances(NoduleClaim(size_mm=60.0, side="left"), ggn)  # type: ignore[call-arg]
+    assert reason.startswith("size:") and "27.2 mm" in reason
+
+
+def _finding(**kw: object) -> object:
+    from lungfuse.pipelines.analysis.result import Finding
+
+    base: dict[str, object] = dict(id="F1", tracking_uid="1.2.3", center_voxel=[1.0, 2.0, 3.0],
+                                   center_lps_mm=[1.0, 2.0, 3.0], bbox_voxel=[[0, 0, 0], [2, 2, 2]], diameter_mm=20.0,
+                                   mean_diameter_mm=18.0, volume_mm3=100.0, side="left", lobe=None,
+                                   detection_score=0.7, texture="part-solid", calcified=False, measurement={})
+    base.update(kw)
+    return Finding(**base)  # type: ignore[arg-type]
+
+
+def test_finding_validates_axes_and_solid_component() -> None:
+    f = _finding(long_axis_mm=20.0, short_axis_mm=16.0, solid_component_mm=7.0)
+    assert f.solid_component_mm == 7.0  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="part-solid"):
+        _finding(texture="ground-glass", solid_component_mm=7.0)
+    with pytest.raises(ValueError, match="exceeds the nodule"):
+        _finding(solid_component_mm=25.0)
+    with pytest.raises(ValueError, match="short_axis_mm"):
+        _finding(long_axis_mm=10.0, short_axis_mm=12.0)
+    with pytest.raises(ValueError, match="finite"):
+        _finding(short_axis_mm=float("nan"))
+
+
+def test_part_solid_lung_rads_follows_the_solid_component() -> None:
+    """Lung-RADS v2022 baseline part-solid >= 6 mm: 3 below a 6 mm solid component, 4A for 6-8 mm,
+    4B from 8 mm; without the solid component the category is 0 (what the analysis gave part-solid
+    findings before it passed the measured one)."""
+    from lungfuse.pipelines.analysis.guidance import guidance_for
+
+    cats = [guidance_for(20.0, "part-solid", mean_diameter_mm=18.0, solid_component_mm=s)["lung_rads"]["category"]
+            for s in (4.0, 7.0, 9.0, None)]
+    assert cats == ["3", "4A", "4B", "0"]
