@@ -29,7 +29,7 @@ reference, mm) of the long axis and the mean diameter, the solid component's MAE
 (part-solid, where the method reports one), the share whose texture agrees, and the share that
 fell back to the detector's estimate.
 
-    python bench/bench_size.py --out bench/results/size.json
+    python bench/bench_size.py --per-texture 60 --out bench/results/size.json
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from scipy import ndimage
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "lidc-idri"
-COMMAND = "python bench/bench_size.py --out bench/results/size.json"
+COMMAND = "python bench/bench_size.py --per-texture 60 --out bench/results/size.json"
 
 
 @dataclass
@@ -195,7 +195,7 @@ def _stats(errs: list[float]) -> dict[str, float | None]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hints", default="0.5,1.0", help="size-hint factors (x the reference long axis)")
-    ap.add_argument("--per-texture", type=int, default=30, help="inserted nodules per texture and set")
+    ap.add_argument("--per-texture", type=int, default=60, help="inserted nodules per texture and set")
     ap.add_argument("--sets", default="real_dev,real_test,inserted_tune,inserted_val,inserted_test")
     ap.add_argument("--out", default="bench/results/size.json")
     a = ap.parse_args()
