@@ -119,7 +119,8 @@ __all__ = [
 #: keys of each nodule dict in ReportClaims.to_dict(), in order
 NODULE_DICT_KEYS = (
     "size_mm", "side", "lobe", "segment", "texture", "margin", "calcification", "calcification_pattern",
-    "cavitation", "shape", "lung_rads", "negated", "uncertain", "stable", "count", "span", "text", "section",
+    "cavitation", "shape", "lung_rads", "negated", "uncertain", "stable", "count", "multiple", "largest", "span",
+    "text", "section",
 )
 
 
@@ -140,6 +141,9 @@ class NoduleClaim:
     ``">"``, ``">="``, ``"~"``, ``"range"`` or ``"subcentimeter"`` with no number).
     ``prior_size_mm`` is a size quoted for a prior exam ("previously 5 mm").
     ``span`` are character offsets into ``Report.text``; ``text`` is that slice.
+    ``multiple`` marks a group mention ("multiple bilateral nodules up to 4 mm", ``count``
+    the stated number or None); ``largest`` the separate claim for "the largest" member
+    of a group ("..., the largest 14 mm in the LLL").
     ``kind`` is the anchor ("nodule", "micronodule", "mass", "granuloma", "ggo",
     "opacity", "lesion"); ``position`` a pleural/fissural relation ("perifissural",
     "subpleural", ...).
@@ -162,6 +166,7 @@ class NoduleClaim:
     stable: bool | None = None
     count: int | None = 1
     multiple: bool = False
+    largest: bool = False
     kind: str = "nodule"
     position: str | None = None
     prior_size_mm: float | None = None
@@ -324,6 +329,15 @@ def _merge_coreferent(drafts: list[Draft]) -> list[Draft]:
     for d in drafts:
         same = positives.get(d.section, [])[-20:]  # recent positives of the section
         target = None
+        if d.pronoun:
+            # "It measures 6 mm." describes the nodule of the sentence just before, when
+            # nothing else was named after it there; otherwise "it" is not a nodule
+            prev = same[-1] if same else None
+            if prev is not None and prev.sentence == d.sentence - 1 and prev.last_head and not prev.plural:
+                prev.fill_from(d)
+            continue
+        if d.same_lobe and same and same[-1].lobe is not None:
+            d.lobe, d.side = same[-1].lobe, same[-1].side
         if not d.negated and same and not d.indefinite and not d.plural:
             bare = d.size_mm is None and not d.has_location and d.count in (1, None)
             if bare and d.sentence - same[-1].sentence <= 4:
@@ -408,6 +422,7 @@ def _finalise(report: Report, d: Draft) -> NoduleClaim:
         stable=d.stable,
         count=d.count,
         multiple=d.multiple,
+        largest=d.largest,
         kind=d.kind,
         position=d.position,
         prior_size_mm=round(d.prior_size_mm, 3) if d.prior_size_mm is not None else None,
