@@ -82,6 +82,7 @@ Documented decisions
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import re
@@ -277,8 +278,13 @@ def _report_lung_rads(report: Report, found: list[tuple[int, int, str]]) -> str 
     highest anywhere outside history/comparison/technique; prior categories ("previously
     Lung-RADS 3") are ignored."""
     by_section: dict[str, list[str]] = {}
+    # sections are in text order: bisect instead of Report.section_at per statement (a 1 MB
+    # report has thousands of statements and sections)
+    secs = [x for x in report.sections if x.end > x.start]
+    sec_starts = [x.start for x in secs]
     for s, _e, cat in found:
-        sec = report.section_at(s)
+        i = bisect.bisect_right(sec_starts, s) - 1
+        sec = secs[i] if i >= 0 and s < secs[i].end else report.section_at(s)
         name = sec.name if sec else BODY
         if name in NO_LUNG_RADS_SECTIONS or PRIOR_LR_RE.search(report.text[max(0, s - 30) : s]):
             continue
@@ -374,6 +380,9 @@ def _merge_coreferent(drafts: list[Draft]) -> list[Draft]:
     return final
 
 
+_IMPRESSION_WINDOW = 60  # primaries either side of an IMPRESSION mention that it may repeat
+
+
 def _merge_impression(drafts: list[Draft]) -> list[Draft]:
     """IMPRESSION mentions repeating a nodule described elsewhere are merged into it
     (its span kept, missing attributes filled from the impression)."""
@@ -381,8 +390,14 @@ def _merge_impression(drafts: list[Draft]) -> list[Draft]:
     if not primary:
         return drafts
     kept = list(primary)
+    starts = [p.start for p in primary]  # drafts come in text order
     for d in (d for d in drafts if d.section == IMPRESSION):
-        cands = [p for p in primary if _compatible(p, d)]
+        # Only the primaries nearest in the text are compared: a real report describes far
+        # fewer than _IMPRESSION_WINDOW nodules, while a 1 MB concatenation of reports
+        # (~1,300 mentions) made this loop quadratic (7-17 s).
+        at = bisect.bisect_left(starts, d.start)
+        near = primary[max(0, at - _IMPRESSION_WINDOW) : at + _IMPRESSION_WINDOW]
+        cands = [p for p in near if _compatible(p, d)]
         if d.plural and not d.negated:
             cands = [p for p in cands if p.plural] or cands
         if d.indefinite and d.has_location and d.lobe is not None:

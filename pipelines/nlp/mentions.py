@@ -13,6 +13,7 @@ finalised by :func:`.claims.extract_claims`.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass, fields
 
@@ -521,13 +522,19 @@ def _share_sentence_location(work: str, sent: Sentence, drafts: list[Draft]) -> 
 def attach_lung_rads(sentences: list[Sentence], drafts: list[Draft], found: list[tuple[int, int, str]]) -> None:
     """A Lung-RADS statement in a sentence of its own ("1. 6 mm RUL nodule. Lung-RADS 3.")
     belongs to the single positive nodule of the previous sentence of the same section."""
+    # sentences and drafts indexed once (a 1 MB report has thousands of statements)
+    starts = [x.start for x in sentences]
+    by_sentence: dict[int, list[Draft]] = {}
+    for d in drafts:
+        by_sentence.setdefault(d.sentence, []).append(d)
     for start, _end, cat in found:
-        sent = next((x for x in sentences if x.start <= start < x.end), None)
-        if sent is None or sent.index == 0 or any(d.sentence == sent.index for d in drafts):
+        i = bisect.bisect_right(starts, start) - 1
+        sent = sentences[i] if i >= 0 and start < sentences[i].end else None
+        if sent is None or sent.index == 0 or sent.index in by_sentence:
             continue
         prev = sentences[sent.index - 1]
         if prev.section != sent.section:
             continue
-        cands = [d for d in drafts if d.sentence == prev.index and not d.negated]
+        cands = [d for d in by_sentence.get(prev.index, []) if not d.negated]
         if len(cands) == 1 and cands[0].lung_rads is None:
             cands[0].lung_rads = cat
