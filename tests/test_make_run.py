@@ -1,7 +1,8 @@
 """`make run`'s job, checked against the demo's ground truth.
 
 `make run` writes the demo case (``lungfuse demo``: a chest CT derived from LIDC-IDRI-0001 as a DICOM
-series, its report and ``truth.json`` holding the LIDC readers' nodule) and analyses it (``lungfuse analyze``).  The demo's report describes exactly
+series, its report and ``truth.json`` holding the LIDC readers' nodule) and analyses it
+(``lungfuse analyze``).  The demo's report describes exactly
 the nodules of ``truth.json``, so a working product must (1) find each of them where
 ``truth.json`` puts it and (2) match it to the report sentence that describes it.  Any of
 these can fail: a detector that misses a nodule, a geometry error (voxel <-> LPS), a claims
@@ -119,7 +120,8 @@ def test_the_undescribed_findings_are_the_known_ones(demo_run: DemoRun) -> None:
             assert min(math.dist(f["center_lps_mm"], k) for k in known) <= 5.0, f
 
 
-@pytest.mark.xfail(strict=True, reason="known (README): the mass abuts the posterior pleura and its segmentation apparently takes in chest wall "
+@pytest.mark.xfail(strict=True, reason="known (README): the mass abuts the posterior pleura and its segmentation "
+                   "apparently takes in chest wall "
                    "(48.5 mm against the readers' 32 mm: size discordance) and the undescribed 6.6 mm RLL spot F2 "
                    "scores 0.60 >= the missed-nodule threshold 0.56, so the demo is discordant")
 def test_the_demo_verdict_is_concordant(demo_run: DemoRun) -> None:

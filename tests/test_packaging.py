@@ -89,8 +89,8 @@ def test_installed_wheel_finds_its_weights(wheel: Path, tmp_path: Path) -> None:
         "r.verify_manifest(*(m / n for n in names))\n"
         "print(json.dumps({'models': str(m), 'module': r.__file__, 'n': len(names),\n"
         "                  'package': str(r._package_dir(r.RESOURCES_PACKAGE)),\n"
-        "                  'demo': (r.resources_dir() / 'demo' / 'nodule_shapes.npz').is_file()
-                  and (r.resources_dir() / 'demo' / 'lidc_demo.npz').is_file()}))\n"
+        "                  'demo': (r.resources_dir() / 'demo' / 'nodule_shapes.npz').is_file()\n"
+        "                  and (r.resources_dir() / 'demo' / 'lidc_demo.npz').is_file()}))\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("LUNGFUSE_RESOURCES", "PYTHONPATH")}
     env["PYTHONPATH"] = str(site)

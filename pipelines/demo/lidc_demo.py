@@ -117,7 +117,7 @@ def make_lidc_demo_case(out_dir: str | Path, npz: Path | None = None) -> DemoCas
         derivation=f"Derived from {pid} (LIDC-IDRI, The Cancer Imaging Archive, CC BY 3.0): {src['method']}",
     )
     nz = hu.shape[0]
-    series_uid, sop_uids = write_series(out / "ct", hu, spacing, origin, 0, f"lidc|{pid}|{geo['shape_zyx']}",  # type: ignore[arg-type]
+    series_uid, sop_uids = write_series(out / "ct", hu, spacing, origin, 0, f"lidc|{pid}|{geo['shape_zyx']}",
                                         labels)
     nodules = []
     for n in meta["nodules"]:
@@ -128,7 +128,7 @@ def make_lidc_demo_case(out_dir: str | Path, npz: Path | None = None) -> DemoCas
                         "diameter_mm_rounded": int(round(n["diameter_mm"])),
                         "short_axis_mm_rounded": int(round(n["short_axis_mm"])),
                         "lobe_name": LOBE_NAMES[n["lobe"]], "lung_rads": cat, "lung_rads_sentence": sentence})
-    text = _report(nodules, spacing, pid)  # type: ignore[arg-type]
+    text = _report(nodules, spacing, pid)
     (out / "report.txt").write_text(text, encoding="utf-8")
     truth: dict[str, Any] = {
         "note": meta["note"],

@@ -224,7 +224,9 @@ def write_demo_resource(lidc_root: Path, out_dir: Path, patient_id: str = "LIDC-
     arrays, meta = build_demo_arrays(Path(lidc_root) / patient_id / "ct", DEMO_SOURCES[patient_id])
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / DEMO_NPZ_NAME
-    np.savez_compressed(path, meta_json=np.array(json.dumps(meta)), **arrays)
+    arrays["meta_json"] = np.array(json.dumps(meta))  # a 0-d unicode array: loads without pickle
+    # numpy's stubs type **kwds against savez's allow_pickle: bool; every value here is an array.
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
     (out_dir / DEMO_TRUTH_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return path
 
