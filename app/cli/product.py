@@ -11,7 +11,7 @@ from typing import Any
 
 from lungfuse.app.cli.common import NOTICE, console, write_json
 
-__all__ = ["add_product_commands"]
+__all__ = ["add_product_commands", "print_result"]
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -172,11 +172,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_result(result: Any, wall: float | None = None, profile: bool = False, con: Any = None) -> None:
+    """The analysis summary of ``lungfuse analyze``: findings table, status, reasons, flags, timings
+    (``lungfuse gui --no-display`` prints the same)."""
+    from rich.table import Table
+
+    con = con or console()
+    t = Table(title=f"LungFuse findings: {result.case_id}")
+    for col in ("#", "centre LPS mm (x, y, z)", "size mm", "volume mm³", "side/lobe", "texture", "det.", "malig.",
+                "EAF", "Lung-RADS", "consist.", "report"):
+        t.add_column(col)
+    for f in result.findings:
+        t.add_row(f.id, ", ".join(f"{v:.1f}" for v in f.center_lps_mm), f"{f.diameter_mm:.1f}",
+                  f"{f.volume_mm3:.0f}", f"{f.side or '?'}/{f.lobe or '?'}", f.texture + (" calc." if f.calcified else ""),
+                  f"{f.detection_score:.2f}",
+                  f"{f.malignancy_probability:.2f}" if f.malignancy_probability is not None else "—",
+                  f.eaf.get("strategy", "—"), f.lung_rads or "—",
+                  f"{f.consistency:.2f}" if f.consistency is not None else "—",
+                  f"claim {f.claim_id}" if f.claim_id is not None else ("—" if not result.report_present else "not mentioned"))
+    con.print(t)
+    if not result.findings:
+        con.print("no nodule above the detection threshold "
+                  f"({result.volume['detection_threshold']:.2f})")
+    colour = {"concordant": "green", "realigned": "cyan", "discordant": "red"}.get(result.status, "yellow")
+    con.print(f"status: [bold {colour}]{result.status}[/bold {colour}]"
+              + ("" if result.report_present else " (no report: image only, consistency not assessed)"))
+    for r in result.reasons:
+        con.print(f"  • {r}")
+    if len(result.consistency_trajectory) > 1:
+        con.print(f"realignment: {len(result.consistency_trajectory) - 1} iteration(s)")
+        for e in result.consistency_trajectory[1:]:
+            con.print(f"  {e['iteration']}. {e['region']}: {e.get('changed', '')} -> "
+                      f"{'accepted' if e.get('accepted') else 'rejected'}")
+    for fl in result.flags:
+        con.print(f"[yellow]flag[/yellow] {fl}")
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in result.timings_s.items() if k != "total")
+    t_models = result.timings_s.get("models", 0.0)
+    wall_txt = f" ({wall:.1f} s wall)" if wall is not None else ""
+    con.print(f"time: {result.timings_s['total']:.1f} s in analysis{wall_txt} on {result.device}"
+              + (f", of which {t_models:.1f} s loading the models (once per process)" if t_models >= 0.5 else ""))
+    if profile:
+        con.print(f"stages (s): {stages}")
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     import time
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
     from lungfuse.pipelines.analysis.analyze import analyze_case
     from lungfuse.pipelines.analysis.case import AnalysisSettings, Case
@@ -200,40 +242,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - t0
     if args.json:
         result.save(args.json)
-    t = Table(title=f"LungFuse findings: {result.case_id}")
-    for col in ("#", "centre LPS mm (x, y, z)", "size mm", "volume mm³", "side/lobe", "texture", "det.", "malig.",
-                "EAF", "Lung-RADS", "consist.", "report"):
-        t.add_column(col)
-    for f in result.findings:
-        t.add_row(f.id, ", ".join(f"{v:.1f}" for v in f.center_lps_mm), f"{f.diameter_mm:.1f}",
-                  f"{f.volume_mm3:.0f}", f"{f.side or '?'}/{f.lobe or '?'}", f.texture + (" calc." if f.calcified else ""),
-                  f"{f.detection_score:.2f}",
-                  f"{f.malignancy_probability:.2f}" if f.malignancy_probability is not None else "—",
-                  f.eaf.get("strategy", "—"), f.lung_rads or "—",
-                  f"{f.consistency:.2f}" if f.consistency is not None else "—",
-                  f"claim {f.claim_id}" if f.claim_id is not None else ("—" if not result.report_present else "not mentioned"))
-    con.print(t)
-    if not result.findings:
-        con.print("no nodule above the detection threshold "
-                  f"({result.volume['detection_threshold']:.2f})")
-    colour = {"concordant": "green", "realigned": "cyan", "discordant": "red"}[result.status]
-    con.print(f"status: [bold {colour}]{result.status}[/bold {colour}]"
-              + ("" if result.report_present else " (no report: image only, consistency not assessed)"))
-    for r in result.reasons:
-        con.print(f"  • {r}")
-    if len(result.consistency_trajectory) > 1:
-        con.print(f"realignment: {len(result.consistency_trajectory) - 1} iteration(s)")
-        for e in result.consistency_trajectory[1:]:
-            con.print(f"  {e['iteration']}. {e['region']}: {e.get('changed', '')} -> "
-                      f"{'accepted' if e.get('accepted') else 'rejected'}")
-    for fl in result.flags:
-        con.print(f"[yellow]flag[/yellow] {fl}")
-    stages = ", ".join(f"{k} {v:.2f}" for k, v in result.timings_s.items() if k != "total")
-    t_models = result.timings_s.get("models", 0.0)
-    con.print(f"time: {result.timings_s['total']:.1f} s in analysis ({wall:.1f} s wall) on {result.device}"
-              + (f", of which {t_models:.1f} s loading the models (once per process)" if t_models >= 0.5 else ""))
-    if args.profile:
-        con.print(f"stages (s): {stages}")
+    print_result(result, wall, profile=args.profile, con=con)
     if args.json:
         con.print(f"wrote {args.json}" + (" (+ heatmaps .npz)" if result.arrays else ""))
     if args.png:

@@ -1,0 +1,143 @@
+"""Work off the GUI thread: loading a CT and running :func:`analyze_case`, each in a QThread.
+
+Research software, NOT for diagnostic use.
+
+The GUI thread never runs pipeline code: a :class:`LoadWorker` reads the CT (shown as soon as
+it arrives), an :class:`AnalysisWorker` calls the same ``analyze_case`` as the CLI with the
+session's one :class:`ModelRegistry` (models load once per session) and a cancel hook that
+the Cancel button sets, then maps the result's overlays onto the CT grid (also off the GUI
+thread).  Results and errors come back through queued signals.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal
+
+__all__ = ["LoadWorker", "AnalysisWorker", "ResultLoadWorker", "describe_error"]
+
+
+def describe_error(exc: BaseException, path: str | Path | None) -> str:
+    """One message for the error dialog: the file, then what is wrong (a bug keeps its type)."""
+    from lungfuse.pipelines.core.errors import LungFuseError
+
+    what = " ".join(str(exc).split()) or type(exc).__name__
+    where = f"{path}: " if path and str(path) not in what else ""
+    if isinstance(exc, LungFuseError | FileNotFoundError | IsADirectoryError | PermissionError | ValueError):
+        return f"{where}{what}"
+    return f"{where}internal error (a bug, please report it): {type(exc).__name__}: {what}"
+
+
+class _Thread(QThread):
+    """A QThread that runs ``fn`` and reports through its signals (never raises into Qt)."""
+
+    failed = Signal(str, str)  # message, traceback
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.path: str | None = None
+
+    def work(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def run(self) -> None:
+        try:
+            self.work()
+        except BaseException as exc:  # noqa: BLE001 - every error becomes a dialog, never a crash
+            self.fail(exc)
+
+    def fail(self, exc: BaseException) -> None:
+        self.failed.emit(describe_error(exc, self.path), traceback.format_exc())
+
+
+class LoadWorker(_Thread):
+    """Reads the CT at ``path`` (``load_ct``: DICOM folder, multi-frame file, NIfTI)."""
+
+    loaded = Signal(object)  # CTVolume
+
+    def __init__(self, path: str, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.path = path
+
+    def work(self) -> None:
+        from lungfuse.pipelines.io.dicom import load_ct
+
+        assert self.path is not None
+        self.loaded.emit(load_ct(self.path))
+
+
+class AnalysisWorker(_Thread):
+    """Runs ``analyze_case`` and builds the overlays; :meth:`cancel` stops it at the next check.
+
+    Signals: ``progress(stage, i, n)`` from ``analyze_case``'s callback, ``finished_result(result,
+    overlays)`` and ``cancelled()``; ``failed(message, traceback)`` for any other error.
+    """
+
+    progress = Signal(str, int, int)
+    finished_result = Signal(object, object)
+    cancelled = Signal()
+
+    def __init__(self, case: Any, settings: Any, registry: Any, volume: Any, save_to: Path | None,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.case, self.settings, self.registry, self.volume = case, settings, registry, volume
+        self.save_to = save_to
+        self.path = str(case.ct) if not hasattr(case.ct, "hu") else None
+        self._stop = threading.Event()
+
+    def cancel(self) -> None:
+        """Ask the analysis to stop (``analyze_case`` checks between stages and inside its loops)."""
+        self._stop.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def work(self) -> None:
+        import numpy as np
+
+        from lungfuse.app.gui.scene import build_overlays
+        from lungfuse.pipelines.analysis.analyze import analyze_case
+        from lungfuse.pipelines.core.errors import AnalysisCancelled
+
+        try:
+            result = analyze_case(self.case, self.settings, progress=self.progress.emit, models=self.registry,
+                                  cancel=self._stop.is_set)
+        except AnalysisCancelled:
+            self.cancelled.emit()
+            return
+        if self._stop.is_set():
+            self.cancelled.emit()
+            return
+        if self.save_to is not None:
+            result.save(self.save_to)
+        overlays = build_overlays(result.findings, result.arrays, np.asarray(self.volume.affine),
+                                  tuple(self.volume.shape))
+        self.finished_result.emit(result, overlays)
+
+
+class ResultLoadWorker(_Thread):
+    """Loads a saved result (JSON + NPZ + review sidecar) and builds its overlays on ``volume``."""
+
+    finished_result = Signal(object, object)
+
+    def __init__(self, json_path: str, volume: Any, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.path = json_path
+        self.volume = volume
+
+    def work(self) -> None:
+        import numpy as np
+
+        from lungfuse.app.gui.scene import build_overlays
+        from lungfuse.pipelines.analysis.result import CaseResult
+
+        assert self.path is not None
+        result = CaseResult.load(self.path)
+        overlays = build_overlays(result.findings, result.arrays, np.asarray(self.volume.affine),
+                                  tuple(self.volume.shape))
+        self.finished_result.emit(result, overlays)
