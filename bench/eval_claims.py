@@ -11,9 +11,12 @@ Annotation conventions (tests/data/reports_dev.jsonl): one entry per pulmonary n
 described on the current exam (calcified granulomas, lung masses and "possible" nodules
 included; negated, resolved, thyroid/adrenal/breast/liver nodules and lymph nodes
 excluded); a plural mention without individual measurements ("few bibasilar nodules up
-to 3 mm") is one entry; bounded sizes ("sub-5 mm", "up to 3 mm", "2-3 mm") are
-annotated with the upper figure, sizes in mm of the largest current dimension, null when
-not stated.  ``negative`` = the report states there are no nodules and describes none.
+to 3 mm", "three nodules in the right lung") is one entry (the group); "the largest ..."
+of a group is an entry of its own besides the group entry ("multiple bilateral nodules,
+the largest 14 mm in the LLL" -> {14, null, bilateral} and {14, LLL, left}); bounded
+sizes ("sub-5 mm", "up to 3 mm", "2-3 mm") are annotated with the upper figure, sizes in
+mm of the largest current dimension, null when not stated.  ``negative`` = the report
+states there are no nodules and describes none.
 
 Metrics (for the parser and for the baseline):
 

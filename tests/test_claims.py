@@ -514,3 +514,108 @@ def test_scorer_matching_rules() -> None:
     assert ev.match_mentions([m(9.0, "RUL", "right")], gold) == []  # size too far
     assert ev.match_mentions([m(4.0, "RML", "right")], gold) == []  # wrong lobe
     assert ev.match_mentions([m(4.0, None, "bilateral")], gold) == [(0, 0)]
+
+
+# ---------------------------------------------------------------------------
+# Issue 21, sections 4 and 5: group phrases, "the largest", lobes from labels and pronouns
+# ---------------------------------------------------------------------------
+def _positive(text: str) -> list[NoduleClaim]:
+    return list(extract_claims(text).positive_nodules)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Multiple bilateral pulmonary nodules.", {"multiple": True, "count": None, "side": "bilateral"}),
+        ("Several small nodules in the left lung, up to 4 mm.",
+         {"multiple": True, "size_mm": 4.0, "size_qualifier": "<=", "side": "left"}),
+        ("Scattered micronodules in both lungs.", {"multiple": True, "side": "bilateral"}),
+        ("A few nodules in the left upper lobe, up to 5 mm.", {"multiple": True, "lobe": "LUL", "size_mm": 5.0}),
+        ("Numerous nodules throughout both lungs.", {"multiple": True, "side": "bilateral"}),
+        ("Three nodules are present in the right lung measuring up to 4 mm.",
+         {"multiple": True, "count": 3, "size_mm": 4.0, "size_qualifier": "<=", "side": "right"}),
+        ("Tiny nodules in the right upper and left lower lobes measuring up to 3 mm.",
+         {"multiple": True, "lobe": None, "side": "bilateral", "size_mm": 3.0}),
+    ],
+)
+def test_group_phrase_is_one_group_claim(text: str, expected: dict[str, Any]) -> None:
+    (claim,) = _positive(text)
+    check(claim, {**expected, "largest": False})
+
+
+def test_largest_of_a_group_is_a_claim_of_its_own() -> None:
+    text = "Multiple bilateral pulmonary nodules, the largest a 3.1 cm mass in the left lower lobe."
+    group, big = _positive(text)
+    check(group, {"multiple": True, "side": "bilateral", "lobe": None, "largest": False,
+                  "size_mm": 31.0, "size_qualifier": "<="})
+    check(big, {"multiple": False, "count": 1, "largest": True, "size_mm": 31.0, "lobe": "LLL", "side": "left"})
+
+
+@pytest.mark.parametrize(
+    ("text", "big_lobe", "big_size"),
+    [
+        ("Innumerable bilateral pulmonary nodules, the largest measuring 1.4 cm in the left lower lobe.", "LLL", 14.0),
+        ("A few nodules in the right lung are unchanged, the largest in the right middle lobe measuring 7 mm.",
+         "RML", 7.0),
+        ("Scattered bilateral nodules measuring up to 6 mm, the largest in the right lower lobe.", "RLL", 6.0),
+    ],
+)
+def test_largest_member_in_the_same_head(text: str, big_lobe: str, big_size: float) -> None:
+    group, big = _positive(text)
+    assert group.multiple and group.lobe is None and not group.largest
+    assert group.size_mm == big_size
+    check(big, {"largest": True, "lobe": big_lobe, "size_mm": big_size, "count": 1})
+    assert "largest" not in group.text
+
+
+def test_largest_and_multiple_are_in_the_dict_keys() -> None:
+    nodules = extract_claims("Multiple nodules, the largest 5 mm in the RUL.").to_dict()["nodules"]
+    assert [(n["multiple"], n["largest"]) for n in nodules] == [(True, False), (False, True)]
+
+
+@pytest.mark.parametrize(
+    ("text", "lobes"),
+    [
+        ("FINDINGS:\nLeft lung: A 5 mm nodule in the lower lobe and a 3 mm nodule in the upper lobe.\nRight lung: Clear.",
+         ["LLL", "LUL"]),
+        ("FINDINGS:\nRIGHT LOWER LOBE: Stable 6 mm nodule.\nLEFT LUNG: Clear.", ["RLL"]),
+        ("FINDINGS:\nLungs: Small nodule in the left lower lobe. It measures 4 mm.", ["LLL"]),
+        ("Two nodules in the right upper and left lower lobes measuring 4 and 6 mm, respectively.", ["RUL", "LLL"]),
+        ("In the left upper lobe, there is a 10 mm nodule. A second 4 mm nodule is present in the same lobe.",
+         ["LUL", "LUL"]),
+        ("A nodule with a diameter of 4 mm is seen in the upper lobe of the right lung.", ["RUL"]),
+        ("Nodular density measuring 5 mm in the lingula.", ["lingula"]),
+    ],
+)
+def test_lobe_from_label_pair_pronoun_and_word_order(text: str, lobes: list[str]) -> None:
+    assert [n.lobe for n in _positive(text)] == lobes
+
+
+def test_pronoun_fills_the_size_of_the_nodule_before() -> None:
+    (n,) = _positive("Lungs: There is a nodule in the anterior segment of the left upper lobe. It measures 9 mm.")
+    check(n, {"size_mm": 9.0, "lobe": "LUL"})
+
+
+def test_pronoun_after_a_lymph_node_is_not_a_nodule() -> None:
+    claims = _positive("A 4 mm RUL nodule and an enlarged right hilar lymph node. It measures 14 mm.")
+    assert [(n.size_mm, n.lobe) for n in claims] == [(4.0, "RUL")]
+
+
+def test_lobe_after_the_nodule_in_another_finding_is_not_taken() -> None:
+    (n,) = _positive("FINDINGS:\nRight lung: There is a 4.5 cm mass in the right hilum with atelectasis of the "
+                     "right middle lobe.")
+    assert n.lobe is None and n.side == "right"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No pulmonary nodules.",
+        "No mass or nodule was detected in either lung.",
+        "No obvious mass or nodular shadow was found in both lungs.",
+        "There are no pulmonary nodules identified in either lung.",
+    ],
+)
+def test_negations_in_both_styles(text: str) -> None:
+    claims = extract_claims(text)
+    assert claims.negative_statement and not claims.positive_nodules

@@ -57,6 +57,8 @@ _FRAGMENTS = [
     "nodule 4 mm", "FINDINGS:", "Impression:", "  History - ", "Lung-RADS 2", "(series 3, image 45)",
     "4 x 3 mm", "no nodules.", "1. ", "Lungs: ", "right upper lobe", "not seen", "may represent atelectasis",
     "series", "image", "10/12/2020", "approx. 5", "previously 3 mm", "\n\n", ". ", "5-mm", "ground glass",
+    "multiple nodules, the largest 9 mm", "It measures 6 mm. ", "Left lung: ", "right upper and left lower lobes",
+    "in the same lobe", "IMPRESSION: ",
 ]
 _piece = st.one_of(
     st.tuples(st.sampled_from(_RUN_CHARS), st.integers(1, 20000)).map(lambda t: t[0] * t[1]),

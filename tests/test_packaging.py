@@ -60,6 +60,8 @@ def test_wheel_contains_weights_manifest_schema_and_demo_shapes(wheel: Path) -> 
         assert models + name in names, name
     assert {"detector.pt", "fpr.pt", "fusion.pt"} <= set(manifest)
     assert "lungfuse/resources/demo/nodule_shapes.npz" in names
+    for name in ("lidc_demo.npz", "lidc_demo_truth.json", "README.md"):  # the LIDC-derived demo, its truth, licence
+        assert f"lungfuse/resources/demo/{name}" in names, name
     # every JSON file of the analysis package (the CaseResult schema, case_result.schema.json) ships
     schemas = sorted(p.name for p in (REPO / "pipelines" / "analysis").glob("*.json"))
     for name in schemas:
@@ -87,7 +89,8 @@ def test_installed_wheel_finds_its_weights(wheel: Path, tmp_path: Path) -> None:
         "r.verify_manifest(*(m / n for n in names))\n"
         "print(json.dumps({'models': str(m), 'module': r.__file__, 'n': len(names),\n"
         "                  'package': str(r._package_dir(r.RESOURCES_PACKAGE)),\n"
-        "                  'demo': (r.resources_dir() / 'demo' / 'nodule_shapes.npz').is_file()}))\n"
+        "                  'demo': (r.resources_dir() / 'demo' / 'nodule_shapes.npz').is_file()\n"
+        "                  and (r.resources_dir() / 'demo' / 'lidc_demo.npz').is_file()}))\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("LUNGFUSE_RESOURCES", "PYTHONPATH")}
     env["PYTHONPATH"] = str(site)

@@ -154,12 +154,21 @@ def cmd_claims(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from lungfuse.pipelines.demo.case import make_demo_case
-
-    case = make_demo_case(Path(args.out), seed=args.seed)
     con = console()
+    if args.phantom:
+        from lungfuse.pipelines.demo.case import make_demo_case
+
+        case = make_demo_case(Path(args.out), seed=args.seed)
+        con.print(f"demo case written to {case.out_dir}: CT series in {case.ct_dir}, report {case.report_path}")
+        con.print(f"[bold yellow]Synthetic phantom — {NOTICE}[/bold yellow]")
+        return 0
+    from lungfuse.pipelines.demo.lidc_demo import make_lidc_demo_case
+
+    case = make_lidc_demo_case(Path(args.out))
+    src = case.truth["derived_from"]["patient_id"]
     con.print(f"demo case written to {case.out_dir}: CT series in {case.ct_dir}, report {case.report_path}")
-    con.print(f"[bold yellow]Synthetic phantom — {NOTICE}[/bold yellow]")
+    con.print(f"[bold yellow]Derived data from {src} (LIDC-IDRI, CC BY 3.0; see resources/demo/README.md) — "
+              f"{NOTICE}[/bold yellow]")
     return 0
 
 
@@ -267,10 +276,13 @@ def add_product_commands(sub: Any) -> None:
     s.add_argument("--json", metavar="FILE", help="write completeness, negative_statement and nodules as JSON")
     s.set_defaults(func=cmd_claims)
 
-    s = sub.add_parser("demo", help="write the synthetic demo case", description="Write a procedural chest phantom "
-                       "with real LIDC nodule shapes as a CT DICOM series plus a matching report.txt.")
+    s = sub.add_parser("demo", help="write the demo case (a real chest CT, derived from LIDC-IDRI-0001)",
+                       description="Write the bundled demo: a chest CT derived from LIDC-IDRI-0001 (CC BY 3.0, cropped "
+                       "and downsampled) as a CT DICOM series plus a report.txt describing its nodule and truth.json. "
+                       "--phantom writes the older procedural phantom instead.")
     s.add_argument("--out", required=True, metavar="DIR")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--phantom", action="store_true", help="the synthetic phantom (seeded by --seed) instead")
+    s.add_argument("--seed", type=int, default=0, help="phantom seed (with --phantom only)")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("analyze", help="analyse one case: nodules, malignancy, heatmaps, report consistency",

@@ -37,7 +37,8 @@ discordance.
 * side or lobe differs (lobe only when the side agrees, and only when the claimed lobe is not
   among the lobes the finding's position allows once the geometric lobe estimate's uncertainty
   is taken into account, :meth:`lung.LobeLocator.plausible`);
-* size differs by more than ``max(3 mm, 30 %)`` of the reported size (see
+* size differs by more than ``max(3 mm, 30 %)`` of the reported size from both the finding's long
+  axis and its mean diameter (a report may quote either; see
   ``SIZE_TOL_MM``/``SIZE_TOL_REL``: both tolerances must be exceeded, because diameter
   measurement varies by ~1.5-3 mm between readers for small nodules and proportionally for
   large ones);
@@ -85,6 +86,7 @@ class FindingView:
     calcified_fraction: float
     detection_score: float
     plausible_lobes: tuple[str, ...] = ()  # lobes within the estimate's uncertainty (empty: only ``lobe``)
+    mean_diameter_mm: float | None = None  # Lung-RADS mean of long and short axes (None: not known)
 
     def lobe_agrees(self, lobe: str) -> bool:
         return lobe in self.plausible_lobes if self.plausible_lobes else lobe == self.lobe
@@ -194,7 +196,13 @@ def pair_discordances(c: NoduleClaim, f: FindingView, size_tol_mm: float = SIZE_
                    f"(lobe estimated from position, no fissure detection)")
     size = _claim_size(c)
     if size is not None and f.diameter_mm > 0:
+        # A report's single size is usually the long axis, but Lung-RADS v2022 reports the mean of
+        # long and short axes: a size that agrees with either measure is not a discordance (an
+        # elongated ground-glass nodule's axes can differ by more than the tolerance).  The long
+        # axis stays the one quoted in the reason.
         diff = abs(f.diameter_mm - size)
+        if f.mean_diameter_mm is not None and f.mean_diameter_mm > 0:
+            diff = min(diff, abs(f.mean_diameter_mm - size))
         if diff > size_tol_mm and diff > size_tol_rel * size:
             out.append(f"size: the report says {size:g} mm, the image measures {f.diameter_mm:.1f} mm "
                        f"(differs by {diff:.1f} mm, {100 * diff / size:.0f} %)")

@@ -260,6 +260,8 @@ class Analysis:
             diameter_mm=float(me.long_axis_mm), mean_diameter_mm=float(me.mean_diameter_mm),
             volume_mm3=float(me.volume_mm3), side=side, lobe=lobe, detection_score=float(score), texture=me.texture,
             calcified=bool(me.calcified), measurement=me.to_dict(), source=source, lobes_possible=possible,
+            long_axis_mm=float(me.long_axis_mm), short_axis_mm=float(me.short_axis_mm),
+            solid_component_mm=None if me.solid_component_mm is None else float(me.solid_component_mm),
         )
         self.findings.append(f)
         self.meas.append(me)
@@ -281,7 +283,7 @@ class Analysis:
     def _view(self, i: int) -> FindingView:
         f, me = self.findings[i], self.meas[i]
         return FindingView(f.side, f.lobe, f.diameter_mm, f.texture, me.calcified_fraction, f.detection_score,
-                           tuple(f.lobes_possible))
+                           tuple(f.lobes_possible), mean_diameter_mm=f.mean_diameter_mm)
 
     # -- 4. report ----------------------------------------------------------------------------
     def read_report(self) -> None:
@@ -773,6 +775,8 @@ class Analysis:
             calc_pattern = claim.calcification_pattern if claim is not None else None
             g = guidance_for(max(f.diameter_mm, 0.1), None if f.texture == "unknown" else f.texture,
                              mean_diameter_mm=min(f.mean_diameter_mm, f.diameter_mm) or None,
+                             # part-solid: Lung-RADS v2022 categorises by the solid component (0 mm: none found)
+                             solid_component_mm=(f.solid_component_mm or None) if f.texture == "part-solid" else None,
                              calcification_pattern=calc_pattern, calcified=f.calcified or None,
                              suspicious_features=bool(claim is not None and claim.margin == "spiculated"))
             f.guidance = g

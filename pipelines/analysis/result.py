@@ -210,7 +210,12 @@ class Finding:
     Coordinates: ``center_voxel`` in the *source* CT's voxels (z-y-x, ``CTVolume.hu`` indices),
     ``center_lps_mm`` in DICOM patient LPS (x, y, z) mm; ``bbox_voxel`` = ``[lo, hi)`` source
     voxels.  ``diameter_mm`` is the axial long axis, ``mean_diameter_mm`` the mean of long and
-    short axes (Lung-RADS v2022).  ``lobes_possible``: the lobes the position allows given the
+    short axes (Lung-RADS v2022: on the axial slice of largest area, the long axis and the largest
+    extent perpendicular to it); ``long_axis_mm`` repeats ``diameter_mm`` under its Lung-RADS name
+    and ``short_axis_mm`` is that perpendicular axis (None in results written before them).
+    ``solid_component_mm``: a part-solid nodule's solid component, mean diameter (mm), which
+    Lung-RADS v2022 categorises part-solid nodules by; None for every other texture.
+    ``lobes_possible``: the lobes the position allows given the
     geometric lobe estimate's uncertainty (no fissure detection).  ``heatmaps`` maps a name to
     ``{"array": npz key, "affine_lps": 4x4 voxel->LPS, "kind": ...}``; ``mask`` is
     ``{"array": npz key (bool, z-y-x), "affine_lps": 4x4 mask voxel->LPS, "spacing_mm", "kind"}``.
@@ -247,9 +252,24 @@ class Finding:
     word_attributions: list[dict[str, Any]] = field(default_factory=list)
     phrases: list[dict[str, Any]] = field(default_factory=list)
     mask: dict[str, Any] | None = None
+    long_axis_mm: float | None = None
+    short_axis_mm: float | None = None
+    solid_component_mm: float | None = None
 
     def __post_init__(self) -> None:
         _check_id("Finding.id", self.id, FINDING_ID)
+        for name in ("long_axis_mm", "short_axis_mm", "solid_component_mm"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"Finding.{name}={v!r} must be a finite size >= 0 mm or None")
+        if self.short_axis_mm is not None and self.long_axis_mm is not None and self.short_axis_mm > self.long_axis_mm + 1e-6:
+            raise ValueError(f"Finding.short_axis_mm ({self.short_axis_mm:g}) exceeds long_axis_mm ({self.long_axis_mm:g})")
+        if self.solid_component_mm is not None:
+            if self.texture != "part-solid":
+                raise ValueError(f"Finding.solid_component_mm applies to part-solid findings only (texture {self.texture!r})")
+            if self.solid_component_mm > self.diameter_mm + 1e-6:
+                raise ValueError(f"Finding.solid_component_mm ({self.solid_component_mm:g}) exceeds the nodule's "
+                                 f"diameter ({self.diameter_mm:g} mm)")
         _check_uid("Finding.tracking_uid", self.tracking_uid, optional=False)
         _check_id("Finding.claim_id", self.claim_id, CLAIM_ID, optional=True)
         if len(self.center_lps_mm) != 3 or len(self.center_voxel) != 3:

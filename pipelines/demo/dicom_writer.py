@@ -6,6 +6,7 @@ give byte-identical files.  File ``IM{nz-1-k:04d}.dcm`` holds array slice k (top
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,20 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, CTImageStorage, Explici
 SERIES_NUMBER = 2
 _STUDY_DATE = "20250101"
 _DISCLAIMER_ASCII = "NOT FOR DIAGNOSTIC USE - synthetic phantom"
+
+
+@dataclass(frozen=True)
+class SeriesLabels:
+    """What the series says it is (ASCII).  The default labels the synthetic phantom; a derived series
+    sets ``derivation`` (DerivationDescription) and gets ImageType DERIVED\\SECONDARY."""
+
+    series_description: str = "SYNTHETIC PHANTOM - NOT FOR DIAGNOSTIC USE"
+    image_comments: str = _DISCLAIMER_ASCII
+    study_description: str = "CT CHEST - SYNTHETIC DEMO"
+    model_name: str = "Procedural chest phantom"
+    institution: str = "LungFuse synthetic data"
+    patient_name: str = "Demo^Phantom"
+    derivation: str | None = None
 
 
 def _uid(seed: int, params: str, *parts: str) -> str:
@@ -30,8 +45,13 @@ def write_series(
     origin: tuple[float, float, float],
     seed: int,
     params: str,
+    labels: SeriesLabels | None = None,
 ) -> tuple[str, list[str]]:
-    """Write one CT Image Storage file per slice; returns (series UID, SOP UIDs by k)."""
+    """Write one CT Image Storage file per slice; returns (series UID, SOP UIDs by k).
+
+    ``hu``: HU, z-y-x, k along +LPS z (axial HFS, direction SPL); ``spacing`` (z, y, x) mm; ``origin``:
+    LPS (x, y, z) mm of voxel (0, 0, 0).  ``labels``: descriptions (default: the synthetic phantom's)."""
+    lab = labels or SeriesLabels()
     nz, ny, nx = hu.shape
     sz, sy, sx = spacing
     study_uid = _uid(seed, params, "study")
@@ -55,18 +75,18 @@ def write_series(
         ds.file_meta = meta
         ds.SOPClassUID = CTImageStorage
         ds.SOPInstanceUID = sop_uids[k]
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"] if lab.derivation else ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = _STUDY_DATE
         ds.StudyTime = ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = "090000"
         ds.AccessionNumber = ""
         ds.Modality = "CT"
         ds.Manufacturer = "LungFuse"
-        ds.ManufacturerModelName = "Procedural chest phantom"
-        ds.InstitutionName = "LungFuse synthetic data"
+        ds.ManufacturerModelName = lab.model_name
+        ds.InstitutionName = lab.institution
         ds.ReferringPhysicianName = ""
-        ds.StudyDescription = "CT CHEST - SYNTHETIC DEMO"
-        ds.SeriesDescription = "SYNTHETIC PHANTOM - NOT FOR DIAGNOSTIC USE"
-        ds.PatientName = "Demo^Phantom"
+        ds.StudyDescription = lab.study_description
+        ds.SeriesDescription = lab.series_description
+        ds.PatientName = lab.patient_name
         ds.PatientID = "LUNGFUSE-DEMO"
         ds.PatientBirthDate = ""
         ds.PatientSex = "O"
@@ -101,7 +121,9 @@ def write_series(
         ds.RescaleIntercept = "-1024"
         ds.RescaleSlope = "1"
         ds.RescaleType = "HU"
-        ds.ImageComments = _DISCLAIMER_ASCII
+        ds.ImageComments = lab.image_comments
+        if lab.derivation:
+            ds.DerivationDescription = lab.derivation
         ds.PixelData = stored[k].tobytes()
         ds["PixelData"].VR = "OW"
         ds.save_as(ct_dir / f"IM{idx:04d}.dcm", enforce_file_format=True)

@@ -49,6 +49,7 @@ from lungfuse.pipelines.nlp.lexicon import (
     QUALIFIER_RES,
     RANGE_SEPS,
     SEGMENT_RE,
+    SIDE_LEVEL_RE,
     SIDE_WORD_RE,
     SIZE_CHUNK_RE,
     SIZE_TOKEN_RE,
@@ -80,6 +81,8 @@ class Location:
     bilateral: bool = False
     segment: str | None = None
     position: str | None = None
+    # "upper lobe" levels with no side in the scope: (position, "upper"/"lower")
+    sideless: list[tuple[int, str]] = field(default_factory=list)
 
 
 def nearest(positions: Iterable[int], anchor: int) -> int | None:
@@ -207,7 +210,7 @@ def _levels(levels: str) -> list[str]:
     return out
 
 
-def _lobe_name(side: str, level: str) -> str | None:
+def lobe_name(side: str, level: str) -> str | None:
     if level == "middle":
         return "RML" if side == "right" else None
     return {"right": {"upper": "RUL", "lower": "RLL"}, "left": {"upper": "LUL", "lower": "LLL"}}[side].get(level)
@@ -250,9 +253,18 @@ def find_location(work: str, a: int, b: int) -> Location:
             if not free(m.start(), m.end()):
                 continue
             found: list[str | None] = []  # None: no such lobe ("left middle lobe"), dropped below
+            if kind == "pairs":
+                # each lobe at its own pair's position, so that text order survives the sort
+                taken.append((m.start(), m.end()))
+                for p in SIDE_LEVEL_RE.finditer(work, m.start(), m.end()):
+                    lobe = lobe_name(_side(p.group("side")), _levels(p.group("level"))[0])
+                    if lobe:
+                        loc.lobes.append((p.start(), lobe))
+                        loc.lobe_ends[p.start()] = m.end()
+                continue
             if kind == "sided":
                 side = _side(m.group("side"))  # the group is not optional in these patterns
-                found = [lb for lv in _levels(m.group("levels")) if (lb := _lobe_name(side, lv))]
+                found = [lb for lv in _levels(m.group("levels")) if (lb := lobe_name(side, lv))]
             elif kind == "abbr":
                 found = [m.group("abbr").upper()]
             elif kind == "both":
@@ -261,7 +273,7 @@ def find_location(work: str, a: int, b: int) -> Location:
                     sideless.append((m.start(), lv))
                     taken.append((m.start(), m.end()))
                     continue
-                found = [_lobe_name("right", lv), _lobe_name("left", lv)]
+                found = [lobe_name("right", lv), lobe_name("left", lv)]
                 loc.bilateral = True
             elif kind == "lingula":
                 found = ["lingula"]
@@ -269,7 +281,7 @@ def find_location(work: str, a: int, b: int) -> Location:
                 side = _side(m.group("side"))  # the group is not optional in these patterns
                 zone = m.group("zone").lower()
                 level = "upper" if zone.startswith(("ap", "upper")) else "lower"
-                found = [_lobe_name(side, level)]
+                found = [lobe_name(side, level)]
             elif kind == "sideless":
                 levels = _levels(m.group("levels"))
                 if levels == ["middle"]:
@@ -293,9 +305,11 @@ def find_location(work: str, a: int, b: int) -> Location:
     if sideless and len(side_set) == 1:
         side = next(iter(side_set))
         for pos, lv in sideless:
-            lobe = _lobe_name(side, lv)
+            lobe = lobe_name(side, lv)
             if lobe:
                 loc.lobes.append((pos, lobe))
+    else:
+        loc.sideless = sideless
     loc.lobes.sort()
     seg_m = SEGMENT_RE.search(work, a, b)
     if seg_m:

@@ -82,6 +82,7 @@ Documented decisions
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import re
@@ -119,7 +120,8 @@ __all__ = [
 #: keys of each nodule dict in ReportClaims.to_dict(), in order
 NODULE_DICT_KEYS = (
     "size_mm", "side", "lobe", "segment", "texture", "margin", "calcification", "calcification_pattern",
-    "cavitation", "shape", "lung_rads", "negated", "uncertain", "stable", "count", "span", "text", "section",
+    "cavitation", "shape", "lung_rads", "negated", "uncertain", "stable", "count", "multiple", "largest", "span",
+    "text", "section",
 )
 
 
@@ -140,6 +142,9 @@ class NoduleClaim:
     ``">"``, ``">="``, ``"~"``, ``"range"`` or ``"subcentimeter"`` with no number).
     ``prior_size_mm`` is a size quoted for a prior exam ("previously 5 mm").
     ``span`` are character offsets into ``Report.text``; ``text`` is that slice.
+    ``multiple`` marks a group mention ("multiple bilateral nodules up to 4 mm", ``count``
+    the stated number or None); ``largest`` the separate claim for "the largest" member
+    of a group ("..., the largest 14 mm in the LLL").
     ``kind`` is the anchor ("nodule", "micronodule", "mass", "granuloma", "ggo",
     "opacity", "lesion"); ``position`` a pleural/fissural relation ("perifissural",
     "subpleural", ...).
@@ -162,6 +167,7 @@ class NoduleClaim:
     stable: bool | None = None
     count: int | None = 1
     multiple: bool = False
+    largest: bool = False
     kind: str = "nodule"
     position: str | None = None
     prior_size_mm: float | None = None
@@ -272,8 +278,13 @@ def _report_lung_rads(report: Report, found: list[tuple[int, int, str]]) -> str 
     highest anywhere outside history/comparison/technique; prior categories ("previously
     Lung-RADS 3") are ignored."""
     by_section: dict[str, list[str]] = {}
+    # sections are in text order: bisect instead of Report.section_at per statement (a 1 MB
+    # report has thousands of statements and sections)
+    secs = [x for x in report.sections if x.end > x.start]
+    sec_starts = [x.start for x in secs]
     for s, _e, cat in found:
-        sec = report.section_at(s)
+        i = bisect.bisect_right(sec_starts, s) - 1
+        sec = secs[i] if i >= 0 and s < secs[i].end else report.section_at(s)
         name = sec.name if sec else BODY
         if name in NO_LUNG_RADS_SECTIONS or PRIOR_LR_RE.search(report.text[max(0, s - 30) : s]):
             continue
@@ -324,6 +335,15 @@ def _merge_coreferent(drafts: list[Draft]) -> list[Draft]:
     for d in drafts:
         same = positives.get(d.section, [])[-20:]  # recent positives of the section
         target = None
+        if d.pronoun:
+            # "It measures 6 mm." describes the nodule of the sentence just before, when
+            # nothing else was named after it there; otherwise "it" is not a nodule
+            prev = same[-1] if same else None
+            if prev is not None and prev.sentence == d.sentence - 1 and prev.last_head and not prev.plural:
+                prev.fill_from(d)
+            continue
+        if d.same_lobe and same and same[-1].lobe is not None:
+            d.lobe, d.side = same[-1].lobe, same[-1].side
         if not d.negated and same and not d.indefinite and not d.plural:
             bare = d.size_mm is None and not d.has_location and d.count in (1, None)
             if bare and d.sentence - same[-1].sentence <= 4:
@@ -360,6 +380,9 @@ def _merge_coreferent(drafts: list[Draft]) -> list[Draft]:
     return final
 
 
+_IMPRESSION_WINDOW = 60  # primaries either side of an IMPRESSION mention that it may repeat
+
+
 def _merge_impression(drafts: list[Draft]) -> list[Draft]:
     """IMPRESSION mentions repeating a nodule described elsewhere are merged into it
     (its span kept, missing attributes filled from the impression)."""
@@ -367,8 +390,14 @@ def _merge_impression(drafts: list[Draft]) -> list[Draft]:
     if not primary:
         return drafts
     kept = list(primary)
+    starts = [p.start for p in primary]  # drafts come in text order
     for d in (d for d in drafts if d.section == IMPRESSION):
-        cands = [p for p in primary if _compatible(p, d)]
+        # Only the primaries nearest in the text are compared: a real report describes far
+        # fewer than _IMPRESSION_WINDOW nodules, while a 1 MB concatenation of reports
+        # (~1,300 mentions) made this loop quadratic (7-17 s).
+        at = bisect.bisect_left(starts, d.start)
+        near = primary[max(0, at - _IMPRESSION_WINDOW) : at + _IMPRESSION_WINDOW]
+        cands = [p for p in near if _compatible(p, d)]
         if d.plural and not d.negated:
             cands = [p for p in cands if p.plural] or cands
         if d.indefinite and d.has_location and d.lobe is not None:
@@ -408,6 +437,7 @@ def _finalise(report: Report, d: Draft) -> NoduleClaim:
         stable=d.stable,
         count=d.count,
         multiple=d.multiple,
+        largest=d.largest,
         kind=d.kind,
         position=d.position,
         prior_size_mm=round(d.prior_size_mm, 3) if d.prior_size_mm is not None else None,

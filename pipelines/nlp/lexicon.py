@@ -195,7 +195,13 @@ _SIDE = r"(?P<side>right|rt|r|left|lt|l)\.?"
 _LEVEL = r"(?:upper|uppper|uper|middle|midle|middel|mid|lower|lowe|lowr|loer|lwr)"
 # "lobr", "lobw", "loeb", "lboe" are dictation typos; "lob(?![a-z])" keeps "lobular" out.
 _LOBEWORD = r"(?:lobes?|lobe's|lobr|lobw|loeb|lboe|lob)(?![a-z])"
+_SIDE_WORD = r"(?:right|rt|left|lt)\.?"
 LOBE_RES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    # "right upper and left lower lobes": two sided levels sharing one lobe word (tried
+    # first, so that "left lower lobes" alone does not take the phrase and lose "right upper")
+    ("pairs", re.compile(
+        rf"\b{_SIDE_WORD}[\s-]*{_LEVEL}(?:\s*(?:,|and|&|/|or)\s*(?:the\s+)?{_SIDE_WORD}[\s-]*{_LEVEL})+[\s-]*{_LOBEWORD}",
+        FLAGS)),
     ("sided", re.compile(
         rf"\b{_SIDE}[\s-]*(?P<levels>{_LEVEL}(?:\s*(?:,|and|&|/|or)\s*{_LEVEL})*)[\s-]*(?:lung[\s-]+)?{_LOBEWORD}",
         FLAGS)),
@@ -219,6 +225,18 @@ BILATERAL_RE = re.compile(
     r"throughout\s+(?:both|the)\s+lungs|b/l)\b",
     FLAGS,
 )
+# one "<side> <level>" pair of a "pairs" match
+SIDE_LEVEL_RE = re.compile(rf"\b(?P<side>right|rt|left|lt)\.?[\s-]*(?P<level>{_LEVEL})", FLAGS)
+# "It measures 6 mm." / "This is solid.": a sentence about the nodule of the sentence before
+PRONOUN_START_RE = re.compile(
+    r"\W*(?P<pron>it|this|which)\s+(?:now\s+|currently\s+|again\s+|also\s+)?"
+    r"(?=(?:measures?|measured|measuring|is|was|has|shows|demonstrates|contains|appears|lies|abuts)\b)",
+    FLAGS,
+)
+# "multiple nodules, the largest 9 mm in the RLL": the largest member of a group
+LARGEST_RE = re.compile(r"\b(?:the\s+)?(?:largest|biggest)\b", FLAGS)
+# "a second 4 mm nodule in the same lobe": the lobe of the nodule described just before
+SAME_LOBE_RE = re.compile(r"\b(?:in|within|of)\s+the\s+same\s+lobe\b", FLAGS)
 SIDE_WORD_RE = re.compile(r"\b(?P<side>right|rt|left|lt)\b(?:[\s-]+sided)?|\b(?P<letter>[RL])\.?(?=\s+(?:lung|hemithorax))")
 SEGMENT_RE = re.compile(
     r"\b(?P<seg>apico[\s-]?posterior|apical[\s-]+posterior|anteromedial(?:\s+(?:basal|basilar))?|"

@@ -13,6 +13,7 @@ finalised by :func:`.claims.extract_claims`.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass, fields
 
@@ -27,6 +28,7 @@ from lungfuse.pipelines.nlp.attributes import (
     find_texture,
     first_match,
     is_uncertain,
+    lobe_name,
     nearest,
     nearest_flag,
     post_negated,
@@ -42,6 +44,7 @@ from lungfuse.pipelines.nlp.lexicon import (
     FLAGS,
     GUIDELINE_RE,
     INDEFINITE_RE,
+    LARGEST_RE,
     LEADING_JUNK_RE,
     LOBE_SIDE,
     LUNG_TOKEN_RE,
@@ -50,9 +53,12 @@ from lungfuse.pipelines.nlp.lexicon import (
     NON_FINDING_AFTER_RE,
     NON_FINDING_CONTEXT_RE,
     ORGAN_RE,
+    PRONOUN_START_RE,
     RECOMMEND_INNER_RE,
     RECOMMEND_START_RE,
+    SAME_LOBE_RE,
     SHAPE_RES,
+    SIDE_WORD_RE,
     SUBCM_RE,
     TRAILING_JUNK_RE,
 )
@@ -90,6 +96,10 @@ class Draft:
     position: str | None = None
     definite: bool = False
     indefinite: bool = False
+    largest: bool = False  # "the largest ..." member of a group mention
+    pronoun: bool = False  # "It measures 6 mm.": refers to the nodule of the sentence before
+    same_lobe: bool = False  # "... in the same lobe": the lobe of the nodule described before
+    last_head: bool = False  # no other finding head follows this nodule in its sentence
 
     _FILLABLE = (
         "prior_size_mm", "side", "lobe", "segment", "texture", "margin", "calcification",
@@ -281,6 +291,7 @@ def _draft_for(
     first_word = pre[lead_junk.end() if lead_junk else 0 :].strip()
     d.definite = bool(DEFINITE_RE.match(first_word))
     d.indefinite = bool(INDEFINITE_RE.match(first_word) or NEW_ITEM_RE.search(pre))
+    d.same_lobe = d.lobe is None and bool(SAME_LOBE_RE.search(work, a, b))
     if d.negated:
         d.count, d.multiple = 0, False
     return d
@@ -340,6 +351,105 @@ def _implicit_list_head(work: str, sent: Sentence, heads: list[Head]) -> list[He
     return sorted([*heads, Head(pos, pos, "nodule", False)], key=lambda h: h.start)
 
 
+def _pronoun_draft(work: str, sent: Sentence, lung_rads: list[tuple[int, int, str]]) -> list[Draft]:
+    """"It measures 6 mm." (no nodule word): a draft marked ``pronoun`` at "It", merged into
+    the nodule of the sentence before or dropped (see ``claims._merge_coreferent``)."""
+    m = PRONOUN_START_RE.match(work, sent.start, sent.end)
+    if m is None:
+        return []
+    head = Head(m.start("pron"), m.end("pron"), "nodule", False)
+    d = _draft_for(work, sent, head, (sent.start, sent.end), (sent.start, sent.end), lung_rads)
+    if d is None or d.negated:
+        return []
+    d.pronoun, d.definite, d.indefinite = True, True, False
+    return [d]
+
+
+def _split_largest(work: str, d: Draft, scope: tuple[int, int]) -> list[Draft]:
+    """"Multiple bilateral nodules, the largest 14 mm in the LLL": the group keeps what is
+    said before "the largest", the largest member becomes a claim of its own (count 1,
+    ``largest=True``).  The group's size is "up to" the largest one's."""
+    a, b = scope
+    m = LARGEST_RE.search(work, d.anchor, b)
+    if d.negated or not d.plural or m is None:
+        return [d]
+    big = Draft(**{f.name: getattr(d, f.name) for f in fields(Draft)})
+    big.start, big.anchor, big.end = m.start(), m.start(), max(d.end, m.end())
+    big.count, big.multiple, big.largest = 1, False, True
+    big.definite, big.indefinite = False, True  # a new mention, never merged into an earlier nodule
+    after = find_sizes(work, m.start(), b)
+    before = find_sizes(work, a, m.start())
+    big.size_mm, big.size_qualifier = _pick_size(after, False)
+    d.size_mm, d.size_qualifier = _pick_size(before, True)
+    if big.size_mm is None:
+        big.size_mm = d.size_mm  # "up to 6 mm, the largest in the RLL"
+    if d.size_mm is None and big.size_mm is not None:
+        d.size_mm, d.size_qualifier = big.size_mm, "<="
+    group_loc = find_location(work, a, m.start())
+    big_loc = find_location(work, m.start(), b)
+    d.lobe = d.side = d.segment = None  # the group's location is what precedes "the largest"
+    _resolve_location(d, group_loc)
+    if big_loc.lobes or big_loc.sides:
+        big.lobe = big.side = None
+        _resolve_location(big, big_loc)
+    else:
+        big.lobe = d.lobe
+        big.side = d.side if d.side != "bilateral" else None  # one nodule lies in one lung
+        big.segment = d.segment
+    d.end = max(d.start + 1, m.start())
+    tail = TRAILING_JUNK_RE.search(work, d.start, d.end)
+    if tail:
+        d.end = max(d.start + 1, tail.start())
+    return [d, big]
+
+
+def _label_location(work: str, sent: Sentence, drafts: list[Draft]) -> None:
+    """A nodule with no lobe of its own lies in the lobe (or lung) of the label in force:
+    "RIGHT UPPER LOBE: ...", "Left lung: a 5 mm nodule in the lower lobe"."""
+    if sent.label_span is None:
+        return
+    label = find_location(work, *sent.label_span)
+    lobes = {lb for _, lb in label.lobes}
+    # side words of a label are capitalised ("Left lung:"); SIDE_WORD_RE is case-sensitive
+    # for its "R"/"L" letters, so the label is searched lower-cased
+    words = SIDE_WORD_RE.finditer(work[sent.label_span[0] : sent.label_span[1]].lower())
+    sides = {"right" if w.group().startswith("r") else "left" for w in words} | {LOBE_SIDE[lb] for lb in lobes}
+    for d in drafts:
+        if d.lobe is not None or d.negated:
+            continue
+        if len(lobes) == 1 and d.side in (None, LOBE_SIDE[next(iter(lobes))]):
+            d.lobe = next(iter(lobes))
+            d.side = LOBE_SIDE[d.lobe]
+        elif len(sides) == 1 and d.side in (None, next(iter(sides))):
+            d.side = next(iter(sides))
+            levels = {lv for _, lv in find_location(work, d.start, d.end).sideless}
+            if len(levels) == 1:
+                d.lobe = lobe_name(d.side, levels.pop())
+
+
+def _sentence_lobe(work: str, sent: Sentence, drafts: list[Draft]) -> None:
+    """A nodule whose scope names no lobe takes the sentence's only lobe when no other
+    nodule of the sentence has it ("Within the right upper lobe there is scarring and a
+    5 mm nodule": the partition gave the lobe to "scarring")."""
+    if not drafts or all(d.lobe is not None or d.negated for d in drafts):
+        return
+    # only a lobe named before the nodule: one after it belongs to what follows
+    # ("a 4.5 cm mass ... with atelectasis of the right middle lobe")
+    first = min(d.anchor for d in drafts)
+    lobes = {lb for _, lb in find_location(work, sent.start, first).lobes}
+    if "lingula" in lobes:
+        lobes.discard("LUL")
+    if len(lobes) != 1:
+        return
+    lobe = lobes.pop()
+    if any(d.lobe == lobe for d in drafts):
+        return
+    for d in drafts:
+        if d.lobe is None and not d.negated and not d.plural and d.side in (None, LOBE_SIDE[lobe]):
+            d.lobe, d.side = lobe, LOBE_SIDE[lobe]
+            break
+
+
 def drafts_for_sentence(work: str, sent: Sentence, lung_rads: list[tuple[int, int, str]]) -> list[Draft]:
     text = work[sent.start : sent.end]
     if RECOMMEND_START_RE.match(text):
@@ -348,7 +458,7 @@ def drafts_for_sentence(work: str, sent: Sentence, lung_rads: list[tuple[int, in
     if sent.list_item and not any(h.is_nodule for h in heads):
         heads = _implicit_list_head(work, sent, heads)
     if not any(h.is_nodule for h in heads):
-        return []
+        return _pronoun_draft(work, sent, lung_rads) if not heads else []
     # anchors after a recommendation / guideline phrase are references, not findings:
     # "4 mm RUL nodule; in a low-risk patient no follow-up is needed" keeps the nodule,
     # "Fleischner: solid nodules <6 mm need no follow-up" gives none.
@@ -366,9 +476,23 @@ def drafts_for_sentence(work: str, sent: Sentence, lung_rads: list[tuple[int, in
             nodule_heads[k + 1].start if k + 1 < len(nodule_heads) else sent.end,
         )
         d = _draft_for(work, sent, head, (a, b), hedge, lung_rads)
-        if d is not None:
-            drafts.extend(_split_plural(work, d, a, b))
+        if d is None:
+            continue
+        if not d.negated and LARGEST_RE.search(work, a, head.start):
+            # ", the largest a 3.1 cm mass": this head is the largest of the group before it
+            d.largest, d.count, d.multiple, d.definite, d.indefinite = True, 1, False, False, True
+            group = next((g for g in reversed(drafts) if g.plural and not g.negated), None)
+            if group is not None and group.size_mm is None and d.size_mm is not None:
+                group.size_mm, group.size_qualifier = d.size_mm, "<="
+            drafts.append(d)
+            continue
+        for part in _split_plural(work, d, a, b):
+            drafts.extend(_split_largest(work, part, (a, b)))
+    if drafts and heads[-1].is_nodule:
+        drafts[-1].last_head = True
     _share_sentence_location(work, sent, drafts)
+    _sentence_lobe(work, sent, drafts)
+    _label_location(work, sent, drafts)
     return drafts
 
 
@@ -398,13 +522,19 @@ def _share_sentence_location(work: str, sent: Sentence, drafts: list[Draft]) -> 
 def attach_lung_rads(sentences: list[Sentence], drafts: list[Draft], found: list[tuple[int, int, str]]) -> None:
     """A Lung-RADS statement in a sentence of its own ("1. 6 mm RUL nodule. Lung-RADS 3.")
     belongs to the single positive nodule of the previous sentence of the same section."""
+    # sentences and drafts indexed once (a 1 MB report has thousands of statements)
+    starts = [x.start for x in sentences]
+    by_sentence: dict[int, list[Draft]] = {}
+    for d in drafts:
+        by_sentence.setdefault(d.sentence, []).append(d)
     for start, _end, cat in found:
-        sent = next((x for x in sentences if x.start <= start < x.end), None)
-        if sent is None or sent.index == 0 or any(d.sentence == sent.index for d in drafts):
+        i = bisect.bisect_right(starts, start) - 1
+        sent = sentences[i] if i >= 0 and start < sentences[i].end else None
+        if sent is None or sent.index == 0 or sent.index in by_sentence:
             continue
         prev = sentences[sent.index - 1]
         if prev.section != sent.section:
             continue
-        cands = [d for d in drafts if d.sentence == prev.index and not d.negated]
+        cands = [d for d in by_sentence.get(prev.index, []) if not d.negated]
         if len(cands) == 1 and cands[0].lung_rads is None:
             cands[0].lung_rads = cat

@@ -28,6 +28,7 @@ from lungfuse.pipelines.nlp.lexicon import (
     FUNCTION_WORD_RE,
     IMAGE_REF_RES,
     LABEL_RE,
+    LOBE_RES,
     LUNG_LABEL_RE,
     NODULE_TOKEN_RE,
     NUMBER_WORD_UNIT_RE,
@@ -36,6 +37,7 @@ from lungfuse.pipelines.nlp.lexicon import (
     OTHER_LABEL_RE,
     REF_MASK,
     SENT_CANDIDATE_RE,
+    SIDE_WORD_RE,
     SKIP_SECTIONS,
     STRONG_SEP_RE,
     WEAK_SEP_RE,
@@ -53,6 +55,9 @@ class Sentence:
     index: int
     label_nodule: bool = False  # the sentence started with a "Nodules:" style label
     list_item: bool = False  # an item of a "Lung nodules: 1. RUL 4 mm. 2. LLL 6 mm." list
+    # the label naming a lung, lobe or side in force ("Left lung:", "RIGHT UPPER LOBE:"),
+    # from the label to the next label of the section: a nodule with no lobe of its own lies there
+    label_span: tuple[int, int] | None = None
 
 
 @dataclass
@@ -177,6 +182,11 @@ def _classify_label(label: str) -> str | None:
     return None
 
 
+def _is_location_label(label: str) -> bool:
+    """Does a label name a side or a lobe ("Left lung", "RIGHT UPPER LOBE", "Lingula")?"""
+    return bool(SIDE_WORD_RE.search(label.lower())) or any(p.search(label) for _, p in LOBE_RES)
+
+
 def report_sentences(report: Report, work: str) -> list[Sentence]:
     """Sentences of the parsed sections, with enumerators and organ labels stripped and
     the organ context carried from label to label."""
@@ -186,6 +196,7 @@ def report_sentences(report: Report, work: str) -> list[Sentence]:
             continue
         context: str | None = None
         list_mode = False  # after a "Lung nodules:" label, anchor-less items are nodules
+        label_span: tuple[int, int] | None = None
         for s, e in _split_sentences(work, sec.start, sec.end):
             m = ENUM_PREFIX_RE.match(work, s, e)
             if m:
@@ -193,6 +204,7 @@ def report_sentences(report: Report, work: str) -> list[Sentence]:
             label_nodule = False
             m = LABEL_RE.match(work, s, e)
             if m:
+                label_span = m.span("label") if _is_location_label(m.group("label")) else None
                 kind = _classify_label(m.group("label"))
                 label_has_nodule = _has_nodule_word(m.group("label"))
                 if kind is not None:
@@ -206,7 +218,7 @@ def report_sentences(report: Report, work: str) -> list[Sentence]:
                         s = m.end()  # "Lungs: 4 mm nodule", "Two nodules: a 4 mm nodule ..."
             list_item = list_mode and not label_nodule and not _has_nodule_word(work[s:e])
             if e > s:
-                out.append(Sentence(s, e, sec.name, context, len(out), label_nodule, list_item))
+                out.append(Sentence(s, e, sec.name, context, len(out), label_nodule, list_item, label_span))
     return out
 
 
