@@ -1,0 +1,54 @@
+"""The JSON (full CaseResult v2) and the findings CSV (one row per finding, review decisions included).
+
+Research software, NOT for diagnostic use.  Sizes in mm, volumes in mm3, centres LPS mm (x, y, z).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+from lungfuse.pipelines.analysis.result import CaseResult
+
+__all__ = ["CSV_COLUMNS", "result_json", "findings_csv"]
+
+CSV_COLUMNS = ("case_id", "finding_id", "source", "tracking_uid", "x_lps_mm", "y_lps_mm", "z_lps_mm", "side", "lobe",
+               "long_axis_mm", "short_axis_mm", "mean_diameter_mm", "volume_mm3", "texture", "calcified",
+               "malignancy_probability", "lung_rads", "claim_id", "review_decision", "review_category",
+               "review_comment")
+
+
+def result_json(result: CaseResult, deidentify: bool = False) -> bytes:
+    """The CaseResult v2 JSON (``to_dict(deidentify=...)``), UTF-8."""
+    return (json.dumps(result.to_dict(deidentify=deidentify), indent=2) + "\n").encode()
+
+
+def findings_csv(result: CaseResult, case_id: str | None = None) -> bytes:
+    """One row per machine finding, then one per reader-added finding (``source`` = ``reader``)."""
+    cid = case_id or result.case_id
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    rv = result.review
+    for f in result.findings:
+        fr = rv.for_finding(f) if rv is not None else None
+        row: dict[str, Any] = {
+            "case_id": cid, "finding_id": f.id, "source": f.source, "tracking_uid": f.tracking_uid,
+            "x_lps_mm": round(f.center_lps_mm[0], 2), "y_lps_mm": round(f.center_lps_mm[1], 2),
+            "z_lps_mm": round(f.center_lps_mm[2], 2), "side": f.side or "", "lobe": f.lobe or "",
+            "long_axis_mm": round(f.diameter_mm, 2), "short_axis_mm": round(float(f.measurement.get("short_axis_mm", 0.0)), 2),
+            "mean_diameter_mm": round(f.mean_diameter_mm, 2), "volume_mm3": round(f.volume_mm3, 1), "texture": f.texture,
+            "calcified": f.calcified, "malignancy_probability": "" if f.malignancy_probability is None
+            else round(f.malignancy_probability, 4), "lung_rads": f.lung_rads or "", "claim_id": f.claim_id or "",
+            "review_decision": (fr.decision or "") if fr else "", "review_category": (fr.category or "") if fr else "",
+            "review_comment": fr.comment if fr else "",
+        }
+        w.writerow(row)
+    for r in rv.added_findings if rv is not None else []:
+        w.writerow({"case_id": cid, "finding_id": r.id, "source": "reader", "tracking_uid": r.tracking_uid or "",
+                    "x_lps_mm": round(r.center_lps_mm[0], 2), "y_lps_mm": round(r.center_lps_mm[1], 2),
+                    "z_lps_mm": round(r.center_lps_mm[2], 2), "long_axis_mm": r.diameter_mm if r.diameter_mm is not None else "",
+                    "review_category": r.category or "", "review_comment": r.comment})
+    return buf.getvalue().encode()
