@@ -155,12 +155,7 @@ def inserted_items(set_name: str, split: str, backgrounds: list[str], per_textur
             block = vol[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].copy()
             insert_into(block, bg.spacing, tuple(centre - lo), alpha, value, bg.noise_sigma_hu, rng)  # type: ignore[arg-type]
             vol[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = block
-            csp = np.array(bg.spacing) * step
-            r = (radius + 6.0) / csp
-            cc = centre / step
-            flo = np.maximum(np.floor(cc - r).astype(int), 0)
-            fhi = np.minimum(np.ceil(cc + r).astype(int) + 1, bg.forbidden.shape)
-            bg.forbidden[flo[0] : fhi[0], flo[1] : fhi[1], flo[2] : fhi[2]] = True
+            bg.reserve(centre, radius + 6.0)
             placed.append((nod, app, alpha, value, centre))
         g, lungs = _grid(vol, bg.spacing, v.affine)
         vkey = f"{set_name}:{pid}"

@@ -83,6 +83,17 @@ class Background:
         train examples (1,759 insertions, profiled 2026-11-30)."""
         return LobeLocator(self.lung)
 
+    def reserve(self, center_voxel: Sequence[float] | np.ndarray, radius_mm: float) -> None:
+        """Mark the coarse placement cells within ``radius_mm`` (per axis, a box) of
+        ``center_voxel`` (source voxels, z-y-x) as forbidden: later insertions keep clear of a
+        real nodule or an earlier insertion there."""
+        step = np.array(self.place_step)
+        c = np.asarray(center_voxel, float) / step
+        r = radius_mm / (np.array(self.spacing) * step)
+        lo = np.maximum(np.floor(c - r).astype(int), 0)
+        hi = np.minimum(np.ceil(c + r).astype(int) + 1, self.forbidden.shape)
+        self.forbidden[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = True
+
 
 def prepare_background(case_dir: Path, patient_id: str, series_uid: str | None = None) -> Background:
     """Load a real CT, segment its lungs, and mark where nodules may not go.
@@ -97,20 +108,17 @@ def prepare_background(case_dir: Path, patient_id: str, series_uid: str | None =
     coarse = lung.lungs[:: step[0], :: step[1], :: step[2]]
     csp = tuple(s * k for s, k in zip(vol.spacing, step, strict=True))
     dist = ndimage.distance_transform_edt(coarse, sampling=csp).astype(np.float32)
-    forbidden = np.zeros(coarse.shape, bool)
     reals = scan_nodules(patient_id, series_uid)
-    for n in reals:
-        c = np.array(n.center_zyx) / np.array(step)
-        r = (n.diameter_mm / 2 + 12.0) / np.array(csp)
-        lo = np.maximum(np.floor(c - r).astype(int), 0)
-        hi = np.minimum(np.ceil(c + r).astype(int) + 1, forbidden.shape)
-        forbidden[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = True
-    return Background(
+    bg = Background(
         patient_id=patient_id, hu=vol.hu, spacing=vol.spacing,
         noise_sigma_hu=float(vol.quality.noise_sigma_hu or 15.0),
         slice_thickness_mm=float(vol.quality.slice_thickness_mm), lung=lung, place_step=step,  # type: ignore[arg-type]
-        place_dist_mm=dist, forbidden=forbidden, real_nodules=reals, slice_z_mm=vol.slice_positions[:, 2].copy(),
+        place_dist_mm=dist, forbidden=np.zeros(coarse.shape, bool), real_nodules=reals,
+        slice_z_mm=vol.slice_positions[:, 2].copy(),
     )
+    for n in reals:
+        bg.reserve(n.center_zyx, n.diameter_mm / 2 + 12.0)
+    return bg
 
 
 @dataclass(eq=False)
@@ -164,12 +172,7 @@ def insert_nodule(nod: LibraryNodule, bg: Background, rng: np.random.Generator, 
     cib = tuple(float(v) for v in center - lo)
     fill = insert_into(block, bg.spacing, cib, alpha, value, bg.noise_sigma_hu, rng)  # type: ignore[arg-type]
     if reserve:
-        csp = np.array(bg.spacing) * step
-        r = (radius + 6.0) / csp
-        c = center / step
-        flo = np.maximum(np.floor(c - r).astype(int), 0)
-        fhi = np.minimum(np.ceil(c + r).astype(int) + 1, bg.forbidden.shape)
-        bg.forbidden[flo[0] : fhi[0], flo[1] : fhi[1], flo[2] : fhi[2]] = True
+        bg.reserve(center, radius + 6.0)
     side, lobe = bg.lobes(center)
     return InsertedNodule(nod.key, bg.patient_id, block, bg.spacing, cib, tuple(float(v) for v in lo + np.array(cib)),  # type: ignore[arg-type]
                           side, lobe, bg.noise_sigma_hu, bg.slice_thickness_mm,
