@@ -555,8 +555,7 @@ class Analysis:
                     f"the report {'states there are no nodules' if cl.negative_statement else 'describes no nodule'}, "
                     f"but the image shows a {f.diameter_mm:.0f} mm nodule in the {where(f)} "
                     f"(finding {f.id}, detector score {f.detection_score:.2f} >= missed-nodule threshold {thr:.2f})",
-                    severity=Severity.CRITICAL if cl.negative_statement or denied else Severity.DISCORDANCE,
-                    concerns=(f.id,)))
+                    severity=sev, concerns=(f.id,)))
             else:
                 self.reasons.append(Reason(ReasonCode.MISSED_NODULE,
                     f"missed nodule: the image shows a {f.diameter_mm:.0f} mm nodule in the {where(f)} (finding {f.id}, "
