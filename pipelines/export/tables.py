@@ -12,7 +12,7 @@ from typing import Any
 
 from lungfuse.pipelines.analysis.result import CaseResult
 
-__all__ = ["CSV_COLUMNS", "result_json", "findings_csv"]
+__all__ = ["CSV_COLUMNS", "result_json", "review_json", "findings_csv"]
 
 CSV_COLUMNS = ("case_id", "finding_id", "source", "tracking_uid", "x_lps_mm", "y_lps_mm", "z_lps_mm", "side", "lobe",
                "long_axis_mm", "short_axis_mm", "mean_diameter_mm", "volume_mm3", "texture", "calcified",
@@ -20,9 +20,28 @@ CSV_COLUMNS = ("case_id", "finding_id", "source", "tracking_uid", "x_lps_mm", "y
                "review_comment")
 
 
-def result_json(result: CaseResult, deidentify: bool = False) -> bytes:
-    """The CaseResult v2 JSON (``to_dict(deidentify=...)``), UTF-8."""
-    return (json.dumps(result.to_dict(deidentify=deidentify), indent=2) + "\n").encode()
+def result_json(result: CaseResult, deidentify: bool = False, case_id: str | None = None) -> bytes:
+    """The CaseResult v2 JSON (``to_dict(deidentify=...)``), UTF-8; ``case_id`` replaces the case
+    id (the export's pseudonym with ``deidentify``).  The review goes to its own sidecar
+    (:func:`review_json`), as beside any saved result, so the JSON stays schema-valid."""
+    d = result.to_dict(deidentify=deidentify)
+    if case_id is not None:
+        d["case_id"] = case_id
+    return (json.dumps(d, indent=2) + "\n").encode()
+
+
+def review_json(result: CaseResult, deidentify: bool = False) -> bytes | None:
+    """The reader's review sidecar (``<stem>.review.json``) of the export, None without a review.
+
+    With ``deidentify`` the reader's name is replaced (PS3.15 removes operators' and physicians'
+    names too).
+    """
+    if result.review is None:
+        return None
+    rv = result.review.to_dict()
+    if deidentify:
+        rv["reviewer"] = "(removed)"
+    return (json.dumps(rv, indent=2) + "\n").encode()
 
 
 def findings_csv(result: CaseResult, case_id: str | None = None) -> bytes:
