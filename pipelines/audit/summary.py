@@ -182,7 +182,7 @@ Array.prototype.forEach.call(table.tHead.rows[0].cells,function(th,i){if(!th.dat
    var x=a.cells[i].dataset.v,y=b.cells[i].dataset.v;if(num){x=parseFloat(x);y=parseFloat(y);
     x=isNaN(x)?-1e9:x;y=isNaN(y)?-1e9:y;return asc?x-y:y-x;}return asc?x.localeCompare(y):y.localeCompare(x);});
   rows.forEach(function(tr){tbody.appendChild(tr);});});});
-apply();})();
+apply();document.body.setAttribute('data-ready','1');})();
 """
 
 
