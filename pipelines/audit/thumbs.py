@@ -42,7 +42,8 @@ def top_finding(result: CaseResult) -> Finding | None:
 def thumbnail_png(result: CaseResult, volume: CTVolume, size_px: int = 160) -> bytes | None:
     """PNG bytes: the axial slice through the top finding's centre (source voxels, z-y-x), cropped
     to the finding plus :data:`_MARGIN_MM` and shown in a lung window, the finding circled at its
-    long-axis diameter (mm, through the in-plane pixel spacing).  None without findings."""
+    long-axis diameter (mm, through the in-plane pixel spacing); the summary prints its id and
+    size beside it.  None without findings."""
     f = top_finding(result)
     if f is None:
         return None
@@ -67,7 +68,6 @@ def thumbnail_png(result: CaseResult, volume: CTVolume, size_px: int = 160) -> b
     ax.imshow(crop, cmap="gray", vmin=_WINDOW[0], vmax=_WINDOW[1], interpolation="bilinear",
               extent=(x0 * sx, x1 * sx, y1 * sy, y0 * sy))  # mm: square pixels whatever the spacing
     ax.add_patch(Circle((x * sx, y * sy), f.diameter_mm / 2 + 2.0, fill=False, color="#ffb000", lw=1.4))
-    ax.text(0.03, 0.04, f"{f.id} {f.diameter_mm:.0f} mm", transform=ax.transAxes, color="#ffb000", fontsize=8)
     ax.set_axis_off()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
