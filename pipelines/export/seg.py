@@ -84,6 +84,14 @@ def mask_on_source(ctx: ExportContext, finding: Finding) -> np.ndarray | None:
     """
     if finding.mask is None or finding.mask.get("array") not in ctx.result.arrays:
         return None
+    cache: dict[str, np.ndarray] = ctx.shared.setdefault("masks_on_source", {})  # the SEG and the SR's key slices
+    if finding.id not in cache:
+        cache[finding.id] = _resample(ctx, finding)
+    return cache[finding.id]
+
+
+def _resample(ctx: ExportContext, finding: Finding) -> np.ndarray:
+    assert finding.mask is not None  # checked by mask_on_source
     mask = np.asarray(ctx.result.arrays[finding.mask["array"]]).astype(bool)
     aff = np.asarray(finding.mask["affine_lps"], dtype=np.float64)
     if mask.ndim != 3 or aff.shape != (4, 4):
