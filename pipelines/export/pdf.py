@@ -14,7 +14,9 @@ and time).  Every page carries "NOT FOR DIAGNOSTIC USE" in its footer.
 Everything flows (platypus): long reports and many findings continue on further pages, table
 cells wrap their text.  DejaVu Sans (shipped with matplotlib) is embedded so that any character
 of a report prints.  The document information (title, author, subject) names only the case
-label and LungFuse; with ``deidentify`` the creation date is fixed (reportlab's invariant mode).
+label and LungFuse; its creation date is the export's time, never a study date.  (reportlab's
+"invariant" mode is not used: its fixed date, 2000-01-01, is also LIDC-IDRI's de-identified
+study date, which the de-identification check rightly refuses to find in the output.)
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ STATUS_TEXT: dict[str, tuple[str, str]] = {
     "not_assessable": ("#b8860b", "Not assessable: the analysis cannot judge this scan (reasons below)."),
 }
 _FONT, _BOLD, _MONO = "LFSans", "LFSans-Bold", "LFMono"
+#: a reader's comment longer than this is cut in the findings table (a table row cannot span pages)
+#: and printed whole under "Reader comments"
+_CELL_COMMENT = 160
 _HIGHLIGHT = "#fff2a8"   # a claim's mention in the report text
 _PHRASE = "#ffd166"      # a descriptor phrase the model read
 
@@ -185,6 +190,12 @@ def _reason_rows(ctx: ExportContext, items: Sequence[Any]) -> list[list[str]]:
     return rows
 
 
+def _cell_comment(text: str) -> str:
+    if len(text) <= _CELL_COMMENT:
+        return text
+    return text[:_CELL_COMMENT].rsplit(" ", 1)[0] + " ... (in full under Reader comments)"
+
+
 def _findings_rows(ctx: ExportContext) -> list[list[str]]:
     r = ctx.result
     rv = r.review
@@ -210,12 +221,13 @@ def _findings_rows(ctx: ExportContext) -> list[list[str]]:
         source = "" if f.source == "detector" else " (realignment)"
         rows.append([f.id + source, _location(f), axes, f"{f.volume_mm3:.0f}", texture, mal, cat,
                      (fr.decision or "not decided") if fr is not None else "not reviewed",
-                     ctx.scrub(fr.comment) if fr is not None and fr.comment else ""])
+                     _cell_comment(ctx.scrub(fr.comment)) if fr is not None and fr.comment else ""])
     for a in rv.added_findings if rv is not None else []:
         side = "left" if a.center_lps_mm[0] > 0 else "right"  # LPS: +x is the patient's left
-        rows.append([f"{a.id} (reader-added)", f"{side} / (LPS {', '.join(f'{v:.0f}' for v in a.center_lps_mm)} mm)",
+        rows.append([f"{a.id} (reader)", f"{side} / (LPS {', '.join(f'{v:.0f}' for v in a.center_lps_mm)} mm)",
                      f"{a.diameter_mm:.1f} / - / -" if a.diameter_mm is not None else "-", "-", "-", "-",
-                     f"{a.category} (reader)" if a.category else "-", "added by the reader", ctx.scrub(a.comment)])
+                     f"{a.category} (reader)" if a.category else "-", "reader-added finding",
+                     _cell_comment(ctx.scrub(a.comment))])
     return rows
 
 
@@ -401,7 +413,7 @@ def report_pdf(ctx: ExportContext) -> bytes:
     doc = SimpleDocTemplate(buf, pagesize=A4, leftMargin=15 * mm, rightMargin=15 * mm, topMargin=14 * mm,
                             bottomMargin=20 * mm, title=f"LungFuse report {label}", author="LungFuse",
                             subject="LungFuse analysis report - NOT FOR DIAGNOSTIC USE", creator="LungFuse",
-                            producer="LungFuse (reportlab)", keywords="", invariant=1 if ctx.deidentify else 0)
+                            producer="LungFuse (reportlab)", keywords="")
     width = doc.width
     story: list[Flowable] = [
         _p("LungFuse analysis report", st["h1"]),
@@ -426,8 +438,8 @@ def report_pdf(ctx: ExportContext) -> bytes:
     story += [_p("Findings", st["h2"])]
     rows = _findings_rows(ctx)
     if len(rows) > 1:
-        story.append(_table(rows, [w * mm for w in (14, 26, 20, 14, 19, 25, 20, 18)]
-                            + [width - 156 * mm], st))
+        story.append(_table(rows, [w * mm for w in (15, 26, 20, 13, 20, 24, 19, 17)]
+                            + [width - 154 * mm], st))
         thr = next((op for op in (operating_point(r, f) for f in r.findings) if op is not None), None)
         story.append(_p("Axes: Lung-RADS v2022 long axis and the largest perpendicular, on the axial slice of largest "
                         "area; mean = their mean. Malignancy: the fusion model's probability"
@@ -483,6 +495,12 @@ def report_pdf(ctx: ExportContext) -> bytes:
                            else ""), st["base"]))
         if rv.comment:
             story.append(_p(f"Comment: {ctx.scrub(rv.comment)}", st["base"]))
+        long = [(f.id, fr.comment) for f in r.findings if (fr := rv.for_finding(f)) is not None
+                and len(ctx.scrub(fr.comment)) > _CELL_COMMENT]
+        long += [(a.id, a.comment) for a in rv.added_findings if len(ctx.scrub(a.comment)) > _CELL_COMMENT]
+        if long:
+            story.append(_p("Reader comments", st["base"]))
+            story += [_p(f"{fid}: {ctx.scrub(text)}", st["small"]) for fid, text in long]
     # provenance
     pv = r.provenance
     prov = [["Analysis UID", pv.analysis_uid or "-"],
