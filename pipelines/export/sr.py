@@ -25,6 +25,8 @@ Content (highdicom ``MeasurementReport``):
   through ``center_voxel``), which OHIF shows as a measurement: an ELLIPSE whose axes follow the
   mask's principal axes on that slice with the finding's long and short axis lengths, or a POINT
   at the centre when the mask does not reach the slice; it carries the axial long/short axes.
+* **No finding** (machine or reader): one measurement group (TID 1501) stating SCT 27925004
+  "Nodule" = SCT 272519000 Absent, by the algorithm.
 * **Per reader-added finding** (``review.added_findings``), a planar group with a POINT at its
   centre on the nearest source slice, tracking identifier ``R1 (reader-added)``, no algorithm
   identification, the reader's diameter and category.
@@ -245,8 +247,15 @@ def build_sr(ctx: ExportContext) -> hd.sr.Comprehensive3DSR:
             measurements=_measurements(f)[:2]))  # the axial long and short axes, drawn on the slice
     for r in rv.added_findings if rv is not None else []:
         groups.append(_reader_group(ctx, r, headers))
+    if not groups:
+        # TID 1500 needs a measurement group (highdicom too): the algorithm's negative statement
+        groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=new_uid(ctx, "tracking/no-findings"),
+                                                         identifier="no findings"),
+            algorithm_id=_algorithm(),
+            qualitative_evaluations=[hd.sr.QualitativeEvaluation(codes.SCT.Nodule, codes.SCT.Absent)]))
     report = hd.sr.MeasurementReport(observation_context=_observers(ctx), procedure_reported=CT_CHEST,
-                                     imaging_measurements=groups or None)
+                                     imaging_measurements=groups)
     evidence = [*headers, *([seg.dataset] if seg.dataset is not None else [])]
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence, content=report[0], series_instance_uid=new_uid(ctx, "series/sr"),
