@@ -183,6 +183,35 @@ def test_sr_round_trips_the_result(export: ExportResult, reviewed: CaseResult, c
     assert {m.name.meaning: m.value for m in reader[0].get_measurements()} == {"Long axis": pytest.approx(6.0)}
 
 
+def test_sc_key_images(export: ExportResult, reviewed: CaseResult) -> None:
+    if "sc" not in export.files:
+        pytest.skip("the key-image renderer (keyimages.py) is not in this build")
+    rv = reviewed.review
+    assert rv is not None
+    ids = [f.id for f in reviewed.findings] + [r.id for r in rv.added_findings]
+    assert sorted(p.name for p in export.files["sc"]) == sorted(f"sc_{i}_{v}.dcm" for i in ids
+                                                                for v in ("axial", "coronal"))
+    uids = reviewed.provenance.source_sop_instance_uids
+    ids_ = reviewed.identifiers
+    assert ids_ is not None
+    series = set()
+    for p in export.files["sc"]:
+        ds = pydicom.dcmread(p)
+        assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
+        assert ds.StudyInstanceUID == ids_.study_instance_uid and ds.PatientID == reviewed.case_id
+        assert "NOT FOR DIAGNOSTIC USE" in ds.ImageComments and "NOT FOR DIAGNOSTIC USE" in ds.SeriesDescription
+        assert ds.BurnedInAnnotation == "YES" and ds.PhotometricInterpretation == "RGB"
+        rgb = ds.pixel_array
+        assert rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.std() > 10  # a picture, not a blank frame
+        assert all(float(v) > 0 for v in ds.PixelSpacing)
+        series.add(ds.SeriesInstanceUID)
+        fid, view = p.stem.split("_")[1:]
+        if view == "axial" and fid.startswith("F"):
+            z = round(reviewed.finding(fid).center_voxel[0])
+            assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == uids[z]
+    assert len(series) == 1 and series.isdisjoint({ids_.series_instance_uid})
+
+
 def test_reexport_gives_the_same_uids(export: ExportResult, reviewed: CaseResult, tmp_path: Path) -> None:
     again = export_case(reviewed, tmp_path, _dicom_formats())
     assert sorted(p.name for p in again.all_files) == sorted(p.name for p in export.all_files)

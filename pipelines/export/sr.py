@@ -125,7 +125,7 @@ def _measurements(f: Finding) -> list[hd.sr.Measurement]:
     return out
 
 
-def _evaluations(f: Finding, review: FindingReview | None) -> list[hd.sr.QualitativeEvaluation]:
+def _evaluations(ctx: ExportContext, f: Finding, review: FindingReview | None) -> list[hd.sr.QualitativeEvaluation]:
     out: list[hd.sr.QualitativeEvaluation] = [
         hd.sr.QualitativeEvaluation(codes.SCT.Calcified, codes.SCT.Yes if f.calcified else codes.SCT.No),
         TextEvaluation(TEXTURE_NAME, f.texture),
@@ -133,11 +133,21 @@ def _evaluations(f: Finding, review: FindingReview | None) -> list[hd.sr.Qualita
     if f.lung_rads:
         out.append(TextEvaluation(LUNG_RADS_NAME, f"Lung-RADS v2022 {f.lung_rads}"))
     if review is not None:
-        out.extend(_review_items(review))
+        out.extend(_review_items(ctx, review))
     return out
 
 
-def _review_items(review: FindingReview) -> list[hd.sr.QualitativeEvaluation]:
+def _free_text(ctx: ExportContext, text: str) -> str | None:
+    """A reader's free text as the export may print it: unchanged, or with ``deidentify`` scrubbed
+    of the source's identity by the export's scrubber (``ExportContext.scrub``, :mod:`.deid_text`);
+    dropped (None) where this build has no scrubber, since a comment may name the patient."""
+    if not ctx.deidentify:
+        return text
+    scrub = getattr(ctx, "scrub", None)  # ExportContext.scrub comes with the PDF export (deid_text)
+    return scrub(text) if callable(scrub) else None
+
+
+def _review_items(ctx: ExportContext, review: FindingReview) -> list[hd.sr.QualitativeEvaluation]:
     """The reader's decision on a finding (the person observer of the report made it)."""
     out: list[hd.sr.QualitativeEvaluation] = []
     if review.decision is not None:
@@ -145,8 +155,9 @@ def _review_items(review: FindingReview) -> list[hd.sr.QualitativeEvaluation]:
         out.append(hd.sr.QualitativeEvaluation(READER_DECISION_NAME, value))
     if review.category:
         out.append(TextEvaluation(LUNG_RADS_NAME, f"reader: Lung-RADS v2022 {review.category}"))
-    if review.comment:
-        out.append(TextEvaluation(COMMENT, f"reader: {review.comment}"))
+    comment = _free_text(ctx, review.comment) if review.comment else None
+    if comment:
+        out.append(TextEvaluation(COMMENT, f"reader: {comment}"))
     return out
 
 
@@ -201,8 +212,9 @@ def _reader_group(ctx: ExportContext, r: ReaderFinding, headers: list[Dataset]
     evals: list[hd.sr.QualitativeEvaluation] = [TextEvaluation(COMMENT, "reader-added finding")]
     if r.category:
         evals.append(TextEvaluation(LUNG_RADS_NAME, f"reader: Lung-RADS v2022 {r.category}"))
-    if r.comment:
-        evals.append(TextEvaluation(COMMENT, f"reader: {r.comment}"))
+    comment = _free_text(ctx, r.comment) if r.comment else None
+    if comment:
+        evals.append(TextEvaluation(COMMENT, f"reader: {comment}"))
     side = "right" if r.center_lps_mm[0] < 0 else "left"  # LPS x: negative = patient's right
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=f"{r.id} (reader-added)"),
@@ -239,7 +251,7 @@ def build_sr(ctx: ExportContext) -> hd.sr.Comprehensive3DSR:
         groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking, referenced_segment=_ref_segment(seg, f),
             finding_type=codes.SCT.Nodule, algorithm_id=_algorithm(), finding_sites=_sites(f.side, f.lobe),
-            measurements=_measurements(f), qualitative_evaluations=_evaluations(f, fr)))
+            measurements=_measurements(f), qualitative_evaluations=_evaluations(ctx, f, fr)))
         groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=f.tracking_uid, identifier=f.id),
             referenced_region=_key_region(ctx, f, headers), finding_type=codes.SCT.Nodule,
