@@ -105,7 +105,7 @@ def deidentify_header(ds: Dataset, pseudonym: str) -> Dataset:
 def mark_deidentified(ds: Dataset) -> None:
     """Set the PS3.15 markers on a de-identified dataset (Patient Identity Removed, the method)."""
     ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = "LungFuse: PS3.15 Annex E basic profile, UIDs remapped, dates removed"
+    ds.DeidentificationMethod = "LungFuse: PS3.15 basic profile, UIDs remapped"  # LO: <= 64 characters
     seq = []
     for c in DEID_METHOD_CODES:
         item = Dataset()

@@ -25,6 +25,8 @@ Content (highdicom ``MeasurementReport``):
   through ``center_voxel``), which OHIF shows as a measurement: an ELLIPSE whose axes follow the
   mask's principal axes on that slice with the finding's long and short axis lengths, or a POINT
   at the centre when the mask does not reach the slice; it carries the axial long/short axes.
+* **No finding** (machine or reader): one measurement group (TID 1501) stating SCT 27925004
+  "Nodule" = SCT 272519000 Absent, by the algorithm.
 * **Per reader-added finding** (``review.added_findings``), a planar group with a POINT at its
   centre on the nearest source slice, tracking identifier ``R1 (reader-added)``, no algorithm
   identification, the reader's diameter and category.
@@ -123,7 +125,7 @@ def _measurements(f: Finding) -> list[hd.sr.Measurement]:
     return out
 
 
-def _evaluations(f: Finding, review: FindingReview | None) -> list[hd.sr.QualitativeEvaluation]:
+def _evaluations(ctx: ExportContext, f: Finding, review: FindingReview | None) -> list[hd.sr.QualitativeEvaluation]:
     out: list[hd.sr.QualitativeEvaluation] = [
         hd.sr.QualitativeEvaluation(codes.SCT.Calcified, codes.SCT.Yes if f.calcified else codes.SCT.No),
         TextEvaluation(TEXTURE_NAME, f.texture),
@@ -131,11 +133,21 @@ def _evaluations(f: Finding, review: FindingReview | None) -> list[hd.sr.Qualita
     if f.lung_rads:
         out.append(TextEvaluation(LUNG_RADS_NAME, f"Lung-RADS v2022 {f.lung_rads}"))
     if review is not None:
-        out.extend(_review_items(review))
+        out.extend(_review_items(ctx, review))
     return out
 
 
-def _review_items(review: FindingReview) -> list[hd.sr.QualitativeEvaluation]:
+def _free_text(ctx: ExportContext, text: str) -> str | None:
+    """A reader's free text as the export may print it: unchanged, or with ``deidentify`` scrubbed
+    of the source's identity by the export's scrubber (``ExportContext.scrub``, :mod:`.deid_text`);
+    dropped (None) where this build has no scrubber, since a comment may name the patient."""
+    if not ctx.deidentify:
+        return text
+    scrub = getattr(ctx, "scrub", None)  # ExportContext.scrub comes with the PDF export (deid_text)
+    return scrub(text) if callable(scrub) else None
+
+
+def _review_items(ctx: ExportContext, review: FindingReview) -> list[hd.sr.QualitativeEvaluation]:
     """The reader's decision on a finding (the person observer of the report made it)."""
     out: list[hd.sr.QualitativeEvaluation] = []
     if review.decision is not None:
@@ -143,8 +155,9 @@ def _review_items(review: FindingReview) -> list[hd.sr.QualitativeEvaluation]:
         out.append(hd.sr.QualitativeEvaluation(READER_DECISION_NAME, value))
     if review.category:
         out.append(TextEvaluation(LUNG_RADS_NAME, f"reader: Lung-RADS v2022 {review.category}"))
-    if review.comment:
-        out.append(TextEvaluation(COMMENT, f"reader: {review.comment}"))
+    comment = _free_text(ctx, review.comment) if review.comment else None
+    if comment:
+        out.append(TextEvaluation(COMMENT, f"reader: {comment}"))
     return out
 
 
@@ -199,8 +212,9 @@ def _reader_group(ctx: ExportContext, r: ReaderFinding, headers: list[Dataset]
     evals: list[hd.sr.QualitativeEvaluation] = [TextEvaluation(COMMENT, "reader-added finding")]
     if r.category:
         evals.append(TextEvaluation(LUNG_RADS_NAME, f"reader: Lung-RADS v2022 {r.category}"))
-    if r.comment:
-        evals.append(TextEvaluation(COMMENT, f"reader: {r.comment}"))
+    comment = _free_text(ctx, r.comment) if r.comment else None
+    if comment:
+        evals.append(TextEvaluation(COMMENT, f"reader: {comment}"))
     side = "right" if r.center_lps_mm[0] < 0 else "left"  # LPS x: negative = patient's right
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=uid, identifier=f"{r.id} (reader-added)"),
@@ -237,7 +251,7 @@ def build_sr(ctx: ExportContext) -> hd.sr.Comprehensive3DSR:
         groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=tracking, referenced_segment=_ref_segment(seg, f),
             finding_type=codes.SCT.Nodule, algorithm_id=_algorithm(), finding_sites=_sites(f.side, f.lobe),
-            measurements=_measurements(f), qualitative_evaluations=_evaluations(f, fr)))
+            measurements=_measurements(f), qualitative_evaluations=_evaluations(ctx, f, fr)))
         groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=f.tracking_uid, identifier=f.id),
             referenced_region=_key_region(ctx, f, headers), finding_type=codes.SCT.Nodule,
@@ -245,8 +259,15 @@ def build_sr(ctx: ExportContext) -> hd.sr.Comprehensive3DSR:
             measurements=_measurements(f)[:2]))  # the axial long and short axes, drawn on the slice
     for r in rv.added_findings if rv is not None else []:
         groups.append(_reader_group(ctx, r, headers))
+    if not groups:
+        # TID 1500 needs a measurement group (highdicom too): the algorithm's negative statement
+        groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=new_uid(ctx, "tracking/no-findings"),
+                                                         identifier="no findings"),
+            algorithm_id=_algorithm(),
+            qualitative_evaluations=[hd.sr.QualitativeEvaluation(codes.SCT.Nodule, codes.SCT.Absent)]))
     report = hd.sr.MeasurementReport(observation_context=_observers(ctx), procedure_reported=CT_CHEST,
-                                     imaging_measurements=groups or None)
+                                     imaging_measurements=groups)
     evidence = [*headers, *([seg.dataset] if seg.dataset is not None else [])]
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence, content=report[0], series_instance_uid=new_uid(ctx, "series/sr"),
