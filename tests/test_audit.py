@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from lungfuse.pipelines.audit import AuditConfig, AuditRun, ManifestError, discover_cases, run_audit
+from lungfuse.pipelines.audit import AuditConfig, AuditRun, ManifestError, available_formats, discover_cases, run_audit
 from lungfuse.pipelines.audit.inputs import case_fingerprint, current_model_hashes
 from lungfuse.pipelines.audit.summary import priority_score
 
@@ -38,10 +38,14 @@ REPORTS = {
 }
 SOURCES = {"a-0001-correct": "LIDC-IDRI-0001", "b-0002-wrong-side": "LIDC-IDRI-0002", "c-0003-missed": "LIDC-IDRI-0003"}
 SETTINGS = {"explain": False}
+#: the shared batch writes the JSON, the CSV and (where this build has it) the PDF; the DICOM exports
+#: have their own tests (tests/test_export_dicom.py) and would only add time here
+FORMATS = tuple(f for f in ("pdf", "json", "csv") if f in available_formats())
 
 
 def _config(**kw: object) -> AuditConfig:
-    base: dict[str, object] = {"workers": 2, "threads": 1, "device": "cpu", "settings": SETTINGS, "progress": False}
+    base: dict[str, object] = {"workers": 2, "threads": 1, "device": "cpu", "settings": SETTINGS, "progress": False,
+                               "formats": FORMATS}
     base.update(kw)
     return AuditConfig(**base)  # type: ignore[arg-type]
 
@@ -96,7 +100,7 @@ def audited(batch: Path, tmp_path_factory: pytest.TempPathFactory) -> Audited:
     """``lungfuse audit`` in a subprocess, SIGKILLed once the first case is done; then resumed."""
     out = tmp_path_factory.mktemp("audit_out")
     cmd = [sys.executable, "-m", "lungfuse.app.cli", "audit", str(batch), "--out", str(out), "--workers", "1",
-           "--threads", "2", "--device", "cpu", "--no-explain", "--quiet"]
+           "--threads", "2", "--device", "cpu", "--no-explain", "--quiet", "--formats", ",".join(FORMATS)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     done: set[str] = set()
     deadline = time.monotonic() + 240
@@ -180,6 +184,8 @@ def test_killed_audit_resumes_without_duplicates_or_temp_files(audited: Audited)
         assert res.case_id == r["case_id"] and res.identifiers is not None
         assert Path(res.identifiers.ct_path or "").exists()  # the GUI finds the CT
         assert json.loads(str(r["model_hashes"])) == hashes
+        if "pdf" in FORMATS:
+            assert (d / "report.pdf").read_bytes()[:5] == b"%PDF-"
         with open(d / "findings.csv", newline="") as fh:
             assert len(list(csv.DictReader(fh))) == len(res.findings)
         assert sorted(json.loads(str(r["outputs"]))) == sorted(p.name for p in d.iterdir())
@@ -194,7 +200,7 @@ def test_dask_cluster_gives_the_same_summary(audited: Audited, tmp_path: Path) -
         shutil.copytree(audited.batch / cid, small / cid)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   silence_logs=40) as cluster, distributed.Client(cluster) as client:
-        run = run_audit(small, tmp_path / "out", _config(), client=client)
+        run = run_audit(small, tmp_path / "out", _config(formats=("json",)), client=client)
     assert sorted(run.analysed) == ["d-corrupt", "e-demo-no-report"]
     pool = {r["case_id"]: r for r in _summary(audited.out)}
     dask = _summary(tmp_path / "out")
@@ -222,6 +228,7 @@ def test_dashboard_in_headless_chromium(audited: Audited, tmp_path: Path) -> Non
     for cid in ranked:
         if cid != "d-corrupt":
             assert f'href="cases/{cid}/result.json"' in dom
+            assert ("pdf" not in FORMATS) or f'href="cases/{cid}/report.pdf"' in dom
     assert dom.count('src="data:image/png;base64,') >= 3  # thumbnails inline
     assert 'data-ready="1"' in dom and 'id="shown">5<' in dom  # the filter script ran: every row shown
 
@@ -296,7 +303,7 @@ def test_timeout_stops_the_case_and_the_batch_goes_on(batch: Path, tmp_path: Pat
     small = tmp_path / "batch"
     small.mkdir()
     shutil.copytree(batch / "e-demo-no-report", small / "e")
-    run = run_audit(small, tmp_path / "out", _config(workers=1, timeout_s=0.5))
+    run = run_audit(small, tmp_path / "out", _config(workers=1, timeout_s=0.5, formats=("json",)))
     (row,) = run.rows
     assert row["state"] == "error" and row["error_code"] == "timeout", row
     assert not (tmp_path / "out" / "cases" / "e").exists()

@@ -156,8 +156,8 @@ th.sorted-desc:after{content:" \\25BC"}td.num{text-align:right;font-variant-nume
 .reason{display:block;margin-bottom:4px}.code{font-family:ui-monospace,Menlo,monospace;font-size:12px;
 background:#f2f4f7;border-radius:4px;padding:1px 5px}.sev-critical{color:var(--disc);font-weight:700}
 .sev-discordance{color:var(--disc)}.sev-warning{color:var(--na)}.muted{color:var(--muted);font-size:12px}
-img.thumb{width:96px;height:96px;border-radius:6px;background:#000;display:block}
-.nothumb{width:96px;height:96px;border-radius:6px;background:#eaecf0;display:flex;align-items:center;
+img.thumb{width:128px;height:128px;border-radius:6px;background:#000;display:block}
+.nothumb{width:128px;height:128px;border-radius:6px;background:#eaecf0;display:flex;align-items:center;
 justify-content:center;color:var(--muted);font-size:11px}a{color:var(--real);white-space:nowrap}
 td.case b{white-space:nowrap}footer{padding:12px 24px;color:var(--muted);
 font-size:12px}
