@@ -16,7 +16,7 @@ beyond it (in the worker: CT read, exports, saving, thumbnail; in the coordinato
 publishing, scheduling and the workers' start-up, as worker-seconds per case not spent in a job),
 and the peak resident memory of each worker.
 
-    python bench/bench_audit.py --copies 4 --out bench/results/audit.json [--explain]
+    python bench/bench_audit.py --copies 4 --out bench/results/audit.json [--explain] [--formats json,csv]
 """
 
 from __future__ import annotations
@@ -90,10 +90,13 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--explain", action="store_true", help="with explanations (heatmaps, word attributions)")
     ap.add_argument("--configs", default="pool1x2,pool2x1,dask2", help="which configurations to run")
+    ap.add_argument("--formats", default=None, help="export formats (default: every format this build has)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from lungfuse.pipelines.audit import AuditConfig
+    from lungfuse.pipelines.audit.runner import resolve_formats
 
+    formats = resolve_formats(args.formats)  # once: every configuration writes the same exports
     settings = {"cache_image": False, "explain": args.explain}
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench_audit_") as tmp:
@@ -103,17 +106,20 @@ def main() -> int:
             print(f"[bench_audit] {name}: {n} cases ...", flush=True)
             if name == "pool1x2":
                 results.append(measure(name, batch, Path(tmp) / name,
-                                       AuditConfig(workers=1, threads=2, device="cpu", settings=settings, progress=False)))
+                                       AuditConfig(workers=1, threads=2, device="cpu", settings=settings, progress=False,
+                                                   formats=formats)))
             elif name == "pool2x1":
                 results.append(measure(name, batch, Path(tmp) / name,
-                                       AuditConfig(workers=2, threads=1, device="cpu", settings=settings, progress=False)))
+                                       AuditConfig(workers=2, threads=1, device="cpu", settings=settings, progress=False,
+                                                   formats=formats)))
             elif name == "dask2":
                 import distributed
 
                 with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                               silence_logs=40) as cluster, distributed.Client(cluster) as client:
                     results.append(measure(name, batch, Path(tmp) / name,
-                                           AuditConfig(threads=1, device="cpu", settings=settings, progress=False),
+                                           AuditConfig(threads=1, device="cpu", settings=settings, progress=False,
+                                                       formats=formats),
                                            client=client))
             else:
                 raise SystemExit(f"unknown configuration {name!r}")
@@ -124,7 +130,7 @@ def main() -> int:
     doc = {
         "what": "lungfuse audit throughput over copies of the three LIDC cases (image cache off)",
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "copies": args.copies, "explain": args.explain, "cpus": len(os.sched_getaffinity(0)),
+        "copies": args.copies, "explain": args.explain, "formats": list(formats), "cpus": len(os.sched_getaffinity(0)),
         "python": platform.python_version(), "machine": platform.machine(),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_average_at_end": list(os.getloadavg()),

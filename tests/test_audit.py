@@ -73,7 +73,7 @@ def batch(lidc_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
             (root / cid / "ct" / f.name).symlink_to(f)
         (root / cid / "report.txt").write_text(text + "\n")
     _corrupt_case(root / "d-corrupt")
-    _demo_without_report(root / "e-demo-no-report")
+    _demo_without_report(root / "0-demo-no-report")  # first: the killed run of `audited` finishes it quickly
     return root
 
 
@@ -140,15 +140,15 @@ def test_summary_ranks_the_batch(audited: Audited) -> None:
     rows = _summary(audited.out)
     assert [r["rank"] for r in rows] == ["1", "2", "3", "4", "5"]
     by = {r["case_id"]: r for r in rows}
-    assert set(by) == {*REPORTS, "d-corrupt", "e-demo-no-report"}
+    assert set(by) == {*REPORTS, "d-corrupt", "0-demo-no-report"}
     assert by["d-corrupt"]["state"] == "error" and by["d-corrupt"]["error_code"] == "ingest_error"
     assert "d-corrupt" in by["d-corrupt"]["error_message"]  # the message names the case's folder
     assert by["a-0001-correct"]["status"] == "concordant", by["a-0001-correct"]
-    assert by["e-demo-no-report"]["status"] == "concordant" and by["e-demo-no-report"]["report_present"] == "0"
+    assert by["0-demo-no-report"]["status"] == "concordant" and by["0-demo-no-report"]["report_present"] == "0"
     assert by["b-0002-wrong-side"]["status"] == "discordant" and "side:discordance" in by["b-0002-wrong-side"]["reasons"]
     assert by["c-0003-missed"]["status"] == "discordant" and "missed_nodule:critical" in by["c-0003-missed"]["reasons"]
     rank = {cid: int(r["rank"]) for cid, r in by.items()}
-    assert max(rank["b-0002-wrong-side"], rank["c-0003-missed"]) < min(rank["a-0001-correct"], rank["e-demo-no-report"])
+    assert max(rank["b-0002-wrong-side"], rank["c-0003-missed"]) < min(rank["a-0001-correct"], rank["0-demo-no-report"])
     assert rank["c-0003-missed"] < rank["b-0002-wrong-side"]  # two critical missed nodules outrank one side error
     assert rank["d-corrupt"] == 5  # an error has no priority: listed last
     log = (audited.out / "audit.log").read_text().splitlines()
@@ -165,7 +165,7 @@ def test_killed_audit_resumes_without_duplicates_or_temp_files(audited: Audited)
     # the cases done before the kill were not analysed again
     assert not (audited.done_before_kill & set(audited.resumed.analysed))
     rows = _ledger_rows(audited.out)
-    assert sorted(str(r["case_id"]) for r in rows) == sorted({*REPORTS, "d-corrupt", "e-demo-no-report"})
+    assert sorted(str(r["case_id"]) for r in rows) == sorted({*REPORTS, "d-corrupt", "0-demo-no-report"})
     assert {r["state"] for r in rows} <= {"done", "error"}
     assert not (audited.out / "cases" / ".staging").exists()
     leftovers = [p for p in audited.out.rglob("*") if p.name.endswith(".tmp") or p.name.startswith("old.")]
@@ -196,15 +196,15 @@ def test_dask_cluster_gives_the_same_summary(audited: Audited, tmp_path: Path) -
     distributed = pytest.importorskip("distributed")
     small = tmp_path / "batch"
     small.mkdir()
-    for cid in ("d-corrupt", "e-demo-no-report"):
+    for cid in ("d-corrupt", "0-demo-no-report"):
         shutil.copytree(audited.batch / cid, small / cid)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   silence_logs=40) as cluster, distributed.Client(cluster) as client:
         run = run_audit(small, tmp_path / "out", _config(formats=("json",)), client=client)
-    assert sorted(run.analysed) == ["d-corrupt", "e-demo-no-report"]
+    assert sorted(run.analysed) == ["0-demo-no-report", "d-corrupt"]
     pool = {r["case_id"]: r for r in _summary(audited.out)}
     dask = _summary(tmp_path / "out")
-    assert [r["case_id"] for r in dask] == ["e-demo-no-report", "d-corrupt"]
+    assert [r["case_id"] for r in dask] == ["0-demo-no-report", "d-corrupt"]
     for r in dask:
         p = pool[r["case_id"]]
         for k in ("state", "status", "priority", "reasons", "n_findings", "top_finding", "error_code", "input_fingerprint"):
@@ -239,12 +239,12 @@ def test_rerun_skips_and_a_changed_report_redoes_only_that_case(audited: Audited
     assert again.analysed == [] and len(again.skipped) == 5
     before = {str(r["case_id"]): r for r in _ledger_rows(audited.out)}
     # the demo gets a report (the last test of the shared batch: it changes the batch for good)
-    (audited.batch / "e-demo-no-report" / "report.txt").write_text("FINDINGS: No pulmonary nodules.\n")
+    (audited.batch / "0-demo-no-report" / "report.txt").write_text("FINDINGS: No pulmonary nodules.\n")
     third = run_audit(audited.batch, audited.out, _config(workers=1))
-    assert third.analysed == ["e-demo-no-report"]
+    assert third.analysed == ["0-demo-no-report"]
     after = {str(r["case_id"]): r for r in _ledger_rows(audited.out)}
-    assert after["e-demo-no-report"]["input_fingerprint"] != before["e-demo-no-report"]["input_fingerprint"]
-    assert json.loads((audited.out / "cases" / "e-demo-no-report" / "result.json").read_text())["report_present"]
+    assert after["0-demo-no-report"]["input_fingerprint"] != before["0-demo-no-report"]["input_fingerprint"]
+    assert json.loads((audited.out / "cases" / "0-demo-no-report" / "result.json").read_text())["report_present"]
     for cid in (*REPORTS, "d-corrupt"):
         assert after[cid]["finished_utc"] == before[cid]["finished_utc"]
 
@@ -302,8 +302,37 @@ def test_cli_refuses_an_unknown_format_in_one_line(tmp_path: Path, capsys: pytes
 def test_timeout_stops_the_case_and_the_batch_goes_on(batch: Path, tmp_path: Path) -> None:
     small = tmp_path / "batch"
     small.mkdir()
-    shutil.copytree(batch / "e-demo-no-report", small / "e")
+    shutil.copytree(batch / "0-demo-no-report", small / "e")
     run = run_audit(small, tmp_path / "out", _config(workers=1, timeout_s=0.5, formats=("json",)))
     (row,) = run.rows
     assert row["state"] == "error" and row["error_code"] == "timeout", row
     assert not (tmp_path / "out" / "cases" / "e").exists()
+
+
+def test_a_dying_worker_makes_its_case_an_error_and_the_batch_goes_on(batch: Path, tmp_path: Path) -> None:
+    import threading
+
+    small = tmp_path / "batch"
+    shutil.copytree(batch / "0-demo-no-report", small / "a-demo")
+    _corrupt_case(small / "b-corrupt")
+    out = tmp_path / "out"
+    box: dict[str, AuditRun] = {}
+    # two workers: b-corrupt goes on in the other one while a-demo's worker is killed
+    th = threading.Thread(target=lambda: box.update(run=run_audit(small, out, _config(workers=2, formats=("json",)))))
+    th.start()
+    killed = None
+    deadline = time.monotonic() + 120
+    while killed is None and time.monotonic() < deadline and th.is_alive():
+        rows = _ledger_rows(out) if (out / "ledger.sqlite").exists() else []
+        running = [r for r in rows if r["case_id"] == "a-demo" and r["state"] == "running"]
+        if running:
+            killed = int(str(running[0]["worker"]).rsplit(":", 1)[1])
+            os.kill(killed, signal.SIGKILL)  # the worker process analysing a-demo
+        time.sleep(0.1)
+    th.join(180)
+    assert killed is not None and "run" in box
+    by = {str(r["case_id"]): r for r in box["run"].rows}
+    assert by["a-demo"]["state"] == "error" and by["a-demo"]["error_code"] == "worker_died"
+    assert "signal 9" in str(by["a-demo"]["error_message"])
+    assert by["b-corrupt"]["error_code"] == "ingest_error"
+    assert not (out / "cases" / ".staging").exists()
