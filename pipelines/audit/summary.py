@@ -194,7 +194,7 @@ def _thumb(out: Path, r: dict[str, Any]) -> str:
         top = (r.get("summary") or {}).get("top_finding") or {}
         alt = html.escape(f"{r['case_id']} {top.get('id', '')}")
         return f'<img class="thumb" alt="{alt}" src="data:image/png;base64,{data}">'
-    return '<div class="nothumb">no finding</div>' if r["state"] == "done" else '<div class="nothumb">—</div>'
+    return '<div class="nothumb">no finding</div>' if r["state"] == "done" else '<span class="muted">—</span>'
 
 
 def _reasons_html(r: dict[str, Any]) -> str:

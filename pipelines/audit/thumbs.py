@@ -37,7 +37,7 @@ def top_finding(result: CaseResult) -> Finding | None:
 def thumbnail_png(result: CaseResult, volume: CTVolume, size_px: int = 192) -> bytes | None:
     """PNG bytes: the axial key image of the top finding (:func:`~lungfuse.pipelines.export.keyimages.render_finding_views`,
     the picture the PDF and the Secondary Capture show: lung window, mask outline, heatmap, scale
-    bar), scaled to at most ``size_px`` pixels a side.  None without findings."""
+    bar), its CT crop scaled to at most ``size_px`` pixels a side.  None without findings."""
     f = top_finding(result)
     if f is None:
         return None
@@ -46,7 +46,11 @@ def thumbnail_png(result: CaseResult, volume: CTVolume, size_px: int = 192) -> b
     from lungfuse.pipelines.export.keyimages import render_finding_views
 
     (key,) = render_finding_views(volume.hu, volume.affine, volume.direction, f, result.arrays, views=("axial",))
-    img = Image.fromarray(np.ascontiguousarray(key.rgb))
+    r0, c0, nr, nc = key.crop_box_px
+    # the CT crop alone (its outline, heatmap, orientation letters and scale bar), without the
+    # colour bar and caption around it, which a thumbnail cannot show legibly
+    rgb = key.rgb[r0:r0 + nr, c0:c0 + nc] if nr > 0 and nc > 0 else key.rgb
+    img = Image.fromarray(np.ascontiguousarray(rgb))
     img.thumbnail((size_px, size_px), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=True)
