@@ -336,3 +336,30 @@ def test_a_dying_worker_makes_its_case_an_error_and_the_batch_goes_on(batch: Pat
     assert "signal 9" in str(by["a-demo"]["error_message"])
     assert by["b-corrupt"]["error_code"] == "ingest_error"
     assert not (out / "cases" / ".staging").exists()
+
+
+def test_a_case_left_running_too_often_is_given_up(tmp_path: Path) -> None:
+    from lungfuse.pipelines.audit.ledger import Ledger
+
+    _corrupt_case(tmp_path / "in" / "x")
+    (case,) = discover_cases(tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    with Ledger(out / "ledger.sqlite") as led:  # as a coordinator killed three times during this case leaves it
+        led.upsert("x", state="running", attempts=3, input_fingerprint=case_fingerprint(case),
+                   model_hashes=current_model_hashes())
+    run = run_audit(tmp_path / "in", out, _config(max_attempts=3))
+    assert run.analysed == [] and run.rows[0]["state"] == "error" and run.rows[0]["error_code"] == "interrupted"
+
+
+def test_a_second_audit_on_the_same_folder_is_refused(tmp_path: Path) -> None:
+    import fcntl
+
+    from lungfuse.pipelines.audit import AuditError
+
+    _corrupt_case(tmp_path / "in" / "x")
+    (tmp_path / "out").mkdir()
+    with open(tmp_path / "out" / ".audit.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running audit holds it
+        with pytest.raises(AuditError, match="another lungfuse audit"):
+            run_audit(tmp_path / "in", tmp_path / "out", _config())
