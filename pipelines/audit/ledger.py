@@ -136,7 +136,6 @@ class Ledger:
         """Insert the case or update the given columns, in one transaction."""
         values = {k: (json.dumps(v) if k in _JSON_COLUMNS and v is not None else v) for k, v in values.items()}
         values["updated_utc"] = utc_now()
-        cols = ["case_id", *values]
         with self._tx() as db:
             if db.execute("SELECT 1 FROM cases WHERE case_id = ?", (case_id,)).fetchone() is None:
                 values.setdefault("state", "pending")

@@ -41,7 +41,7 @@ from lungfuse.pipelines.audit.summary import priority_score, write_summary
 from lungfuse.pipelines.audit.worker import Job, Outcome
 from lungfuse.pipelines.core.errors import ConfigurationError, LungFuseError
 
-__all__ = ["AuditConfig", "AuditError", "AuditRun", "available_formats", "resolve_formats", "run_audit"]
+__all__ = ["AuditConfig", "AuditError", "AuditRun", "available_formats", "resolve_formats", "run_audit", "status_counts"]
 
 STAGING = ".staging"
 
@@ -100,11 +100,16 @@ class AuditRun:
     @property
     def counts(self) -> dict[str, int]:
         """Cases per summary status (concordant, realigned, discordant, not_assessable, error, ...)."""
-        out: dict[str, int] = {}
-        for r in self.rows:
-            k = r["status"] if r["state"] == "done" else r["state"]
-            out[k] = out.get(k, 0) + 1
-        return out
+        return status_counts(self.rows)
+
+
+def status_counts(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Ledger rows per summary status: the CaseResult status of a done case, else its state."""
+    out: dict[str, int] = {}
+    for r in rows:
+        k = str(r["status"] if r["state"] == "done" else r["state"])
+        out[k] = out.get(k, 0) + 1
+    return out
 
 
 def available_formats() -> tuple[str, ...]:
@@ -190,9 +195,7 @@ def run_audit(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], c
                     else:
                         _run_local(co, todo, cfg, min(workers, len(todo)), threads)
             rows = [r for r in ledger.rows() if r["case_id"] in {c.case_id for c in cases}]
-            counts = {k: sum(1 for r in rows if (r["status"] if r["state"] == "done" else r["state"]) == k)
-                      for k in {(r["status"] if r["state"] == "done" else r["state"]) for r in rows}}
-            ledger.finish_run(run_id, counts)
+            ledger.finish_run(run_id, status_counts(rows))
             write_summary(out, cases, rows)
             shutil.rmtree(staging_root, ignore_errors=True)
         return AuditRun(run_id, out, [c.case_id for c in todo], skipped, rows, round(time.perf_counter() - t_start, 2),
