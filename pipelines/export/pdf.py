@@ -199,7 +199,7 @@ def _cell_comment(text: str) -> str:
 def _findings_rows(ctx: ExportContext) -> list[list[str]]:
     r = ctx.result
     rv = r.review
-    rows = [["ID", "Location (side / lobe)", "Long / short / mean axis (mm)", "Volume (mm³)", "Texture",
+    rows = [["ID", "Location (side / lobe)", "Long / short / mean axis (mm)", "Vol. (mm³)", "Texture",
              "Malignancy (operating point)", "Lung-RADS v2022", "Reader decision", "Reader comment"]]
     for f in r.findings:
         fr = rv.for_finding(f) if rv is not None else None
@@ -226,7 +226,7 @@ def _findings_rows(ctx: ExportContext) -> list[list[str]]:
         side = "left" if a.center_lps_mm[0] > 0 else "right"  # LPS: +x is the patient's left
         rows.append([f"{a.id} (reader)", f"{side} / (LPS {', '.join(f'{v:.0f}' for v in a.center_lps_mm)} mm)",
                      f"{a.diameter_mm:.1f} / - / -" if a.diameter_mm is not None else "-", "-", "-", "-",
-                     f"{a.category} (reader)" if a.category else "-", "reader-added finding",
+                     f"{a.category} (reader)" if a.category else "-", "added by the reader",
                      _cell_comment(ctx.scrub(a.comment))])
     return rows
 
