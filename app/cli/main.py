@@ -1,7 +1,7 @@
 """``lungfuse`` command-line entry point: the parser and the error policy.
 
 Product commands (:mod:`.product`): ``info``, ``inspect``, ``claims``, ``demo``, ``analyze``; ``export``
-(:mod:`.export`); ``gui``
+(:mod:`.export`); ``audit`` (:mod:`.audit`, the batch case audit); ``gui``
 (:mod:`.gui`, the desktop review application).
 Lab commands (:mod:`.lab`): ``train``, ``train-detector``, ``train-fpr``, ``calibrate``, ``evaluate``.
 Every subcommand has ``--help``.
@@ -24,6 +24,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from lungfuse.app.cli.audit import add_audit_command  # noqa: E402
 from lungfuse.app.cli.common import NOTICE  # noqa: E402
 from lungfuse.app.cli.export import add_export_command  # noqa: E402
 from lungfuse.app.cli.gui import add_gui_command  # noqa: E402
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_product_commands(sub)
     add_export_command(sub)
+    add_audit_command(sub)
     add_gui_command(sub)
     add_lab_commands(sub)
     return p

@@ -1,0 +1,285 @@
+"""DICOM exports (issue 23): SEG, SR (TID 1500) and Secondary Capture of a real LIDC-IDRI-0001 analysis.
+
+One analysis (module-scoped), exported a few times: every object passes dciodvfy (no errors)
+and dcentvfy across the export; SEG and SR read back with highdicom and round-trip the
+CaseResult's values, references and tracking UIDs; a re-export gives the same UIDs; a
+de-identified export of a copy carrying injected identity holds none of it, byte for byte.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.sr.codedict import codes
+
+from lungfuse.pipelines.analysis.analyze import analyze_case
+from lungfuse.pipelines.analysis.case import AnalysisSettings, Case
+from lungfuse.pipelines.analysis.result import CaseResult
+from lungfuse.pipelines.analysis.review import FindingReview, ReaderFinding, Review
+from lungfuse.pipelines.export.api import ExportResult, export_case
+from lungfuse.pipelines.export.uids import remap_uid
+from lungfuse.pipelines.inference.registry import ModelRegistry
+
+DICOM = ("seg", "sr", "sc")
+REVIEWER = "Roe^Jane^Dr"
+INJECTED = {"PatientName": "Doe^John^Q", "PatientBirthDate": "19510203", "AccessionNumber": "ACC7741093",
+            "InstitutionName": "Saint Elsewhere General Hospital", "ReferringPhysicianName": "Kildare^James",
+            "StudyDate": "20010917"}
+
+
+def _dicom_formats() -> tuple[str, ...]:
+    """The DICOM formats built on this branch (SC needs the key-image renderer)."""
+    from lungfuse.pipelines.export.api import _writers
+
+    return tuple(f for f in DICOM if f in _writers())
+
+
+def _dciodvfy(path: Path) -> list[str]:
+    """dciodvfy's error lines for ``path`` (its warnings are allowed)."""
+    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")]
+
+
+def _dcentvfy(paths: list[Path]) -> list[str]:
+    out = subprocess.run(["dcentvfy", *map(str, paths)], capture_output=True, text=True, timeout=60)
+    return [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith("Error")]
+
+
+@pytest.fixture(scope="module")
+def ct_dir(lidc_root: Path) -> Path:
+    return lidc_root / "LIDC-IDRI-0001" / "ct"
+
+
+@pytest.fixture(scope="module")
+def result(ct_dir: Path) -> CaseResult:
+    r = analyze_case(Case(ct_dir), AnalysisSettings(device="cpu", threads=1), models=ModelRegistry())
+    assert len(r.findings) >= 2, "LIDC-IDRI-0001 should give at least two findings to export"
+    return r
+
+
+@pytest.fixture(scope="module")
+def reviewed(result: CaseResult) -> CaseResult:
+    """The result with a review: F1 accepted (category edited), F2 rejected, one reader-added finding."""
+    f1, f2 = result.findings[0], result.findings[1]
+    rv = Review(reviewer=REVIEWER, analysis_uid=result.provenance.analysis_uid,
+                findings=[FindingReview(f1.id, f1.tracking_uid, "accepted", "4A", "agree, solid"),
+                          FindingReview(f2.id, f2.tracking_uid, "rejected", None, "vessel")],
+                added_findings=[ReaderFinding("R1", [-40.0, 10.0, -150.0], 6.0, "3", "missed nodule")])
+    return dataclasses.replace(result, review=rv)
+
+
+@pytest.fixture(scope="module")
+def export(reviewed: CaseResult, tmp_path_factory: pytest.TempPathFactory) -> ExportResult:
+    return export_case(reviewed, tmp_path_factory.mktemp("dicom"), _dicom_formats())
+
+
+def test_every_object_is_valid_dicom(export: ExportResult) -> None:
+    files = export.all_files
+    assert {p.name for p in files} >= {"seg.dcm", "sr.dcm"}
+    for p in files:
+        assert _dciodvfy(p) == [], p.name
+    assert _dcentvfy(files) == []
+
+
+def test_seg_segments_match_the_findings(export: ExportResult, reviewed: CaseResult, ct_dir: Path) -> None:
+    seg = hd.seg.segread(export.out_dir / "seg.dcm")
+    assert seg.SegmentationType == "BINARY"
+    source = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in ct_dir.glob("*.dcm")}
+    # every frame is derived from a source slice of this CT
+    for fg in seg.PerFrameFunctionalGroupsSequence:
+        ref = fg.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        assert ref in source
+    vol = seg.get_volume(combine_segments=False)
+    by_label = {seg.get_segment_description(n).segment_label: n for n in seg.segment_numbers}
+    assert set(by_label) == {f.id for f in reviewed.findings}
+    for f in reviewed.findings:
+        n = by_label[f.id]
+        desc = seg.get_segment_description(n)
+        assert desc.tracking_uid == f.tracking_uid and desc.tracking_id == f.id
+        assert desc.segmented_property_category == codes.SCT.MorphologicallyAbnormalStructure
+        assert desc.segmented_property_type == codes.SCT.Nodule
+        assert desc.algorithm_identification[0].AlgorithmName == "LungFuse"
+        on = np.argwhere(vol.array[..., n - 1] > 0)
+        centroid = vol.affine[:3, :3] @ on.mean(0) + vol.affine[:3, 3]
+        # the same mask on its own 1.5 mm grid, through the result's affine
+        m = reviewed.arrays[f.mask["array"]]  # type: ignore[index]
+        aff = np.asarray(f.mask["affine_lps"])  # type: ignore[index]
+        own = aff[:3, :3] @ np.argwhere(m).mean(0) + aff[:3, 3]
+        assert np.linalg.norm(centroid - own) < 1.0, f.id
+        # the finding's centre (the detector's peak) lies within its nodule's extent
+        assert np.linalg.norm(centroid - np.asarray(f.center_lps_mm)) < max(5.0, f.diameter_mm / 2), f.id
+        volume = len(on) * float(np.prod(vol.spacing))
+        assert volume == pytest.approx(f.volume_mm3, rel=0.2), f.id
+
+
+def _text_items(group: hd.sr.templates.Template) -> dict[str, list[str]]:
+    items: dict[str, list[str]] = {}
+    for it in group[0].ContentSequence:
+        if it.ValueType == "TEXT":
+            items.setdefault(it.ConceptNameCodeSequence[0].CodeMeaning, []).append(it.TextValue)
+    return items
+
+
+def test_sr_round_trips_the_result(export: ExportResult, reviewed: CaseResult, ct_dir: Path) -> None:
+    sr = hd.sr.srread(export.out_dir / "sr.dcm")
+    seg = hd.seg.segread(export.out_dir / "seg.dcm")
+    seg_number = {seg.get_segment_description(n).tracking_uid: n for n in seg.segment_numbers}
+    source = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in ct_dir.glob("*.dcm")}
+    evidence = {s.ReferencedSOPInstanceUID for e in sr.CurrentRequestedProcedureEvidenceSequence
+                for series in e.ReferencedSeriesSequence for s in series.ReferencedSOPSequence}
+    assert evidence == source | {seg.SOPInstanceUID}
+    assert sr.StudyInstanceUID == reviewed.identifiers.study_instance_uid  # type: ignore[union-attr]
+    # observers: the algorithm as a device, the reviewer as a person
+    obs = {it.ConceptNameCodeSequence[0].CodeMeaning: it for it in sr.ContentSequence
+           if it.RelationshipType == "HAS OBS CONTEXT"}
+    assert obs["Device Observer Name"].TextValue == "LungFuse"
+    assert obs["Device Observer Manufacturer"].TextValue == "LungFuse"
+    assert str(obs["Person Observer Name"].PersonName) == REVIEWER
+
+    groups = {g.tracking_uid: g for g in sr.content.get_volumetric_roi_measurement_groups()}
+    rv = reviewed.review
+    assert rv is not None
+    for f in reviewed.findings:
+        g = groups[f.tracking_uid]
+        assert g.finding_type == codes.SCT.Nodule
+        assert g.referenced_segment.referenced_segment_numbers == [seg_number[f.tracking_uid]]
+        assert g.referenced_segment.referenced_sop_instance_uid == seg.SOPInstanceUID
+        sites = {s.value: s.laterality for s in g.finding_sites}
+        side = codes.SCT.Right if f.side == "right" else codes.SCT.Left
+        assert sites[codes.SCT.Lung] == side
+        got = {m.name.meaning: (m.value, m.unit.value) for m in g.get_measurements()}
+        assert got["Long axis"] == (pytest.approx(f.diameter_mm), "mm")
+        assert got["Short axis"] == (pytest.approx(f.short_axis_mm), "mm")
+        assert got["Diameter"] == (pytest.approx(f.mean_diameter_mm), "mm")
+        assert got["Volume"] == (pytest.approx(f.volume_mm3), "mm3")
+        assert got["Mean Attenuation Coefficient"] == (pytest.approx(f.measurement["mean_hu"]), "[hnsf'U]")
+        assert got["Probability of cancer"] == (pytest.approx(f.malignancy_probability), "1")
+        coded = {q.name.meaning: q.value for q in g.get_qualitative_evaluations()}
+        assert coded["Calcified"] == (codes.SCT.Yes if f.calcified else codes.SCT.No)
+        texts = _text_items(g)
+        assert texts["Density"] == [f.texture]
+        assert f"Lung-RADS v2022 {f.lung_rads}" in texts["Assessment Category"]
+        decision = rv.for_finding(f)
+        if decision is not None and decision.decision is not None:
+            assert coded["Nodule"] == (codes.SCT.Present if decision.decision == "accepted" else codes.SCT.Absent)
+    assert {g.tracking_uid for g in sr.content.get_volumetric_roi_measurement_groups()} == set(seg_number)
+
+    # planar groups: one per finding on the source slice through its centre, one per reader finding
+    planar = sr.content.get_planar_roi_measurement_groups()
+    uids = reviewed.provenance.source_sop_instance_uids
+    for f in reviewed.findings:
+        (g,) = [p for p in planar if p.tracking_uid == f.tracking_uid]
+        ref = g.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
+        assert ref == uids[round(f.center_voxel[0])]
+    reader = [p for p in planar if p.tracking_identifier.endswith("(reader-added)")]
+    assert [p.tracking_identifier for p in reader] == ["R1 (reader-added)"]
+    assert {m.name.meaning: m.value for m in reader[0].get_measurements()} == {"Long axis": pytest.approx(6.0)}
+
+
+def test_sc_key_images(export: ExportResult, reviewed: CaseResult) -> None:
+    if "sc" not in export.files:
+        pytest.skip("the key-image renderer (keyimages.py) is not in this build")
+    rv = reviewed.review
+    assert rv is not None
+    ids = [f.id for f in reviewed.findings] + [r.id for r in rv.added_findings]
+    assert sorted(p.name for p in export.files["sc"]) == sorted(f"sc_{i}_{v}.dcm" for i in ids
+                                                                for v in ("axial", "coronal"))
+    uids = reviewed.provenance.source_sop_instance_uids
+    ids_ = reviewed.identifiers
+    assert ids_ is not None
+    series = set()
+    for p in export.files["sc"]:
+        ds = pydicom.dcmread(p)
+        assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
+        assert ds.StudyInstanceUID == ids_.study_instance_uid and ds.PatientID == reviewed.case_id
+        assert "NOT FOR DIAGNOSTIC USE" in ds.ImageComments and "NOT FOR DIAGNOSTIC USE" in ds.SeriesDescription
+        assert ds.BurnedInAnnotation == "YES" and ds.PhotometricInterpretation == "RGB"
+        rgb = ds.pixel_array
+        assert rgb.ndim == 3 and rgb.shape[2] == 3 and rgb.std() > 10  # a picture, not a blank frame
+        assert all(float(v) > 0 for v in ds.PixelSpacing)
+        series.add(ds.SeriesInstanceUID)
+        fid, view = p.stem.split("_")[1:]
+        if view == "axial" and fid.startswith("F"):
+            z = round(reviewed.finding(fid).center_voxel[0])
+            assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == uids[z]
+    assert len(series) == 1 and series.isdisjoint({ids_.series_instance_uid})
+
+
+def test_reexport_gives_the_same_uids(export: ExportResult, reviewed: CaseResult, tmp_path: Path) -> None:
+    again = export_case(reviewed, tmp_path, _dicom_formats())
+    assert sorted(p.name for p in again.all_files) == sorted(p.name for p in export.all_files)
+    for p in export.all_files:
+        a, b = pydicom.dcmread(p), pydicom.dcmread(tmp_path / p.name)
+        assert (a.SOPInstanceUID, a.SeriesInstanceUID) == (b.SOPInstanceUID, b.SeriesInstanceUID), p.name
+
+
+def test_sr_alone_references_the_same_seg(export: ExportResult, reviewed: CaseResult, tmp_path: Path) -> None:
+    only = export_case(reviewed, tmp_path, "sr")
+    assert [p.name for p in only.all_files] == ["sr.dcm"]
+    sr = hd.sr.srread(tmp_path / "sr.dcm")
+    seg_uid = pydicom.dcmread(export.out_dir / "seg.dcm", stop_before_pixels=True).SOPInstanceUID
+    refs = {g.referenced_segment.referenced_sop_instance_uid for g in sr.content.get_volumetric_roi_measurement_groups()}
+    assert refs == {seg_uid}
+
+
+def test_no_findings_gives_an_empty_sr_and_no_seg(result: CaseResult, tmp_path: Path) -> None:
+    empty = dataclasses.replace(result, findings=[], matches=[], reasons=[], flags=[], eaf={}, status="concordant",
+                                arrays={})
+    out = export_case(empty, tmp_path, "sr,seg")
+    assert out.files["seg"] == [] and [p.name for p in out.files["sr"]] == ["sr.dcm"]
+    assert _dciodvfy(tmp_path / "sr.dcm") == []
+    sr = hd.sr.srread(tmp_path / "sr.dcm")
+    assert sr.content.get_volumetric_roi_measurement_groups() == []
+    assert sr.content.get_planar_roi_measurement_groups() == []
+    (statement,) = sr.content.get_image_measurement_groups()
+    assert {q.name: q.value for q in statement.get_qualitative_evaluations()}[codes.SCT.Nodule] == codes.SCT.Absent
+
+
+def test_deidentified_export_holds_no_identity(reviewed: CaseResult, ct_dir: Path, tmp_path: Path) -> None:
+    # a copy of the CT that carries the identity LIDC's headers lack
+    copy = tmp_path / "ct"
+    copy.mkdir()
+    originals: set[str] = set()
+    for p in sorted(ct_dir.glob("*.dcm")):
+        ds = pydicom.dcmread(p)
+        for kw, v in INJECTED.items():
+            setattr(ds, kw, v)
+        originals |= {ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID}
+        ds.save_as(copy / p.name)
+    out = export_case(reviewed, tmp_path / "out", _dicom_formats(), deidentify=True, ct_path=copy)
+    forbidden = {*INJECTED.values(), "Elsewhere", reviewed.case_id, "Roe^Jane", *originals}
+    assert reviewed.case_id == "LIDC-IDRI-0001"
+    for p in out.all_files:
+        data = p.read_bytes()
+        leaked = sorted(s for s in forbidden if s.encode() in data)
+        assert leaked == [], f"{p.name} holds {leaked}"
+        assert _dciodvfy(p) == [], p.name
+        ds = pydicom.dcmread(p)
+        assert ds.PatientIdentityRemoved == "YES"
+        assert ds.PatientID == ds.PatientName == out_label(reviewed)
+        assert ds.StudyInstanceUID == remap_uid(reviewed.identifiers.study_instance_uid)  # type: ignore[union-attr]
+    assert _dcentvfy(out.all_files) == []
+    # the SR's references point at the remapped source instances
+    sr = hd.sr.srread(tmp_path / "out" / "sr.dcm")
+    evidence = {s.ReferencedSOPInstanceUID for e in sr.CurrentRequestedProcedureEvidenceSequence
+                for series in e.ReferencedSeriesSequence for s in series.ReferencedSOPSequence}
+    assert {remap_uid(u) for u in reviewed.provenance.source_sop_instance_uids} <= evidence
+
+
+def out_label(result: CaseResult) -> str:
+    from lungfuse.pipelines.export.api import ExportContext
+
+    return ExportContext(result=result, deidentify=True).case_label
+
+
+@pytest.fixture(autouse=True)
+def _cleanup_copy(tmp_path: Path) -> object:
+    yield None
+    shutil.rmtree(tmp_path / "ct", ignore_errors=True)  # 133 slices, 70 MB: not kept for the session
