@@ -267,6 +267,8 @@ def test_cli_export_round_trip(case: tuple[Path, CaseResult], tmp_path: Path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("lungfuse export: error:") for line in err)
     assert "none.json" in err[0] and "bad.json" in err[1]
+    assert main(["export", str(saved), "--out", str(out), "--formats", "pdf,bogus"]) == 2
+    assert "unknown export format(s) ['bogus']" in capsys.readouterr().err
     unavailable = [f for f in api.FORMATS if f not in api.available_formats()]
     if unavailable:
         assert main(["export", str(saved), "--out", str(out), "--formats", unavailable[0]]) == 2
