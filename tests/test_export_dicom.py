@@ -312,8 +312,15 @@ def test_deidentified_export_holds_no_identity(reviewed: CaseResult, ct_dir: Pat
             setattr(ds, kw, v)
         originals |= {ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID}
         ds.save_as(copy / p.name)
-    out = export_case(reviewed, tmp_path / "out", _dicom_formats(), deidentify=True, ct_path=copy)
-    forbidden = {*INJECTED.values(), "Elsewhere", reviewed.case_id, "Roe^Jane", *originals}
+    rv = reviewed.review
+    assert rv is not None
+    comment = "discussed with John Doe on 17/09/2001"  # free text naming the patient and a date
+    named = dataclasses.replace(rv, findings=[dataclasses.replace(rv.findings[0], comment=comment), *rv.findings[1:]],
+                                added_findings=[dataclasses.replace(rv.added_findings[0], comment=comment)])
+    out = export_case(dataclasses.replace(reviewed, review=named), tmp_path / "out", _dicom_formats(),
+                      deidentify=True, ct_path=copy)
+    forbidden = {*INJECTED.values(), "Elsewhere", reviewed.case_id, "Roe^Jane", "John Doe", "17/09/2001",
+                 *originals}
     assert reviewed.case_id == "LIDC-IDRI-0001"
     for p in out.all_files:
         data = p.read_bytes()
@@ -325,6 +332,7 @@ def test_deidentified_export_holds_no_identity(reviewed: CaseResult, ct_dir: Pat
         assert ds.PatientID == ds.PatientName.family_name == out_label(reviewed)
         assert ds.StudyInstanceUID == remap_uid(reviewed.identifiers.study_instance_uid)  # type: ignore[union-attr]
     assert _dcentvfy(out.all_files) == []
+    assert b"reader: discussed with [name]" in (tmp_path / "out" / "sr.dcm").read_bytes()  # scrubbed, not dropped
     # the SR's references point at the remapped source instances
     sr = hd.sr.srread(tmp_path / "out" / "sr.dcm")
     evidence = {s.ReferencedSOPInstanceUID for e in sr.CurrentRequestedProcedureEvidenceSequence

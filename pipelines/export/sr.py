@@ -140,13 +140,9 @@ def _evaluations(ctx: ExportContext, f: Finding, review: FindingReview | None) -
 
 
 def _free_text(ctx: ExportContext, text: str) -> str | None:
-    """A reader's free text as the export may print it: unchanged, or with ``deidentify`` scrubbed
-    of the source's identity by the export's scrubber (``ExportContext.scrub``, :mod:`.deid_text`);
-    dropped (None) where this build has no scrubber, since a comment may name the patient."""
-    if not ctx.deidentify:
-        return text
-    scrub = getattr(ctx, "scrub", None)  # ExportContext.scrub comes with the PDF export (deid_text)
-    return scrub(text) if callable(scrub) else None
+    """A reader's free text as the export may print it: unchanged, or with ``deidentify``
+    scrubbed of the source's identity and dates (``ExportContext.scrub``, :mod:`.deid_text`)."""
+    return ctx.scrub(text) or None
 
 
 def _review_items(ctx: ExportContext, review: FindingReview) -> list[hd.sr.QualitativeEvaluation]:
