@@ -132,7 +132,8 @@ def test_pdf_pages_ids_and_notice(plain_export: Path) -> None:
     allt = "\n".join(pages)
     assert "Key images" in pages[1], "the key images start on page 2"
     for word in ("Summary", "Findings", "Report text", "Provenance", "Status: concordant", "F1", "R1 (reader-added)",
-                 "Lung-RADS", "operating point", "TESTPERSON", PATIENT_ID, "2000-01-01"):
+                 "Lung-RADS", "operating point", "TESTPERSON", PATIENT_ID, "2000-01-01",
+                 "[C1→F1]"):  # the report's claim, labelled with the finding it matched
         assert word in allt, word
     # every page renders to a picture that is not blank
     subprocess.run(["pdftoppm", "-r", "30", "-png", str(pdf), str(plain_export / "page")], check=True)
@@ -161,7 +162,8 @@ def test_review_goes_into_pdf_and_csv(plain_export: Path, case: tuple[Path, Case
 def test_deidentified_exports_hold_no_identifier(case: tuple[Path, CaseResult], tmp_path: Path) -> None:
     ct, result = case
     src = [pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(ct.glob("*.dcm"))]
-    res = export_case(result, tmp_path, "pdf,json,csv", deidentify=True)
+    # every format this build has (the DICOM ones too, once merged): one pseudonym, no identity anywhere
+    res = export_case(result, tmp_path, api.available_formats(), deidentify=True)
     forbidden = [*NAME, PATIENT_ID, BIRTH, "1956-03-14", "03/14/1956", ACCESSION, "20000101", "2000-01-01",
                  "Dr Reader", str(src[0].StudyInstanceUID), str(src[0].SeriesInstanceUID),
                  *[str(d.SOPInstanceUID) for d in src]]
@@ -180,6 +182,9 @@ def test_deidentified_exports_hold_no_identifier(case: tuple[Path, CaseResult], 
     assert label.encode() in blobs["report.pdf (text)"] and label.encode() in blobs["report.pdf (info)"]
     assert f'"case_id": "{label}"'.encode() in blobs["result.json"]
     assert all(r["case_id"] == label for r in csv.DictReader(io.StringIO(blobs["findings.csv"].decode())))
+    for dcm in (p for p in res.all_files if p.suffix == ".dcm"):
+        ds = pydicom.dcmread(dcm, stop_before_pixels=True)
+        assert ds.PatientID == label and str(ds.PatientName).rstrip("^") == label, dcm.name
     # what the report said about the nodule is still there, the identity is replaced by tags
     text = " ".join(blobs["report.pdf (raw text)"].decode().split())
     assert "33 mm spiculated solid non-calcified mass" in text and "[name]" in text and "[date]" in text

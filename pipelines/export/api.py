@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from lungfuse.pipelines.analysis.result import CaseResult
+from lungfuse.pipelines.core.errors import InputError
 from lungfuse.pipelines.core.volume import CTVolume
 from lungfuse.pipelines.export.deid_text import Identity, scrub_text
 from lungfuse.pipelines.export.source import ExportError, SourceCase, load_source
@@ -76,7 +77,7 @@ class ExportContext:
             extra = [self.result.case_id, ids.patient_id if ids is not None else ""]
             try:
                 datasets = self.source.datasets
-            except (ExportError, OSError):  # json/csv from a saved result alone: no headers to read
+            except (InputError, OSError):  # json/csv from a saved result alone: no CT headers to read
                 datasets = []
             ident = Identity.from_datasets(datasets, extra_ids=extra)
             self.shared["identity"] = ident
