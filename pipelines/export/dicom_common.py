@@ -94,7 +94,7 @@ def deidentify_header(ds: Dataset, pseudonym: str) -> Dataset:
     for kw in _REMAP:
         if kw in ds and ds.data_element(kw).value:  # type: ignore[union-attr]
             setattr(out, kw, remap_uid(str(ds.data_element(kw).value)))  # type: ignore[union-attr]
-    out.PatientName = pseudonym
+    out.PatientName = pseudonym + "^"  # PN: the pseudonym as family name (a bare one is the retired form)
     out.PatientID = pseudonym
     for kw in _EMPTY:
         setattr(out, kw, "")

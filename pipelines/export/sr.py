@@ -25,6 +25,8 @@ Content (highdicom ``MeasurementReport``):
   through ``center_voxel``), which OHIF shows as a measurement: an ELLIPSE whose axes follow the
   mask's principal axes on that slice with the finding's long and short axis lengths, or a POINT
   at the centre when the mask does not reach the slice; it carries the axial long/short axes.
+  A finding without a SEG segment (its mask missing from the result) has only this group, with
+  all of its measurements and evaluations.
 * **No finding** (machine or reader): one measurement group (TID 1501) stating SCT 27925004
   "Nodule" = SCT 272519000 Absent, by the algorithm.
 * **Per reader-added finding** (``review.added_findings``), a planar group with a POINT at its
@@ -138,13 +140,9 @@ def _evaluations(ctx: ExportContext, f: Finding, review: FindingReview | None) -
 
 
 def _free_text(ctx: ExportContext, text: str) -> str | None:
-    """A reader's free text as the export may print it: unchanged, or with ``deidentify`` scrubbed
-    of the source's identity by the export's scrubber (``ExportContext.scrub``, :mod:`.deid_text`);
-    dropped (None) where this build has no scrubber, since a comment may name the patient."""
-    if not ctx.deidentify:
-        return text
-    scrub = getattr(ctx, "scrub", None)  # ExportContext.scrub comes with the PDF export (deid_text)
-    return scrub(text) if callable(scrub) else None
+    """A reader's free text as the export may print it: unchanged, or with ``deidentify``
+    scrubbed of the source's identity and dates (``ExportContext.scrub``, :mod:`.deid_text`)."""
+    return ctx.scrub(text) or None
 
 
 def _review_items(ctx: ExportContext, review: FindingReview) -> list[hd.sr.QualitativeEvaluation]:
@@ -232,7 +230,7 @@ def _observers(ctx: ExportContext) -> hd.sr.ObservationContext:
     person = None
     rv = ctx.result.review
     if rv is not None:
-        name = "removed" if ctx.deidentify else rv.reviewer
+        name = "removed^" if ctx.deidentify else rv.reviewer  # PS3.15 removes observers' names
         person = hd.sr.ObserverContext(
             observer_type=codes.DCM.Person,
             observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name=name))
@@ -247,16 +245,21 @@ def build_sr(ctx: ExportContext) -> hd.sr.Comprehensive3DSR:
     groups: list[Any] = []
     for f in ctx.result.findings:
         fr = rv.for_finding(f) if rv is not None else None
-        tracking = hd.sr.TrackingIdentifier(uid=f.tracking_uid, identifier=f.id)
-        groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=tracking, referenced_segment=_ref_segment(seg, f),
-            finding_type=codes.SCT.Nodule, algorithm_id=_algorithm(), finding_sites=_sites(f.side, f.lobe),
-            measurements=_measurements(f), qualitative_evaluations=_evaluations(ctx, f, fr)))
+        ref = _ref_segment(seg, f)
+        if ref is not None:
+            groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=f.tracking_uid, identifier=f.id),
+                referenced_segment=ref, finding_type=codes.SCT.Nodule, algorithm_id=_algorithm(),
+                finding_sites=_sites(f.side, f.lobe), measurements=_measurements(f),
+                qualitative_evaluations=_evaluations(ctx, f, fr)))
+        # the axial long and short axes, drawn on the key slice; a finding without a segment (no
+        # mask in the result) has only this group, which then carries everything
         groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=f.tracking_uid, identifier=f.id),
             referenced_region=_key_region(ctx, f, headers), finding_type=codes.SCT.Nodule,
             algorithm_id=_algorithm(), finding_sites=_sites(f.side, f.lobe),
-            measurements=_measurements(f)[:2]))  # the axial long and short axes, drawn on the slice
+            measurements=_measurements(f)[:2] if ref is not None else _measurements(f),
+            qualitative_evaluations=None if ref is not None else _evaluations(ctx, f, fr)))
     for r in rv.added_findings if rv is not None else []:
         groups.append(_reader_group(ctx, r, headers))
     if not groups:
