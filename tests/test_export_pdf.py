@@ -32,7 +32,10 @@ BIRTH = "19560314"
 ACCESSION = "ACC4471XZ"
 REPORT = ("Patient: Jane Testperson, MRN PID-5566-77, born 03/14/1956, accession ACC4471XZ.\n"
           "Exam of 2000-01-01, compared with January 1st, 2000.\n"
-          "FINDINGS: There is a 33 mm spiculated solid non-calcified mass in the left lung.\n"
+          # the name and a date inside the claim's own sentence: they reach the claim text, the word
+          # attributions and any reason quoting the claim, all of which the exports must scrub too
+          "FINDINGS: In Jane Testperson there is a 33 mm spiculated solid non-calcified mass in the left lung, "
+          "unchanged since 01.01.2000.\n"
           "IMPRESSION: Left lung mass, suspicious. Discussed with Mrs Testperson on 01.01.2000.")
 
 
