@@ -227,7 +227,11 @@ def test_long_report_and_many_findings_flow(case: tuple[Path, CaseResult], tmp_p
     added = [ReaderFinding(f"R{i}", list(f1.center_lps_mm), 5.0 + i, "2", f"note {i} " * 12) for i in range(1, 31)]
     rv = Review("Dr Reader", findings=[FindingReview("F1", f1.tracking_uid, "accepted", None, long_comment)],
                 added_findings=added)
-    long = replace(result, review=rv, report_text=(result.report_text or "") + "\n"
+    # a line break inside the claim's mention (same length: the claim's span stays right)
+    text = result.report_text or ""
+    cut = text.index(" mass ")
+    text = text[:cut] + "\n" + text[cut + 1:]
+    long = replace(result, review=rv, report_text=text + "\n"
                    + "\n".join(f"Line {i}: unremarkable mediastinum and pleura. " * 3 for i in range(150)) + "\nLASTLINE")
     ctx = ExportContext(result=long, deidentify=False)
     ctx.shared["key_images"] = []  # the flow of text and tables is under test, not the pictures
@@ -237,6 +241,7 @@ def test_long_report_and_many_findings_flow(case: tuple[Path, CaseResult], tmp_p
     assert len(pages) >= 6
     allt = " ".join(_pdftotext(pdf, "-raw").split())
     assert "LASTLINE" in allt and "ENDOFCOMMENT" in allt and "R30 (reader)" in allt
+    assert "non-calcified mass in the left lung" in allt
     assert all("NOT FOR DIAGNOSTIC USE" in p for p in pages)
     # no word runs past the right margin (15 mm) of the A4 page
     bbox = subprocess.run(["pdftotext", "-bbox", str(pdf), "-"], check=True, capture_output=True, text=True).stdout

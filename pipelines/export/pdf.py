@@ -248,11 +248,16 @@ def _highlighted_report(ctx: ExportContext, st: dict[str, Any]) -> list[Any]:
             s, e = (ph.get("report_span") or (0, 0))[:2]
             if e > s:
                 marks.append((int(s), int(e), "phrase", ""))
-    # boundaries of every mark: each piece between two boundaries is inside some claims / phrases
-    cuts = sorted({0, len(text), *[m[0] for m in marks], *[m[1] for m in marks]})
+    # boundaries of every mark, and every line break on its own (a claim may run over a line break:
+    # each line becomes one paragraph, so no markup may stay open across one)
+    breaks = [i for i, ch in enumerate(text) if ch == "\n"]
+    cuts = sorted({0, len(text), *[m[0] for m in marks], *[m[1] for m in marks], *breaks, *[i + 1 for i in breaks]})
     ends_label = {m[1]: m[3] for m in marks if m[2] == "claim"}
     html = []
     for a, b in zip(cuts, cuts[1:], strict=False):
+        if text[a:b] == "\n":
+            html.append("\n")
+            continue
         piece = escape(ctx.scrub(text[a:b]))
         in_claim = any(m[0] <= a and b <= m[1] and m[2] == "claim" for m in marks)
         in_phrase = any(m[0] <= a and b <= m[1] and m[2] == "phrase" for m in marks)
@@ -328,17 +333,14 @@ def _trajectory_png(result: CaseResult) -> bytes:
 
 def _image(png_or_rgb: bytes | np.ndarray, width_pt: float) -> Any:
     """A platypus Image ``width_pt`` wide, aspect kept, from PNG bytes or an RGB array."""
+    from PIL import Image as PILImage
     from reportlab.platypus import Image
 
     if isinstance(png_or_rgb, np.ndarray):
-        from PIL import Image as PILImage
-
         buf = io.BytesIO()
         PILImage.fromarray(png_or_rgb).save(buf, format="PNG")
         rows, cols = png_or_rgb.shape[:2]
     else:
-        from PIL import Image as PILImage
-
         buf = io.BytesIO(png_or_rgb)
         cols, rows = PILImage.open(io.BytesIO(png_or_rgb)).size
     buf.seek(0)
