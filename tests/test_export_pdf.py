@@ -232,7 +232,8 @@ def test_long_report_and_many_findings_flow(case: tuple[Path, CaseResult], tmp_p
     cut = text.index(" mass ")
     text = text[:cut] + "\n" + text[cut + 1:]
     long = replace(result, review=rv, report_text=text + "\n"
-                   + "\n".join(f"Line {i}: unremarkable mediastinum and pleura. " * 3 for i in range(150)) + "\nLASTLINE")
+                   + "\n".join(f"Line {i}: unremarkable mediastinum and pleura. " * 3 for i in range(150))
+                   + "\nhttps://pacs.example/" + "x" * 400 + "\nLASTLINE")  # a word longer than the line
     ctx = ExportContext(result=long, deidentify=False)
     ctx.shared["key_images"] = []  # the flow of text and tables is under test, not the pictures
     pdf = tmp_path / "long.pdf"
