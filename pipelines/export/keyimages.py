@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import ndimage
 
+from lungfuse.pipelines.analysis.review import ReaderFinding
 from lungfuse.pipelines.core.render import PRESETS, display_flips, window_u8
 from lungfuse.pipelines.export.source import ExportError
 
 if TYPE_CHECKING:
     from lungfuse.pipelines.analysis.result import Finding
-    from lungfuse.pipelines.analysis.review import ReaderFinding
     from lungfuse.pipelines.export.api import ExportContext
 
 __all__ = ["KeyImage", "KEY_VIEWS", "HEATMAP_LEGENDS", "render_key_images", "render_finding_views"]
@@ -114,10 +114,13 @@ def render_finding_views(hu: np.ndarray, ct_affine: np.ndarray, direction: np.nd
     """The key images of one finding on a CT (``hu`` z-y-x, ``ct_affine`` voxel (z, y, x) -> LPS mm).
 
     ``finding`` a machine :class:`Finding` (mask and heatmaps from ``arrays``) or a reader's
-    :class:`ReaderFinding` (a dashed circle of its diameter, no overlay).
+    :class:`ReaderFinding` (a dashed circle of its diameter, no overlay).  Overlays are mapped
+    through ``ct_affine``, which is exact for evenly spaced slices (``CTVolume.quality.uniform``);
+    across a gap the overlay's slice position is off by the gap's share (the GUI's
+    :func:`~lungfuse.pipelines.core.render.to_ct_grid` does the same).
     """
     aff = np.asarray(ct_affine, float)
-    reader = not hasattr(finding, "bbox_voxel")
+    reader = isinstance(finding, ReaderFinding)
     lps = np.asarray(finding.center_lps_mm, float)
     if reader:
         centre = (np.linalg.inv(aff) @ np.append(lps, 1.0))[:3]
