@@ -353,6 +353,50 @@ def test_deidentified_export_holds_no_identity(reviewed: CaseResult, ct_dir: Pat
     assert {remap_uid(u) for u in reviewed.provenance.source_sop_instance_uids} <= evidence
 
 
+def test_multiframe_source(export: ExportResult, reviewed: CaseResult, ct_dir: Path, tmp_path: Path) -> None:
+    """The same CT as one enhanced multi-frame image (frames in reverse z order): SEG, SR and SC
+    reference its frames, the masks land where the single-frame export put them, and the
+    de-identified objects hold none of its UIDs nor the slices' it was converted from."""
+    from highdicom.legacy import LegacyConvertedEnhancedCTImage
+    from pydicom.uid import generate_uid
+
+    slices = [pydicom.dcmread(p) for p in sorted(ct_dir.glob("*.dcm"))]
+    mf = LegacyConvertedEnhancedCTImage(slices, series_instance_uid=generate_uid(), series_number=99,
+                                        sop_instance_uid=generate_uid(), instance_number=1)
+    mf.save_as(tmp_path / "mf.dcm")
+    vol = load_ct(tmp_path / "mf.dcm", estimate_noise=False)
+    assert vol.frame_numbers is not None and vol.frame_numbers[0] != 1  # not the z order
+    ids = reviewed.identifiers
+    assert ids is not None
+    as_mf = dataclasses.replace(
+        reviewed, provenance=dataclasses.replace(reviewed.provenance, source_sop_instance_uids=list(vol.sop_instance_uids)),
+        identifiers=dataclasses.replace(ids, series_instance_uid=vol.series_instance_uid))
+    out = export_case(as_mf, tmp_path / "out", _dicom_formats(), deidentify=True, volume=vol)
+    forbidden = {mf.SOPInstanceUID, mf.SeriesInstanceUID, *(d.SOPInstanceUID for d in slices), ids.study_instance_uid}
+    for p in out.all_files:
+        assert _dciodvfy(p) == [], p.name
+        data = p.read_bytes()
+        assert not [u for u in forbidden if u.encode() in data], p.name
+    new_uid = remap_uid(mf.SOPInstanceUID)
+    seg = hd.seg.segread(tmp_path / "out" / "seg.dcm")
+    assert seg.NumberOfFrames > 0
+    for fg in seg.PerFrameFunctionalGroupsSequence:
+        ref = fg.DerivationImageSequence[0].SourceImageSequence[0]
+        assert ref.ReferencedSOPInstanceUID == new_uid and 1 <= ref.ReferencedFrameNumber <= len(slices)
+    single = hd.seg.segread(export.out_dir / "seg.dcm")
+    a, b = seg.get_volume(combine_segments=False), single.get_volume(combine_segments=False)
+    for n in seg.segment_numbers:
+        ca = a.affine[:3, :3] @ np.argwhere(a.array[..., n - 1]).mean(0) + a.affine[:3, 3]
+        cb = b.affine[:3, :3] @ np.argwhere(b.array[..., n - 1]).mean(0) + b.affine[:3, 3]
+        assert np.allclose(ca, cb, atol=0.01), n
+    sr = hd.sr.srread(tmp_path / "out" / "sr.dcm")
+    for f in as_mf.findings:
+        (g,) = [p for p in sr.content.get_planar_roi_measurement_groups() if p.tracking_uid == f.tracking_uid]
+        ref = g.roi.ContentSequence[0].ReferencedSOPSequence[0]
+        assert ref.ReferencedSOPInstanceUID == new_uid
+        assert ref.ReferencedFrameNumber == vol.frame_numbers[round(f.center_voxel[0])]
+
+
 def out_label(result: CaseResult) -> str:
     from lungfuse.pipelines.export.api import ExportContext
 

@@ -46,6 +46,7 @@ from lungfuse.pipelines.export.dicom_common import (
     new_uid,
     software_version,
     source_headers,
+    source_instances,
 )
 from lungfuse.pipelines.export.source import ExportError
 
@@ -180,10 +181,22 @@ def build_seg(ctx: ExportContext) -> SegBuild:
     # Only the source slices a mask reaches are passed: frames elsewhere would be empty (and
     # omitted) anyway, and highdicom's checks run over the whole (slices, rows, columns,
     # segments) array, 4x faster on a chest CT with nodules on a quarter of its slices.
-    ks = np.nonzero(np.any(np.stack([m.any(axis=(1, 2)) for m in masks]), axis=0))[0]
-    pixels = np.stack([m[ks] for m in masks], axis=-1)  # (frames = those slices, rows, columns, segments)
+    vol = ctx.source.volume
+    if vol.frame_numbers is None:
+        ks = np.nonzero(np.any(np.stack([m.any(axis=(1, 2)) for m in masks]), axis=0))[0]
+        sources = [headers[k] for k in ks]
+        pixels = np.stack([m[ks] for m in masks], axis=-1)  # (frames = those slices, rows, columns, segments)
+    else:  # a multi-frame source: one frame per source frame, in the source's frame order
+        sources = source_instances(ctx)
+        if len(sources) != 1:
+            raise ExportError(f"the source CT spans {len(sources)} multi-frame instances: a SEG derives from one",
+                              vol.source or None)
+        pixels = np.zeros((int(sources[0].NumberOfFrames), *vol.shape[1:], len(masks)), dtype=bool)
+        frames = np.asarray(vol.frame_numbers) - 1
+        for i, m in enumerate(masks):
+            pixels[frames, ..., i] = m
     seg = hd.seg.Segmentation(
-        source_images=[headers[k] for k in ks], pixel_array=pixels,
+        source_images=sources, pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
         series_instance_uid=new_uid(ctx, "series/seg"), series_number=SERIES_NUMBERS["seg"],
         sop_instance_uid=new_uid(ctx, "seg"), instance_number=1,
