@@ -9,7 +9,8 @@ every source voxel (z-y-x) near the mask goes to LPS through the slice's ImagePo
 the in-plane steps (exact for unevenly spaced slices), then to a mask voxel through the inverse
 mask affine, nearest neighbour.  The SEG is derived from the source slices the masks reach:
 each frame references its source SOP instance (highdicom builds the derivation references from
-the source headers); the SR's evidence lists every slice of the series.
+the source headers); the SR's evidence lists every slice of the series.  From an enhanced
+multi-frame CT each SEG frame references its source frame (the frames may be in any z order).
 
 Segments: category SCT 49755003 "Morphologically abnormal structure", type SCT 27925004
 "Nodule", algorithm LungFuse (family DCM 123110 "Artificial Intelligence", the package version);
@@ -20,7 +21,7 @@ attributions (gradient x input, Grad-CAM), not probabilities.
 
 A result without findings (or whose masks are all missing) has nothing to segment: highdicom
 refuses an empty Segmentation and a PACS has no use for one, so ``seg`` then writes no file and
-logs why (the SR still states the finding count).
+logs why (the SR still reports every finding, or states that there is no nodule).
 """
 
 from __future__ import annotations
