@@ -167,7 +167,8 @@ def _text_items(group: hd.sr.templates.Template) -> dict[str, list[str]]:
     return items
 
 
-def test_sr_round_trips_the_result(export: ExportResult, reviewed: CaseResult, ct_dir: Path) -> None:
+def test_sr_round_trips_the_result(export: ExportResult, reviewed: CaseResult, ct_dir: Path, volume: CTVolume
+                                   ) -> None:
     sr = hd.sr.srread(export.out_dir / "sr.dcm")
     seg = hd.seg.segread(export.out_dir / "seg.dcm")
     seg_number = {seg.get_segment_description(n).tracking_uid: n for n in seg.segment_numbers}
@@ -217,7 +218,19 @@ def test_sr_round_trips_the_result(export: ExportResult, reviewed: CaseResult, c
     for f in reviewed.findings:
         (g,) = [p for p in planar if p.tracking_uid == f.tracking_uid]
         ref = g.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
-        assert ref == uids[round(f.center_voxel[0])]
+        k = round(f.center_voxel[0])
+        assert ref == uids[k]
+        # the ellipse: centred on the SEG's pixels of that slice (DICOM image coordinates: the
+        # top left pixel's centre is 0.5, 0.5), its axes as long as the finding's
+        assert g.roi.GraphicType == "ELLIPSE"
+        ends = np.asarray(g.roi.value).reshape(4, 2)
+        frame = seg.get_pixels_by_source_instance(source_sop_instance_uids=[ref], segment_numbers=[
+            seg_number[f.tracking_uid]], assert_missing_frames_are_empty=True)[0, ..., 0]
+        rows, cols = np.nonzero(frame)
+        assert np.allclose(ends[:2].mean(0), [cols.mean() + 0.5, rows.mean() + 0.5], atol=0.01)
+        px = volume.spacing[1]
+        assert np.linalg.norm(ends[1] - ends[0]) * px == pytest.approx(f.diameter_mm, rel=1e-4)  # FL: float32
+        assert np.linalg.norm(ends[3] - ends[2]) * px == pytest.approx(f.short_axis_mm, rel=1e-4)
     reader = [p for p in planar if p.tracking_identifier.endswith("(reader-added)")]
     assert [p.tracking_identifier for p in reader] == ["R1 (reader-added)"]
     assert {m.name.meaning: m.value for m in reader[0].get_measurements()} == {"Long axis": pytest.approx(6.0)}

@@ -113,10 +113,16 @@ def _mm(name: Code, value: float | None) -> list[hd.sr.Measurement]:
     return [] if value is None else [hd.sr.Measurement(name=name, value=float(value), unit=MM)]
 
 
-def _measurements(f: Finding) -> list[hd.sr.Measurement]:
+def _axes(f: Finding) -> list[hd.sr.Measurement]:
+    """The axial long and short axes (mm); results written before ``short_axis_mm`` have it in
+    ``measurement``."""
     short = f.short_axis_mm if f.short_axis_mm is not None else f.measurement.get("short_axis_mm")
-    out = [*_mm(codes.SCT.LongAxis, f.long_axis_mm if f.long_axis_mm is not None else f.diameter_mm),
-           *_mm(codes.SCT.ShortAxis, short), *_mm(codes.SCT.Diameter, f.mean_diameter_mm),
+    return [*_mm(codes.SCT.LongAxis, f.long_axis_mm if f.long_axis_mm is not None else f.diameter_mm),
+            *_mm(codes.SCT.ShortAxis, short)]
+
+
+def _measurements(f: Finding) -> list[hd.sr.Measurement]:
+    out = [*_axes(f), *_mm(codes.SCT.Diameter, f.mean_diameter_mm),
            hd.sr.Measurement(name=codes.SCT.Volume, value=float(f.volume_mm3), unit=MM3)]
     mean_hu = f.measurement.get("mean_hu")
     if mean_hu is not None and np.isfinite(mean_hu):
@@ -174,7 +180,8 @@ def _source_image(header: Dataset) -> hd.sr.SourceImageForRegion:
 def _key_region(ctx: ExportContext, f: Finding, headers: list[Dataset]) -> hd.sr.ImageRegion:
     """The finding on its key axial slice: an ellipse (long and short axes along the mask's
     principal axes there), or the centre point when the mask does not reach that slice.
-    Graphic data are (column, row) image coordinates (pixel centre = integer)."""
+    Graphic data are DICOM (column, row) image coordinates: the top left pixel's centre is
+    (0.5, 0.5), half a pixel off the array indices."""
     vol = ctx.source.volume
     k = int(np.clip(round(f.center_voxel[0]), 0, vol.n_slices - 1))
     cy, cx = float(f.center_voxel[1]), float(f.center_voxel[2])
@@ -192,11 +199,11 @@ def _key_region(ctx: ExportContext, f: Finding, headers: list[Dataset]) -> hd.sr
         for vec, length in ((major, long_mm), (minor, short_mm)):
             for sgn in (-1.0, 1.0):
                 r, c = cy + sgn * vec[0] * length / 2 / sy, cx + sgn * vec[1] * length / 2 / sx
-                ends.append([c, r])
+                ends.append([c + 0.5, r + 0.5])
         return hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.ELLIPSE, graphic_data=np.array(ends),
                                  source_image=_source_image(headers[k]))
-    return hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POINT, graphic_data=np.array([[cx, cy]]),
-                             source_image=_source_image(headers[k]))
+    return hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POINT,
+                             graphic_data=np.array([[cx + 0.5, cy + 0.5]]), source_image=_source_image(headers[k]))
 
 
 def _reader_group(ctx: ExportContext, r: ReaderFinding, headers: list[Dataset]
@@ -204,7 +211,7 @@ def _reader_group(ctx: ExportContext, r: ReaderFinding, headers: list[Dataset]
     vol = ctx.source.volume
     z, y, x = lps_to_voxel(vol.affine, r.center_lps_mm)
     k = int(np.clip(round(z), 0, vol.n_slices - 1))
-    region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POINT, graphic_data=np.array([[x, y]]),
+    region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POINT, graphic_data=np.array([[x + 0.5, y + 0.5]]),
                                source_image=_source_image(headers[k]))
     uid = r.tracking_uid or new_uid(ctx, f"reader/{r.id}")
     evals: list[hd.sr.QualitativeEvaluation] = [TextEvaluation(COMMENT, "reader-added finding")]
@@ -258,7 +265,7 @@ def build_sr(ctx: ExportContext) -> hd.sr.Comprehensive3DSR:
             tracking_identifier=hd.sr.TrackingIdentifier(uid=f.tracking_uid, identifier=f.id),
             referenced_region=_key_region(ctx, f, headers), finding_type=codes.SCT.Nodule,
             algorithm_id=_algorithm(), finding_sites=_sites(f.side, f.lobe),
-            measurements=_measurements(f)[:2] if ref is not None else _measurements(f),
+            measurements=_axes(f) if ref is not None else _measurements(f),
             qualitative_evaluations=None if ref is not None else _evaluations(ctx, f, fr)))
     for r in rv.added_findings if rv is not None else []:
         groups.append(_reader_group(ctx, r, headers))
