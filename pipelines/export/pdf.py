@@ -492,11 +492,14 @@ def report_pdf(ctx: ExportContext) -> bytes:
                    "confidence and the report's completeness.", st["base"]), Spacer(1, 3)]
     if r.findings:
         story.append(_table(_eaf_rows(r), (14 * mm, 22 * mm, 26 * mm, 17 * mm, width - 79 * mm), st))
-    story += [Spacer(1, 4), _image(_trajectory_png(r), width * 0.8),
-              _p(f"Consistency trajectory: the initial matching's lowest claim-finding consistency, then the "
-                 f"consistency of each realignment iteration's candidate (labelled with its finding id; a candidate is "
-                 f"accepted only if the rules and its detector score agree too). Below the threshold "
-                 f"{r.consistency_threshold:.2f} a pair is discordant.", st["small"])]
+    if not r.report_present:
+        story.append(_p("No report: image and report consistency not assessed (no trajectory).", st["base"]))
+    else:
+        story += [Spacer(1, 4), _image(_trajectory_png(r), width * 0.8),
+                  _p(f"Consistency trajectory: the initial matching's lowest claim-finding consistency, then the "
+                     f"consistency of each realignment iteration's candidate (labelled with its finding id; a candidate "
+                     f"is accepted only if the rules and its detector score agree too). Below the threshold "
+                     f"{r.consistency_threshold:.2f} a pair is discordant.", st["small"])]
     for e in r.consistency_trajectory[1:]:
         story.append(_p(f"iteration {e.get('iteration')}: {e.get('region', '')} - {e.get('changed', '')} -> "
                         f"{'accepted' if e.get('accepted') else 'rejected'}", st["small"]))
