@@ -13,7 +13,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 # System packages the tests and later tools use (DICOM tools, PDF rendering, virtual screen).
 # Installed only when missing and only when we are root (CI and the dev machines are).
-APT_PKGS := dicom3tools poppler-utils xvfb
+APT_PKGS := dicom3tools poppler-utils xvfb chromium chromium-driver
 apt:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -156,9 +156,10 @@ th.sorted-desc:after{content:" \\25BC"}td.num{text-align:right;font-variant-nume
 .reason{display:block;margin-bottom:4px}.code{font-family:ui-monospace,Menlo,monospace;font-size:12px;
 background:#f2f4f7;border-radius:4px;padding:1px 5px}.sev-critical{color:var(--disc);font-weight:700}
 .sev-discordance{color:var(--disc)}.sev-warning{color:var(--na)}.muted{color:var(--muted);font-size:12px}
-img.thumb{width:96px;height:96px;border-radius:6px;background:#000;display:block}
-.nothumb{width:96px;height:96px;border-radius:6px;background:#eaecf0;display:flex;align-items:center;
-justify-content:center;color:var(--muted);font-size:11px}a{color:var(--real)}footer{padding:12px 24px;color:var(--muted);
+img.thumb{width:128px;height:128px;border-radius:6px;background:#000;display:block}
+.nothumb{width:128px;height:128px;border-radius:6px;background:#eaecf0;display:flex;align-items:center;
+justify-content:center;color:var(--muted);font-size:11px}a{color:var(--real);white-space:nowrap}
+td.case b{white-space:nowrap}footer{padding:12px 24px;color:var(--muted);
 font-size:12px}
 """
 
@@ -182,7 +183,7 @@ Array.prototype.forEach.call(table.tHead.rows[0].cells,function(th,i){if(!th.dat
    var x=a.cells[i].dataset.v,y=b.cells[i].dataset.v;if(num){x=parseFloat(x);y=parseFloat(y);
     x=isNaN(x)?-1e9:x;y=isNaN(y)?-1e9:y;return asc?x-y:y-x;}return asc?x.localeCompare(y):y.localeCompare(x);});
   rows.forEach(function(tr){tbody.appendChild(tr);});});});
-apply();})();
+apply();document.body.setAttribute('data-ready','1');})();
 """
 
 
@@ -203,8 +204,12 @@ def _reasons_html(r: dict[str, Any]) -> str:
     items = r.get("reasons") or []
     if not items:
         flags = (r.get("summary") or {}).get("flags") or []
-        extra = f' <span class="muted">flags: {html.escape(", ".join(flags))}</span>' if flags else ""
-        return f'<span class="muted">no discordance</span>{extra}'
+        n = (r.get("summary") or {}).get("n_unmentioned") or 0
+        what = [f"{n} unmentioned finding(s) below the missed-nodule threshold" if n else "",
+                *(f.replace("_", " ") for f in flags if f not in ("unmentioned_finding", "report_missing"))]
+        extra = "; ".join(w for w in what if w)
+        tail = f'<span class="muted">{html.escape(extra)}</span>' if extra else ""
+        return '<span class="reason">no discordance</span>' + tail
     return "".join(f'<span class="reason"><span class="code">{html.escape(x["code"])}</span> '
                    f'<span class="sev-{html.escape(x["severity"])}">{html.escape(x["severity"])}</span> '
                    f'<span class="muted">{html.escape(x["text"])}</span></span>' for x in items)
@@ -241,7 +246,7 @@ def _row_html(out: Path, rank: int, r: dict[str, Any]) -> str:
     prio = r["priority"]
     order_key = STATUS_ORDER.index(kind) if kind in STATUS_ORDER else 9
     return (f'<tr data-status="{kind}" data-reasons="{html.escape(rcodes)}" data-case="{html.escape(r["case_id"])}">'
-            + _td(str(rank), rank, "num") + _td(case, r["case_id"])
+            + _td(str(rank), rank, "num") + _td(case, r["case_id"], "case")
             + _td(f'<span class="badge {kind}">{kind.replace("_", " ")}</span>', order_key)
             + _td("—" if prio is None else f"{prio:g}", "" if prio is None else prio, "num")
             + _td(_reasons_html(r), rcodes) + _td(_thumb(out, r), top.get("id", ""))
