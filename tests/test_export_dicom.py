@@ -25,6 +25,7 @@ from lungfuse.pipelines.analysis.result import CaseResult
 from lungfuse.pipelines.analysis.review import FindingReview, ReaderFinding, Review
 from lungfuse.pipelines.core.volume import CTVolume
 from lungfuse.pipelines.export.api import ExportResult, export_case
+from lungfuse.pipelines.export.source import ExportError
 from lungfuse.pipelines.export.uids import remap_uid
 from lungfuse.pipelines.inference.registry import ModelRegistry
 from lungfuse.pipelines.io.dicom import load_ct
@@ -299,6 +300,15 @@ def test_finding_without_mask_gets_a_planar_group_only(reviewed: CaseResult, vol
     got = {m.name.meaning: m.value for m in g.get_measurements()}
     assert got["Volume"] == pytest.approx(f2.volume_mm3) and g.roi.GraphicType == "POINT"
     assert _dciodvfy(out.out_dir / "sr.dcm") == []
+
+
+def test_reader_finding_off_the_scan_is_an_error(reviewed: CaseResult, volume: CTVolume, tmp_path: Path) -> None:
+    rv = reviewed.review
+    assert rv is not None
+    off = dataclasses.replace(rv, added_findings=[ReaderFinding("R1", [0.0, 0.0, 400.0], 5.0)])  # 400 mm: above the scan
+    with pytest.raises(ExportError, match="R1.*outside the CT"):
+        export_case(dataclasses.replace(reviewed, review=off), tmp_path, "sr", volume=volume)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_no_findings_gives_an_empty_sr_and_no_seg(result: CaseResult, volume: CTVolume, tmp_path: Path) -> None:

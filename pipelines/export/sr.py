@@ -64,6 +64,7 @@ from lungfuse.pipelines.export.dicom_common import (
     source_instances,
 )
 from lungfuse.pipelines.export.seg import SegBuild, build_seg, mask_on_source
+from lungfuse.pipelines.export.source import ExportError
 from lungfuse.pipelines.export.uids import export_uid
 
 __all__ = ["build_sr", "write_sr", "LOBE_CODES", "TEXTURE_NAME", "LUNG_RADS_NAME", "READER_DECISION_NAME"]
@@ -214,7 +215,10 @@ def _key_region(ctx: ExportContext, f: Finding) -> hd.sr.ImageRegion:
 def _reader_group(ctx: ExportContext, r: ReaderFinding) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     vol = ctx.source.volume
     z, y, x = lps_to_voxel(vol.affine, r.center_lps_mm)
-    k = int(np.clip(round(z), 0, vol.n_slices - 1))
+    k = int(round(z))
+    if not (0 <= k < vol.n_slices and -0.5 <= y < vol.shape[1] - 0.5 and -0.5 <= x < vol.shape[2] - 0.5):
+        raise ExportError(f"reader-added finding {r.id}: its centre {[round(float(v), 1) for v in r.center_lps_mm]} "
+                          "(LPS mm) lies outside the CT", vol.source or None)
     region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POINT, graphic_data=np.array([[x + 0.5, y + 0.5]]),
                                source_image=_source_image(ctx, k))
     uid = r.tracking_uid or new_uid(ctx, f"reader/{r.id}")
