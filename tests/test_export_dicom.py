@@ -25,6 +25,7 @@ from lungfuse.pipelines.analysis.result import CaseResult
 from lungfuse.pipelines.analysis.review import FindingReview, ReaderFinding, Review
 from lungfuse.pipelines.core.volume import CTVolume
 from lungfuse.pipelines.export.api import ExportResult, export_case
+from lungfuse.pipelines.export.source import ExportError
 from lungfuse.pipelines.export.uids import remap_uid
 from lungfuse.pipelines.inference.registry import ModelRegistry
 from lungfuse.pipelines.io.dicom import load_ct
@@ -167,7 +168,8 @@ def _text_items(group: hd.sr.templates.Template) -> dict[str, list[str]]:
     return items
 
 
-def test_sr_round_trips_the_result(export: ExportResult, reviewed: CaseResult, ct_dir: Path) -> None:
+def test_sr_round_trips_the_result(export: ExportResult, reviewed: CaseResult, ct_dir: Path, volume: CTVolume
+                                   ) -> None:
     sr = hd.sr.srread(export.out_dir / "sr.dcm")
     seg = hd.seg.segread(export.out_dir / "seg.dcm")
     seg_number = {seg.get_segment_description(n).tracking_uid: n for n in seg.segment_numbers}
@@ -217,7 +219,19 @@ def test_sr_round_trips_the_result(export: ExportResult, reviewed: CaseResult, c
     for f in reviewed.findings:
         (g,) = [p for p in planar if p.tracking_uid == f.tracking_uid]
         ref = g.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID
-        assert ref == uids[round(f.center_voxel[0])]
+        k = round(f.center_voxel[0])
+        assert ref == uids[k]
+        # the ellipse: centred on the SEG's pixels of that slice (DICOM image coordinates: the
+        # top left pixel's centre is 0.5, 0.5), its axes as long as the finding's
+        assert g.roi.GraphicType == "ELLIPSE"
+        ends = np.asarray(g.roi.value).reshape(4, 2)
+        frame = seg.get_pixels_by_source_instance(source_sop_instance_uids=[ref], segment_numbers=[
+            seg_number[f.tracking_uid]], assert_missing_frames_are_empty=True)[0, ..., 0]
+        rows, cols = np.nonzero(frame)
+        assert np.allclose(ends[:2].mean(0), [cols.mean() + 0.5, rows.mean() + 0.5], atol=0.01)
+        px = volume.spacing[1]
+        assert np.linalg.norm(ends[1] - ends[0]) * px == pytest.approx(f.diameter_mm, rel=1e-4)  # FL: float32
+        assert np.linalg.norm(ends[3] - ends[2]) * px == pytest.approx(f.short_axis_mm, rel=1e-4)
     reader = [p for p in planar if p.tracking_identifier.endswith("(reader-added)")]
     assert [p.tracking_identifier for p in reader] == ["R1 (reader-added)"]
     assert {m.name.meaning: m.value for m in reader[0].get_measurements()} == {"Long axis": pytest.approx(6.0)}
@@ -288,6 +302,15 @@ def test_finding_without_mask_gets_a_planar_group_only(reviewed: CaseResult, vol
     assert _dciodvfy(out.out_dir / "sr.dcm") == []
 
 
+def test_reader_finding_off_the_scan_is_an_error(reviewed: CaseResult, volume: CTVolume, tmp_path: Path) -> None:
+    rv = reviewed.review
+    assert rv is not None
+    off = dataclasses.replace(rv, added_findings=[ReaderFinding("R1", [0.0, 0.0, 400.0], 5.0)])  # 400 mm: above the scan
+    with pytest.raises(ExportError, match="R1.*outside the CT"):
+        export_case(dataclasses.replace(reviewed, review=off), tmp_path, "sr", volume=volume)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_no_findings_gives_an_empty_sr_and_no_seg(result: CaseResult, volume: CTVolume, tmp_path: Path) -> None:
     empty = dataclasses.replace(result, findings=[], matches=[], reasons=[], flags=[], eaf={}, status="concordant",
                                 arrays={})
@@ -338,6 +361,50 @@ def test_deidentified_export_holds_no_identity(reviewed: CaseResult, ct_dir: Pat
     evidence = {s.ReferencedSOPInstanceUID for e in sr.CurrentRequestedProcedureEvidenceSequence
                 for series in e.ReferencedSeriesSequence for s in series.ReferencedSOPSequence}
     assert {remap_uid(u) for u in reviewed.provenance.source_sop_instance_uids} <= evidence
+
+
+def test_multiframe_source(export: ExportResult, reviewed: CaseResult, ct_dir: Path, tmp_path: Path) -> None:
+    """The same CT as one enhanced multi-frame image (frames in reverse z order): SEG, SR and SC
+    reference its frames, the masks land where the single-frame export put them, and the
+    de-identified objects hold none of its UIDs nor the slices' it was converted from."""
+    from highdicom.legacy import LegacyConvertedEnhancedCTImage
+    from pydicom.uid import generate_uid
+
+    slices = [pydicom.dcmread(p) for p in sorted(ct_dir.glob("*.dcm"))]
+    mf = LegacyConvertedEnhancedCTImage(slices, series_instance_uid=generate_uid(), series_number=99,
+                                        sop_instance_uid=generate_uid(), instance_number=1)
+    mf.save_as(tmp_path / "mf.dcm")
+    vol = load_ct(tmp_path / "mf.dcm", estimate_noise=False)
+    assert vol.frame_numbers is not None and vol.frame_numbers[0] != 1  # not the z order
+    ids = reviewed.identifiers
+    assert ids is not None
+    as_mf = dataclasses.replace(
+        reviewed, provenance=dataclasses.replace(reviewed.provenance, source_sop_instance_uids=list(vol.sop_instance_uids)),
+        identifiers=dataclasses.replace(ids, series_instance_uid=vol.series_instance_uid))
+    out = export_case(as_mf, tmp_path / "out", _dicom_formats(), deidentify=True, volume=vol)
+    forbidden = {mf.SOPInstanceUID, mf.SeriesInstanceUID, *(d.SOPInstanceUID for d in slices), ids.study_instance_uid}
+    for p in out.all_files:
+        assert _dciodvfy(p) == [], p.name
+        data = p.read_bytes()
+        assert not [u for u in forbidden if u.encode() in data], p.name
+    new_uid = remap_uid(mf.SOPInstanceUID)
+    seg = hd.seg.segread(tmp_path / "out" / "seg.dcm")
+    assert seg.NumberOfFrames > 0
+    for fg in seg.PerFrameFunctionalGroupsSequence:
+        ref = fg.DerivationImageSequence[0].SourceImageSequence[0]
+        assert ref.ReferencedSOPInstanceUID == new_uid and 1 <= ref.ReferencedFrameNumber <= len(slices)
+    single = hd.seg.segread(export.out_dir / "seg.dcm")
+    a, b = seg.get_volume(combine_segments=False), single.get_volume(combine_segments=False)
+    for n in seg.segment_numbers:
+        ca = a.affine[:3, :3] @ np.argwhere(a.array[..., n - 1]).mean(0) + a.affine[:3, 3]
+        cb = b.affine[:3, :3] @ np.argwhere(b.array[..., n - 1]).mean(0) + b.affine[:3, 3]
+        assert np.allclose(ca, cb, atol=0.01), n
+    sr = hd.sr.srread(tmp_path / "out" / "sr.dcm")
+    for f in as_mf.findings:
+        (g,) = [p for p in sr.content.get_planar_roi_measurement_groups() if p.tracking_uid == f.tracking_uid]
+        ref = g.roi.ContentSequence[0].ReferencedSOPSequence[0]
+        assert ref.ReferencedSOPInstanceUID == new_uid
+        assert ref.ReferencedFrameNumber == vol.frame_numbers[round(f.center_voxel[0])]
 
 
 def out_label(result: CaseResult) -> str:
