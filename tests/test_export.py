@@ -101,3 +101,12 @@ def test_export_uids_are_deterministic() -> None:
     assert remap_uid("1.2.3") == remap_uid("1.2.3") != "1.2.3"
     with pytest.raises(ValueError):
         export_uid(None, "sr")
+
+
+def test_exported_files_get_the_umask_mode(tmp_path: Path) -> None:
+    from lungfuse.pipelines.export import writing
+
+    with StagedWrite(tmp_path) as w:
+        w.write_bytes("a.json", b"{}")
+    # the mode a plain new file gets (0644 under the usual umask 022), not mkstemp's 0600
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~writing._UMASK

@@ -32,7 +32,10 @@ BIRTH = "19560314"
 ACCESSION = "ACC4471XZ"
 REPORT = ("Patient: Jane Testperson, MRN PID-5566-77, born 03/14/1956, accession ACC4471XZ.\n"
           "Exam of 2000-01-01, compared with January 1st, 2000.\n"
-          "FINDINGS: There is a 33 mm spiculated solid non-calcified mass in the left lung.\n"
+          # the name and a date inside the claim's own sentence: they reach the claim text, the word
+          # attributions and any reason quoting the claim, all of which the exports must scrub too
+          "FINDINGS: In Jane Testperson there is a 33 mm spiculated solid non-calcified mass in the left lung, "
+          "unchanged since 01.01.2000.\n"
           "IMPRESSION: Left lung mass, suspicious. Discussed with Mrs Testperson on 01.01.2000.")
 
 
@@ -132,7 +135,8 @@ def test_pdf_pages_ids_and_notice(plain_export: Path) -> None:
     allt = "\n".join(pages)
     assert "Key images" in pages[1], "the key images start on page 2"
     for word in ("Summary", "Findings", "Report text", "Provenance", "Status: concordant", "F1", "R1 (reader-added)",
-                 "Lung-RADS", "operating point", "TESTPERSON", PATIENT_ID, "2000-01-01"):
+                 "Lung-RADS", "operating point", "TESTPERSON", PATIENT_ID, "2000-01-01",
+                 "[C1→F1]"):  # the report's claim, labelled with the finding it matched
         assert word in allt, word
     # every page renders to a picture that is not blank
     subprocess.run(["pdftoppm", "-r", "30", "-png", str(pdf), str(plain_export / "page")], check=True)
@@ -161,7 +165,8 @@ def test_review_goes_into_pdf_and_csv(plain_export: Path, case: tuple[Path, Case
 def test_deidentified_exports_hold_no_identifier(case: tuple[Path, CaseResult], tmp_path: Path) -> None:
     ct, result = case
     src = [pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(ct.glob("*.dcm"))]
-    res = export_case(result, tmp_path, "pdf,json,csv", deidentify=True)
+    # every format this build has (the DICOM ones too, once merged): one pseudonym, no identity anywhere
+    res = export_case(result, tmp_path, api.available_formats(), deidentify=True)
     forbidden = [*NAME, PATIENT_ID, BIRTH, "1956-03-14", "03/14/1956", ACCESSION, "20000101", "2000-01-01",
                  "Dr Reader", str(src[0].StudyInstanceUID), str(src[0].SeriesInstanceUID),
                  *[str(d.SOPInstanceUID) for d in src]]
@@ -180,6 +185,9 @@ def test_deidentified_exports_hold_no_identifier(case: tuple[Path, CaseResult], 
     assert label.encode() in blobs["report.pdf (text)"] and label.encode() in blobs["report.pdf (info)"]
     assert f'"case_id": "{label}"'.encode() in blobs["result.json"]
     assert all(r["case_id"] == label for r in csv.DictReader(io.StringIO(blobs["findings.csv"].decode())))
+    for dcm in (p for p in res.all_files if p.suffix == ".dcm"):
+        ds = pydicom.dcmread(dcm, stop_before_pixels=True)
+        assert ds.PatientID == label and str(ds.PatientName).rstrip("^") == label, dcm.name
     # what the report said about the nodule is still there, the identity is replaced by tags
     text = " ".join(blobs["report.pdf (raw text)"].decode().split())
     assert "33 mm spiculated solid non-calcified mass" in text and "[name]" in text and "[date]" in text
@@ -219,8 +227,13 @@ def test_long_report_and_many_findings_flow(case: tuple[Path, CaseResult], tmp_p
     added = [ReaderFinding(f"R{i}", list(f1.center_lps_mm), 5.0 + i, "2", f"note {i} " * 12) for i in range(1, 31)]
     rv = Review("Dr Reader", findings=[FindingReview("F1", f1.tracking_uid, "accepted", None, long_comment)],
                 added_findings=added)
-    long = replace(result, review=rv, report_text=(result.report_text or "") + "\n"
-                   + "\n".join(f"Line {i}: unremarkable mediastinum and pleura. " * 3 for i in range(150)) + "\nLASTLINE")
+    # a line break inside the claim's mention (same length: the claim's span stays right)
+    text = result.report_text or ""
+    cut = text.index(" mass ")
+    text = text[:cut] + "\n" + text[cut + 1:]
+    long = replace(result, review=rv, report_text=text + "\n"
+                   + "\n".join(f"Line {i}: unremarkable mediastinum and pleura. " * 3 for i in range(150))
+                   + "\nhttps://pacs.example/" + "x" * 400 + "\nLASTLINE")  # a word longer than the line
     ctx = ExportContext(result=long, deidentify=False)
     ctx.shared["key_images"] = []  # the flow of text and tables is under test, not the pictures
     pdf = tmp_path / "long.pdf"
@@ -229,6 +242,7 @@ def test_long_report_and_many_findings_flow(case: tuple[Path, CaseResult], tmp_p
     assert len(pages) >= 6
     allt = " ".join(_pdftotext(pdf, "-raw").split())
     assert "LASTLINE" in allt and "ENDOFCOMMENT" in allt and "R30 (reader)" in allt
+    assert "non-calcified mass in the left lung" in allt
     assert all("NOT FOR DIAGNOSTIC USE" in p for p in pages)
     # no word runs past the right margin (15 mm) of the A4 page
     bbox = subprocess.run(["pdftotext", "-bbox", str(pdf), "-"], check=True, capture_output=True, text=True).stdout
@@ -262,7 +276,59 @@ def test_cli_export_round_trip(case: tuple[Path, CaseResult], tmp_path: Path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("lungfuse export: error:") for line in err)
     assert "none.json" in err[0] and "bad.json" in err[1]
+    assert main(["export", str(saved), "--out", str(out), "--formats", "pdf,bogus"]) == 2
+    assert "unknown export format(s) ['bogus']" in capsys.readouterr().err
     unavailable = [f for f in api.FORMATS if f not in api.available_formats()]
     if unavailable:
         assert main(["export", str(saved), "--out", str(out), "--formats", unavailable[0]]) == 2
         assert "not available in this build" in capsys.readouterr().err
+
+
+def test_key_image_aspect_orientation_and_mask_mapping() -> None:
+    """Synthetic CT (0.7 x 0.7 mm pixels, 2.5 mm slices, no LIDC needed): a 20 mm sphere whose mask
+    lives on a 1.5 mm grid of its own must come out round in both views (aspect from the spacing,
+    mask mapped through LPS), a marker on the patient's right must be on the image's left (axial)
+    and a superior marker at the top (coronal)."""
+    from lungfuse.pipelines.analysis.result import Finding
+    from lungfuse.pipelines.core.geometry import affine_from
+    from lungfuse.pipelines.export.keyimages import render_finding_views
+
+    spacing = (2.5, 0.7, 0.7)  # z, y, x mm
+    direction = np.array([[0.0, 0, 1], [0, 1, 0], [1, 0, 0]])  # array z, y, x -> LPS z, y, x
+    aff = affine_from((0.0, 0.0, 0.0), spacing, direction)
+    hu = np.full((40, 120, 120), -850, np.int16)
+    zz, yy, xx = np.meshgrid(*(np.arange(n) * s for n, s in zip(hu.shape, spacing, strict=True)), indexing="ij")
+    centre_lps = np.array([42.0, 42.0, 50.0])  # x, y, z mm = voxel (20, 60, 60)
+    hu[(xx - centre_lps[0]) ** 2 + (yy - centre_lps[1]) ** 2 + (zz - centre_lps[2]) ** 2 <= 10.0 ** 2] = 40
+    hu[20, 55:59, 38:42] = 1500   # patient's right of the sphere (LPS x smaller), same axial slice, off row 60
+    hu[26:28, 60, 58:62] = 1500   # superior of it (LPS z larger), same coronal row
+    # the mask: a 1.5 mm grid starting 15 mm before the centre on every axis
+    mz = np.arange(20) * 1.5 + centre_lps[2] - 15.0
+    my = np.arange(20) * 1.5 + centre_lps[1] - 15.0
+    mx = np.arange(20) * 1.5 + centre_lps[0] - 15.0
+    MZ, MY, MX = np.meshgrid(mz, my, mx, indexing="ij")
+    mask = (MX - centre_lps[0]) ** 2 + (MY - centre_lps[1]) ** 2 + (MZ - centre_lps[2]) ** 2 <= 10.0 ** 2
+    m_aff = affine_from((mx[0], my[0], mz[0]), (1.5, 1.5, 1.5), direction)
+    f = Finding(id="F1", tracking_uid="1.2.3", center_voxel=[20.0, 60.0, 60.0], center_lps_mm=list(centre_lps),
+                bbox_voxel=[[16, 46, 46], [25, 75, 75]], diameter_mm=20.0, mean_diameter_mm=20.0, volume_mm3=4189.0,
+                side="left", lobe="LUL", detection_score=0.9, texture="solid", calcified=False, measurement={},
+                mask={"array": "m", "affine_lps": m_aff.tolist(), "spacing_mm": 1.5})
+    ax, co = render_finding_views(hu, aff, direction, f, {"m": mask})
+    assert (ax.slice_index, co.slice_index) == (20, 60) and ax.heatmap is None
+    for k in (ax, co):
+        r0, c0, n, _ = k.crop_box_px
+        crop = k.rgb[r0:r0 + n, c0:c0 + n].astype(int)
+        green = (crop[..., 1] > 200) & (crop[..., 0] < 120) & (crop[..., 2] < 120)
+        ys, xs = np.nonzero(green)
+        height, width = (ys.max() - ys.min()) * k.pixel_spacing_mm[0], (xs.max() - xs.min()) * k.pixel_spacing_mm[1]
+        assert height == pytest.approx(20.0, abs=2.5) and width == pytest.approx(20.0, abs=2.5), (k.view, height, width)
+        assert abs((ys.min() + ys.max()) / 2 - n / 2) < 8 and abs((xs.min() + xs.max()) / 2 - n / 2) < 8
+        white = crop.min(axis=2) > 250
+        white[:, : n // 8] = white[:, -n // 8:] = False  # the orientation letters and the scale bar
+        white[-n // 6:, :] = white[: n // 10, :] = False
+        wy, wx = np.nonzero(white)
+        assert wy.size > 20, k.view
+        if k.view == "axial":
+            assert wx.mean() < n / 2 - 20 and abs(wy.mean() - n / 2) < 20  # patient's right = image left
+        else:
+            assert wy.mean() < n / 2 - 20 and abs(wx.mean() - n / 2) < 20  # superior = top

@@ -36,28 +36,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from lungfuse.pipelines.core.errors import ConfigurationError
-    from lungfuse.pipelines.export.api import FORMATS, available_formats, export_case, parse_formats
+    from lungfuse.pipelines.export.api import FORMATS, export_case, resolve_formats
 
     con = console()
     path = Path(args.path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such CT or result file")
-    available = available_formats()
-    if args.formats:
-        try:
-            formats = parse_formats(args.formats)
-        except ValueError as e:
-            raise ConfigurationError(f"--formats {args.formats}: {e}") from None
-        missing = [f for f in formats if f not in available]
-        if missing:
-            raise ConfigurationError(f"--formats: {', '.join(missing)} not available in this build "
-                                     f"(available: {', '.join(available)})")
-    else:
-        formats = available
-        skipped = [f for f in FORMATS if f not in available]
-        if skipped:
-            con.print(f"[yellow]note[/yellow]: {', '.join(skipped)} not available in this build; writing "
-                      f"{', '.join(formats)}")
+    formats = resolve_formats(args.formats)
+    skipped = [f for f in FORMATS if f not in formats]
+    if not args.formats and skipped:
+        con.print(f"[yellow]note[/yellow]: {', '.join(skipped)} not available in this build; writing "
+                  f"{', '.join(formats)}")
     if args.report and not Path(args.report).is_file():
         raise FileNotFoundError(f"{args.report}: report file not found")
     if path.is_file() and path.suffix.lower() == ".json":

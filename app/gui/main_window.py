@@ -12,14 +12,18 @@ review sidecar beside it is found again when the case is reopened.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QComboBox,
+    QDialog,
+    QDialogButtonBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -29,6 +33,8 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSlider,
     QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -39,23 +45,27 @@ from lungfuse.app.gui.panels import FindingsTable, OverlayPanel
 from lungfuse.app.gui.render import PRESETS
 from lungfuse.app.gui.review_panel import ReviewPanel
 from lungfuse.app.gui.scene import Scene
+from lungfuse.app.gui.settings import AppSettings, SettingsDialog
 from lungfuse.app.gui.viewer import ViewerPanel
-from lungfuse.app.gui.workers import AnalysisWorker, LoadWorker, ResultLoadWorker
+from lungfuse.app.gui.workers import AnalysisWorker, ExportWorker, LoadWorker, ResultLoadWorker
+from lungfuse.app.gui.worklist import WorklistPanel, audit_cases, entry_kind, read_entry
 
-__all__ = ["MainWindow", "NOT_FOR_DIAGNOSTIC_USE", "default_result_path"]
+__all__ = ["MainWindow", "NOT_FOR_DIAGNOSTIC_USE", "default_result_path", "EXPORT_ENTRIES", "MOUSE_GESTURES"]
 
 NOT_FOR_DIAGNOSTIC_USE = "NOT FOR DIAGNOSTIC USE"
-SHORTCUTS = [
-    ("Ctrl+O", "open a DICOM folder"), ("Ctrl+Shift+O", "open a NIfTI file or a saved result"),
-    ("F5", "analyse (again)"), ("Esc", "cancel the running analysis"),
-    ("1 / 2 / 3", "window: lung W1500/L-600, mediastinum W400/L40, bone W2000/L500"),
+#: what the mouse does (the keys are listed from the window's actions themselves: see show_shortcuts)
+MOUSE_GESTURES = [
+    ("left click / drag", "move the crosshair (the other views follow)"),
     ("right drag", "window width (horizontal) and level (vertical)"),
-    ("S", "slab: none -> MIP -> MinIP"), ("[ / ]", "slab thinner / thicker (5-20 mm)"),
-    ("wheel, Up/Down, PgUp/PgDn", "previous / next slice of the view under the mouse (axial by keys)"),
-    ("Ctrl+wheel", "zoom"), ("middle drag, Shift+left drag", "pan"), ("0", "reset zoom and pan"),
-    ("B / M / H", "toggle finding boxes / nodule masks / heatmap"),
-    ("N / P", "next / previous finding"), ("?", "this sheet"),
+    ("wheel", "previous / next slice of the view under the mouse"),
+    ("Ctrl+wheel", "zoom"), ("middle drag, Shift+left drag", "pan"),
+    ("double click / Enter in the worklist", "open the case with its saved result and review"),
+    ("drop a folder or file on the window", "open a DICOM folder, NIfTI file, result.json or audit folder"),
 ]
+#: the Export menu: (label, shortcut, formats of ``export_case``)
+EXPORT_ENTRIES = [("PDF report…", "Ctrl+Shift+P", ["pdf"]),
+                  ("DICOM SR + SEG + SC…", "Ctrl+Shift+D", ["sr", "seg", "sc"]),
+                  ("JSON / CSV…", "Ctrl+Shift+J", ["json", "csv"])]
 
 
 def default_result_path(ct_path: str, report: str | None) -> Path:
@@ -76,16 +86,29 @@ class MainWindow(QMainWindow):
     failed = Signal(str)
     analysis_cancelled = Signal()
 
-    def __init__(self, settings: Any = None, registry: Any = None, confirm_close: bool = True) -> None:
+    exported = Signal(object)  # ExportResult
+
+    def __init__(self, settings: Any = None, registry: Any = None, confirm_close: bool = True,
+                 prefs: AppSettings | None = None) -> None:
         super().__init__()
         from lungfuse.pipelines.analysis.case import AnalysisSettings
         from lungfuse.pipelines.inference.registry import ModelRegistry
 
         self.setWindowTitle(f"LungFuse review - research software, {NOT_FOR_DIAGNOSTIC_USE}")
+        self.prefs = prefs or AppSettings()
         self.settings = settings or AnalysisSettings()
+        if self.settings.device == "auto":  # the stored device unless the command line named one
+            self.settings = dataclasses.replace(self.settings, device=self.prefs.device)
+        self.presets = self.prefs.presets()
         self.registry = registry if registry is not None else ModelRegistry()  # once per session
         self.confirm_close = confirm_close
-        self.qsettings = QSettings("LungFuse", "LungFuse")
+        self.series: list[Any] = []
+        self.series_uid: str | None = None
+        self.export_worker: ExportWorker | None = None
+        self.last_export: Any = None
+        self._recent_path = ""
+        self._saved_only = False
+        self._auto_analyse = True
         self.scene: Scene | None = None
         self.volume: Any = None
         self.result: Any = None
@@ -103,6 +126,8 @@ class MainWindow(QMainWindow):
         self.table = FindingsTable()
         self.overlays = OverlayPanel()
         self.side_tabs = QTabWidget()
+        self.worklist = WorklistPanel()
+        self.side_tabs.addTab(self.worklist, "Worklist")
         self.review = ReviewPanel()
         self.side_tabs.addTab(self.review, "Review")
         self.report_panel = ReportPanel()
@@ -144,6 +169,14 @@ class MainWindow(QMainWindow):
         self.review.ai_visibility.connect(self._set_ai_visible)
         for v in self.viewer.views.values():
             v.clicked_voxel.connect(self._picked)
+        self.worklist.open_requested.connect(self.open_path)
+        self.worklist.audit_requested.connect(self.choose_audit)
+        self.overlays.opacity.setValue(self.prefs.opacity)
+        self.overlays.opacity.valueChanged.connect(lambda v: setattr(self.prefs, "opacity", v))
+        self.review.second_reader.setChecked(self.prefs.second_reader)
+        self.review.second_reader.toggled.connect(lambda on: setattr(self.prefs, "second_reader", on))
+        self.setAcceptDrops(True)
+        self.refresh_recent()
 
     def _toolbar(self) -> QHBoxLayout:
         bar = QHBoxLayout()
@@ -163,8 +196,7 @@ class MainWindow(QMainWindow):
         self.progress.setTextVisible(True)
         self.progress.setMinimumWidth(220)
         self.preset = QComboBox()
-        for name, (w, lv) in PRESETS.items():
-            self.preset.addItem(f"{name} W{w:.0f}/L{lv:.0f}", name)
+        self._fill_presets()
         self.preset.setToolTip("window presets (keys 1, 2, 3); right drag on a view sets any window")
         self.preset.activated.connect(lambda i: self.set_preset(self.preset.itemData(i)))
         self.slab_mode = QComboBox()
@@ -179,7 +211,13 @@ class MainWindow(QMainWindow):
         self.slab.setToolTip("slab thickness, 5-20 mm (keys [ and ])")
         self.slab.valueChanged.connect(self._slab_changed)
         self.slab_label = QLabel("10 mm")
-        for widget in (self.open_btn, self.analyse_btn, self.cancel_btn, self.progress):
+        # the series chooser: shown only when the folder holds several image stacks
+        self.series_box = QComboBox()
+        self.series_box.setToolTip("the series of this folder (localizers are never the default)")
+        self.series_box.activated.connect(self._series_chosen)
+        self.series_box.setVisible(False)
+        self.series_box.setMaximumWidth(320)
+        for widget in (self.open_btn, self.analyse_btn, self.cancel_btn, self.progress, self.series_box):
             bar.addWidget(widget)
         bar.addSpacing(16)
         bar.addWidget(QLabel("window"))
@@ -227,21 +265,34 @@ class MainWindow(QMainWindow):
         file = mb.addMenu("&File")
         self._action(file, "Open DICOM folder…", "Ctrl+O", self.choose_folder)
         self._action(file, "Open NIfTI file or saved result…", "Ctrl+Shift+O", self.choose_file)
+        self._action(file, "Open batch audit folder…", "Ctrl+Shift+A", self.choose_audit)
+        self._action(file, "Worklist (recent cases, audit)", "Ctrl+L", self.show_worklist)
+        self._action(file, "Clear recent cases", "Ctrl+Shift+Del", self.clear_recent)
         file.addSeparator()
+        self._action(file, "Settings…", "Ctrl+,", self.show_settings)
         self._action(file, "Quit", "Ctrl+Q", self.close)
         an = mb.addMenu("&Analysis")
         self._action(an, "Analyse again", "F5", self.start_analysis)
         self._action(an, "Cancel analysis", "Esc", self.cancel_analysis)
         view = mb.addMenu("&View")
+        self.preset_actions = {}
         for key, name in (("1", "lung"), ("2", "mediastinum"), ("3", "bone")):
-            w, lv = PRESETS[name]
-            self._action(view, f"{name} window W{w:.0f} / L{lv:.0f}", key, lambda n=name: self.set_preset(n))
+            w, lv = self.presets[name]
+            self.preset_actions[name] = self._action(view, f"{name} window W{w:.0f} / L{lv:.0f}", key,
+                                                     lambda n=name: self.set_preset(n))
         self._action(view, "Slab: none / MIP / MinIP", "S", self._cycle_slab)
         self._action(view, "Thinner slab", "[", lambda: self.slab.setValue(self.slab.value() - 1))
         self._action(view, "Thicker slab", "]", lambda: self.slab.setValue(self.slab.value() + 1))
         self._action(view, "Toggle finding boxes", "B", self.overlays.boxes.toggle)
         self._action(view, "Toggle nodule masks", "M", self.overlays.masks.toggle)
         self._action(view, "Toggle heatmap", "H", self.overlays.heat.toggle)
+        self._action(view, "Heatmap: detector / Grad-CAM", "G",
+                     lambda: self.overlays.kind.setCurrentIndex((self.overlays.kind.currentIndex() + 1)
+                                                                % self.overlays.kind.count()))
+        self._action(view, "Heatmap more opaque", "Shift+H", lambda: self.overlays.opacity.setValue(
+            self.overlays.opacity.value() + 10))
+        self._action(view, "Heatmap more transparent", "Ctrl+H", lambda: self.overlays.opacity.setValue(
+            self.overlays.opacity.value() - 10))
         self._action(view, "Next slice", "Up", lambda: self._step(1))
         self._action(view, "Previous slice", "Down", lambda: self._step(-1))
         self._action(view, "Ten slices on", "PgUp", lambda: self._step(10))
@@ -249,21 +300,29 @@ class MainWindow(QMainWindow):
         self._action(view, "Next finding", "N", lambda: self._next_finding(1))
         self._action(view, "Previous finding", "P", lambda: self._next_finding(-1))
         self._action(view, "Reset zoom and pan", "0", self._reset_views)
+        self._action(view, "Zoom in", "Ctrl+=", lambda: self._zoom(1.25))
+        self._action(view, "Zoom out", "Ctrl+-", lambda: self._zoom(0.8))
+        self._action(view, "Findings table", "Ctrl+T", self.table.setFocus)
+        for i, name in enumerate(("Worklist", "Review", "Report", "Analysis"), start=1):
+            self._action(view, f"{name} tab", f"Alt+{i}", lambda i=i: self.side_tabs.setCurrentIndex(i - 1))
         rev = mb.addMenu("&Review")
         self._action(rev, "Accept the selected finding", "A", lambda: self.review.decide("accepted"))
         self._action(rev, "Reject the selected finding", "R", lambda: self.review.decide("rejected"))
+        self._action(rev, "Edit category and comment", "C", self._edit_review)
         self._action(rev, "Add a missed nodule (click its centre)", "Ctrl+M",
                      lambda: self._start_pick(float(self.review.diameter.value())))
         self._action(rev, "Second-reader mode on/off", "Ctrl+2", self.review.second_reader.toggle)
+        self._action(rev, "Show AI marks (second reader)", "Ctrl+3", self.review.show_ai.click)
         export = mb.addMenu("&Export")
         export.setToolTipsVisible(True)
-        for label in ("PDF report…", "DICOM SR + SEG + SC…", "JSON / CSV…"):
-            a = export.addAction(label)
-            a.setEnabled(False)
-            a.setToolTip("export not built yet (issue 23)")
+        self.export_actions: dict[str, QAction] = {}
+        for label, key, fmts in EXPORT_ENTRIES:
+            self.export_actions[label] = self._action(export, label, key, lambda f=fmts: self.choose_export(f))
         self.export_menu = export
+        self._update_export_actions()
         helpm = mb.addMenu("&Help")
-        self._action(helpm, "Keyboard shortcuts", "?", self.show_shortcuts)
+        a = self._action(helpm, "Keyboard shortcuts", "?", self.show_shortcuts)
+        a.setShortcuts([QKeySequence("?"), QKeySequence("F1")])
 
     def _action(self, menu: Any, text: str, key: str, slot: Any) -> QAction:
         a = QAction(text, self)
@@ -276,23 +335,62 @@ class MainWindow(QMainWindow):
 
     # -- opening ---------------------------------------------------------------------------------
     def choose_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open a DICOM folder", self._last_dir())
+        path = QFileDialog.getExistingDirectory(self, "Open a DICOM folder", self.prefs.last_dir)
         if path:
-            self.open_case(path)
+            self.open_path(path)
 
     def choose_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open a NIfTI file or a saved result", self._last_dir(),
+        path, _ = QFileDialog.getOpenFileName(self, "Open a NIfTI file or a saved result", self.prefs.last_dir,
                                               "CT or result (*.nii *.nii.gz *.dcm *.json);;All files (*)")
-        if path.endswith(".json"):
+        if path:
+            self.open_path(path)
+
+    def choose_audit(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open a batch audit folder (summary.csv, cases/)",
+                                                self.prefs.last_dir)
+        if path:
+            self.open_audit(path)
+
+    def open_path(self, path: str) -> None:
+        """Open whatever ``path`` is (menu, worklist, drop): an audit folder goes to the worklist,
+        a ``.json`` is a saved result, anything else a CT (DICOM folder or file, NIfTI)."""
+        kind = entry_kind(path)
+        if not Path(path).exists():
+            self.show_error(f"{path}: no such file or folder")
+        elif kind == "audit":
+            self.open_audit(path)
+        elif kind == "result":
             self.open_result(path)
-        elif path:
+        else:
             self.open_case(path)
 
-    def _last_dir(self) -> str:
-        return str(self.qsettings.value("last_dir", str(Path.home())))
+    def open_audit(self, audit_dir: str) -> None:
+        """List a batch audit's cases (``DIR/cases/*/result.json``) with their status in the worklist."""
+        cases = audit_cases(audit_dir)
+        if not cases:
+            self.show_error(f"{audit_dir}: not a batch audit folder (no cases/<case_id>/result.json inside)")
+            return
+        self.worklist.set_audit(audit_dir, cases)
+        self.prefs.add_recent(audit_dir)
+        self.prefs.last_dir = str(Path(audit_dir).parent)
+        self.refresh_recent()
+        self.show_worklist()
+
+    def refresh_recent(self) -> None:
+        self.worklist.set_recent([read_entry(p, lambda ct: default_result_path(ct, None))
+                                  for p in self.prefs.recent()])
+
+    def clear_recent(self) -> None:
+        self.prefs.clear_recent()
+        self.refresh_recent()
+
+    def show_worklist(self) -> None:
+        self.side_tabs.setCurrentWidget(self.worklist)
+        self.worklist.tree.setFocus()
 
     def open_result(self, json_path: str) -> None:
-        """Open a saved result: its CT from ``identifiers.ct_path``, the result and its review."""
+        """Open a saved result: its CT from ``identifiers.ct_path``, the result and its review.
+        The saved result is shown, never replaced: a CT that does not match it is an error."""
         import json
 
         try:
@@ -301,44 +399,100 @@ class MainWindow(QMainWindow):
         except (OSError, ValueError) as exc:
             self.show_error(f"{json_path}: cannot read the result: {exc}")
             return
+        if not isinstance(d, dict) or "status" not in d:
+            self.show_error(f"{json_path}: not a LungFuse result (no 'status')")
+            return
         if not ct:
             self.show_error(f"{json_path}: the result names no CT (de-identified?); open the CT with --result")
             return
-        self.open_case(ct, result_path=json_path)
+        uid = (d.get("identifiers") or {}).get("series_instance_uid") or None
+        self.open_case(ct, result_path=json_path, analyse=False, series_uid=uid, saved_only=True)
 
     def open_case(self, path: str, report: str | None = None, result_path: str | Path | None = None,
-                  analyse: bool = True) -> None:
-        """Show the CT at ``path`` (read in a worker), then the analysis: the saved result at
-        ``result_path`` when it exists and matches the CT, else a new analysis saved there."""
+                  analyse: bool = True, series_uid: str | None = None, saved_only: bool = False) -> None:
+        """Show the CT at ``path`` (read in a worker; series ``series_uid`` or the automatic
+        choice), then the analysis: the saved result at ``result_path`` when it exists and matches
+        the CT, else a new analysis saved there (``saved_only``: an error instead)."""
         if self.busy():
             self.show_error(f"{path}: another case is still loading or being analysed; cancel it first")
             return
         self.ct_path, self.report_path = str(path), report
         self.result_path = Path(result_path) if result_path else default_result_path(str(path), report)
         self.result = None
+        self._update_export_actions()
+        self.series_uid = series_uid
         self._auto_analyse = analyse
-        self.qsettings.setValue("last_dir", str(Path(path).parent))
+        self._saved_only = saved_only
+        # the worklist remembers the result when one was named (its status is then readable), else the CT
+        self._recent_path = str(result_path) if result_path else str(path)
+        self.prefs.last_dir = str(Path(path).parent)
         self._set_busy(True, "loading CT")
-        w = LoadWorker(str(path), self)
+        w = LoadWorker(str(path), series_uid, self)
         w.loaded.connect(self._ct_loaded)
         w.failed.connect(self._worker_failed)
         self._run(w)
 
-    def _ct_loaded(self, vol: Any) -> None:
+    def _series_chosen(self, index: int) -> None:
+        uid = self.series_box.itemData(index)
+        if uid and uid != self.series_uid and self.ct_path:
+            self.open_case(self.ct_path, report=self.report_path, series_uid=uid,
+                           result_path=default_result_path(f"{self.ct_path}#{uid}", self.report_path))
+
+    def _fill_series(self, vol: Any, series: list[Any]) -> None:
+        """The chooser lists every stack of the folder; the one shown is selected."""
+        self.series = list(series)
+        self.series_box.blockSignals(True)
+        self.series_box.clear()
+        for si in self.series:
+            scout = ", localizer" if si.is_localizer else ""
+            desc = si.description or "no description"
+            self.series_box.addItem(f"{desc}: {si.n_images} images {si.orientation}{scout}", si.series_uid)
+            if si.series_uid == vol.series_instance_uid:
+                self.series_box.setCurrentIndex(self.series_box.count() - 1)
+        self.series_box.blockSignals(False)
+        self.series_box.setVisible(len(self.series) > 1)
+
+    def _ct_loaded(self, vol: Any, series: list[Any]) -> None:
+        try:
+            self._show_ct(vol, series)
+        except Exception as exc:  # noqa: BLE001 - a slot that raises would leave the window waiting forever
+            import traceback
+
+            from lungfuse.app.gui.workers import describe_error
+
+            self._worker_failed(describe_error(exc, self.ct_path), traceback.format_exc())
+
+    def _show_ct(self, vol: Any, series: list[Any]) -> None:
         self.volume = vol
+        self._fill_series(vol, series)
         self.scene = Scene(vol.hu, vol.spacing, vol.affine, vol.direction)
+        self.scene.window = self.presets["lung"]
+        self.scene.ai_visible = not self.review.second_reader.isChecked()
+        self.review.show_ai.setEnabled(not self.scene.ai_visible)
         self.overlays.apply(self.scene)
         self._slab_changed()
         self.viewer.set_scene(self.scene)
         self.setWindowTitle(f"LungFuse review - {Path(self.ct_path or '').name} - {NOT_FOR_DIAGNOSTIC_USE}")
         self.case_loaded.emit()
+        if not self._recent_path.endswith(".json") or Path(self._recent_path).is_file():
+            self.prefs.add_recent(self._recent_path)
+            self.refresh_recent()
         self._set_busy(False, "CT loaded")
+        # the worker that loaded the CT is still finishing: the next one starts from the event loop
+        QTimer.singleShot(0, self._after_ct)
+
+    def _after_ct(self) -> None:
+        if isinstance(self.worker, LoadWorker):
+            self.worker.wait(10000)  # it has emitted its volume and is returning
         if self.result_path is not None and self.result_path.is_file() and self._matches_saved(self.result_path):
             self._set_busy(True, "loading the saved result")
-            w = ResultLoadWorker(str(self.result_path), vol, self)
+            w = ResultLoadWorker(str(self.result_path), self.volume, self)
             w.finished_result.connect(self._result_arrived)
             w.failed.connect(self._worker_failed)
             self._run(w)
+        elif self._saved_only:
+            self.show_error(f"{self.result_path}: this result was not made on the CT it names ({self.ct_path}: "
+                            "other slices); it is not shown. Analyse the CT again with F5.")
         elif self._auto_analyse:
             self.start_analysis()
 
@@ -359,7 +513,9 @@ class MainWindow(QMainWindow):
 
         if self.volume is None or self.busy():
             return
-        case = Case(self.ct_path or "", report=self.report_path)
+        # a series chosen by hand is analysed as loaded (the path alone would give the automatic choice)
+        ct = self.volume if self.series_uid else (self.ct_path or "")
+        case = Case(ct, report=self.report_path)
         self._set_busy(True, "starting the analysis")
         w = AnalysisWorker(case, self.settings, self.registry, self.volume, self.result_path, self)
         w.progress.connect(self._progress)
@@ -415,6 +571,12 @@ class MainWindow(QMainWindow):
         self.progress.setValue(self.progress.maximum())
         self._show_models_info()
         self.review.set_result(result, self.result_path)
+        self._update_export_actions()
+        if self._recent_path:
+            self.prefs.add_recent(self._recent_path)  # now with its status
+        self.refresh_recent()
+        if self.side_tabs.currentWidget() is self.worklist:
+            self.side_tabs.setCurrentWidget(self.review)
         self.report_panel.set_result(result)
         self._reader_marks()
         self.refresh_result_views()
@@ -500,7 +662,6 @@ class MainWindow(QMainWindow):
     def _set_ai_visible(self, on: bool) -> None:
         if self.scene is not None:
             self.scene.ai_visible = on
-            self.qsettings.setValue("second_reader", not on)
             self.refresh_result_views()
 
     # -- errors ----------------------------------------------------------------------------------
@@ -522,9 +683,14 @@ class MainWindow(QMainWindow):
     # -- view controls ---------------------------------------------------------------------------
     def set_preset(self, name: str) -> None:
         if self.scene is not None:
-            self.scene.window = PRESETS[name]
+            self.scene.window = self.presets[name]
             self.preset.setCurrentIndex(list(PRESETS).index(name))
             self.viewer.sync()
+
+    def _fill_presets(self) -> None:
+        self.preset.clear()
+        for name, (w, lv) in self.presets.items():
+            self.preset.addItem(f"{name} W{w:.0f}/L{lv:.0f}", name)
 
     def _slab_changed(self) -> None:
         self.slab_label.setText(f"{self.slab.value()} mm")
@@ -565,13 +731,147 @@ class MainWindow(QMainWindow):
         hu_txt = "outside" if hu is None else f"{hu:.0f} HU"
         self.readout.setText(f"voxel z,y,x {vox} · LPS {lps[0]:.1f}, {lps[1]:.1f}, {lps[2]:.1f} mm · {hu_txt}")
 
+    def shortcut_rows(self) -> list[tuple[str, str, str]]:
+        """(menu, action, shortcut(s)) of every menu action, read from the actions themselves so
+        that the sheet cannot drift from the keys; then the mouse gestures (menu 'Mouse')."""
+        rows = []
+        for menu_action in self.menuBar().actions():
+            menu = menu_action.menu()
+            if menu is None:
+                continue
+            title = menu_action.text().replace("&", "")
+            for a in menu.actions():  # type: ignore[attr-defined]
+                if a.isSeparator() or not a.text():
+                    continue
+                keys = " or ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in a.shortcuts())
+                rows.append((title, a.text().replace("&", ""), keys))
+        rows += [("Mouse", what, how) for how, what in MOUSE_GESTURES]
+        return rows
+
     def show_shortcuts(self) -> None:
-        rows = "".join(f"<tr><td><b>{k}</b></td><td>{t}</td></tr>" for k, t in SHORTCUTS)
-        box = QMessageBox(QMessageBox.Icon.NoIcon, "Keyboard shortcuts", f"<table>{rows}</table>",
-                          QMessageBox.StandardButton.Close, self)
-        box.setTextFormat(Qt.TextFormat.RichText)
-        box.open()
-        self.shortcut_box = box
+        """The keyboard shortcut sheet (``?`` or F1): a table of every action and its keys."""
+        dlg = QDialog(self)
+        dlg.setWindowTitle("LungFuse keyboard shortcuts")
+        lay = QVBoxLayout(dlg)
+        rows = self.shortcut_rows()
+        table = QTableWidget(len(rows), 3)
+        table.setHorizontalHeaderLabels(["menu", "action", "keys"])
+        table.verticalHeader().setVisible(False)
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        for i, row in enumerate(rows):
+            for j, text in enumerate(row):
+                table.setItem(i, j, QTableWidgetItem(text))
+        table.resizeColumnsToContents()
+        table.horizontalHeader().setStretchLastSection(True)
+        lay.addWidget(table)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(dlg.close)
+        lay.addWidget(buttons)
+        dlg.resize(640, 720)
+        dlg.open()
+        self.shortcut_sheet = dlg
+        self.shortcut_table = table
+
+    def show_settings(self) -> None:
+        """The Settings dialog; on OK the window applies what changed (presets, opacity, device)."""
+        dlg = SettingsDialog(self.prefs, self)
+        dlg.accepted.connect(self.apply_settings)
+        dlg.open()
+        self.settings_dialog = dlg
+
+    def apply_settings(self) -> None:
+        """Re-read the stored settings into the window (after the dialog's OK)."""
+        self.presets = self.prefs.presets()
+        cur = self.preset.currentData()
+        self._fill_presets()
+        if cur in self.presets:
+            self.preset.setCurrentIndex(list(self.presets).index(cur))
+        for name, a in self.preset_actions.items():
+            w, lv = self.presets[name]
+            a.setText(f"{name} window W{w:.0f} / L{lv:.0f}")
+        if self.scene is not None and cur in self.presets:
+            self.scene.window = self.presets[cur]
+        self.overlays.opacity.setValue(self.prefs.opacity)
+        self.review.second_reader.setChecked(self.prefs.second_reader)
+        self.settings = dataclasses.replace(self.settings, device=self.prefs.device)
+        self._show_models_info()
+        self.viewer.sync()
+
+    # -- export ----------------------------------------------------------------------------------
+    @staticmethod
+    def available_formats() -> set[str]:
+        """The export formats this build has (keys of the export registry)."""
+        from lungfuse.pipelines.export.api import _writers
+
+        return set(_writers())
+
+    def _update_export_actions(self) -> None:
+        """Each Export entry is enabled when its formats are built and a result is shown; else
+        disabled with a tooltip that says why (never hidden)."""
+        have = self.available_formats()
+        for label, _key, fmts in EXPORT_ENTRIES:
+            a = self.export_actions[label]
+            missing = [f for f in fmts if f not in have]
+            if missing:
+                a.setEnabled(False)
+                a.setToolTip(f"not available in this build: no {', '.join(missing)} writer")
+            elif self.result is None:
+                a.setEnabled(False)
+                a.setToolTip("open a case and let the analysis finish first")
+            else:
+                a.setEnabled(True)
+                a.setToolTip(f"export_case(formats={fmts}) into a folder you choose; the review goes along")
+
+    def choose_export(self, formats: list[str]) -> None:
+        if self.result is None:
+            return
+        out = QFileDialog.getExistingDirectory(self, f"Export {', '.join(formats)} into a folder", self.prefs.last_dir)
+        if out:
+            self.export_to(out, formats)
+
+    def export_to(self, out_dir: str, formats: list[str], deidentify: bool = False) -> None:
+        """Write ``formats`` of the shown result (with its review) to ``out_dir`` in a worker."""
+        if self.result is None:
+            self.show_error(f"{out_dir}: nothing to export yet (no analysis result)")
+            return
+        if self.export_worker is not None and self.export_worker.isRunning():
+            self.show_error(f"{out_dir}: an export is still running")
+            return
+        w = ExportWorker(self.result, out_dir, formats, self.volume, self.ct_path, deidentify, self)
+        w.exported.connect(self._exported)
+        w.failed.connect(self._worker_failed)
+        w.finished.connect(w.deleteLater)
+        self.export_worker = w
+        self.progress.setFormat(f"exporting {', '.join(formats)}…")
+        w.start()
+
+    def _exported(self, res: Any) -> None:
+        self.last_export = res
+        n = sum(len(v) for v in res.files.values())
+        self.progress.setFormat(f"exported {n} file(s)")
+        self.statusBar().showMessage(f"exported {n} file(s): " + ", ".join(
+            p.name for v in res.files.values() for p in v), 10000)
+        self.exported.emit(res)
+
+    # -- drag and drop ---------------------------------------------------------------------------
+    def dragEnterEvent(self, e: QDragEnterEvent) -> None:  # noqa: N802
+        if e.mimeData().hasUrls() and any(u.isLocalFile() for u in e.mimeData().urls()):
+            e.acceptProposedAction()
+
+    def dropEvent(self, e: QDropEvent) -> None:  # noqa: N802
+        paths = [u.toLocalFile() for u in e.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            e.acceptProposedAction()
+            self.open_path(paths[0])
+
+    def _zoom(self, f: float) -> None:
+        for v in self.viewer.views.values():
+            v.zoom = float(min(max(v.zoom * f, 0.5), 16.0))
+            v.update()
+
+    def _edit_review(self) -> None:
+        self.side_tabs.setCurrentWidget(self.review)
+        self.review.comment.setFocus()
 
     # -- closing ---------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802

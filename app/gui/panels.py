@@ -157,8 +157,7 @@ class ColorBar(QWidget):
         lut = heat_lut()
         self._rgb = np.ascontiguousarray(np.repeat(lut[None, :, :], 2, axis=0))
         self._img = QImage(self._rgb.data, 256, 2, 3 * 256, QImage.Format.Format_RGB888)
-        self.caption = "heatmap"
-        self.setFixedHeight(26 + 2 * QFontMetrics(self.font()).height())  # the bar and two text lines, never squeezed
+        self.setFixedHeight(20 + QFontMetrics(self.font()).height())  # the bar and its end labels, never squeezed
 
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
         p = QPainter(self)
@@ -170,8 +169,6 @@ class ColorBar(QWidget):
         p.drawText(int(bar.left()), int(y), "0 none")
         hi = "1 = finding's max"
         p.drawText(int(bar.right() - fm.horizontalAdvance(hi)), int(y), hi)
-        p.drawText(int(bar.left()), int(y + fm.height()), fm.elidedText(self.caption, Qt.TextElideMode.ElideRight,
-                                                                        int(bar.width())))
         p.end()
 
 
@@ -216,6 +213,10 @@ class OverlayPanel(QGroupBox):
         lay.addLayout(form)
         self.colorbar = ColorBar()
         lay.addWidget(self.colorbar)
+        # the caption wraps in a label below the bar (drawn in the bar it was cut off at the panel's width)
+        self.caption = QLabel()
+        self.caption.setWordWrap(True)
+        lay.addWidget(self.caption)
         for w in (self.boxes, self.masks, self.heat):
             w.toggled.connect(self._changed)
         self.kind.currentIndexChanged.connect(self._changed)
@@ -224,8 +225,9 @@ class OverlayPanel(QGroupBox):
 
     def _changed(self) -> None:
         kind = self.kind.currentData()
-        self.colorbar.caption = (f"{HEATMAP_KINDS.get(kind, kind)}: magnitude, relative to each finding's maximum")
-        self.colorbar.setEnabled(self.heat.isChecked())
+        # never greyed out (grey on grey was unreadable): the caption says when the map is off
+        off = "" if self.heat.isChecked() else " (heatmap off: H shows it)"
+        self.caption.setText(f"{HEATMAP_KINDS.get(kind, kind)}: magnitude, relative to each finding's maximum{off}")
         self.colorbar.update()
         self.changed.emit()
 

@@ -121,27 +121,49 @@ class SliceView(QWidget):
         font.setBold(True)
         p.setFont(font)
         fm = QFontMetrics(font)
-        placed: list[QRectF] = []
+        drawn = []
         # the selected finding last, so its box and label sit on top
         for fid, (r0, c0, r1, c1), selected, reader in sorted(self.scene.boxes(self.view), key=lambda b: b[2]):
-            a, b = self.to_widget(r0, c0), self.to_widget(r1, c1)
-            box = QRectF(a, b).normalized()
+            box = QRectF(self.to_widget(r0, c0), self.to_widget(r1, c1)).normalized()
+            drawn.append((fid, box, selected, reader))
+        boxes = [b for _, b, _, _ in drawn]
+        # labels are placed selected first (it gets the spot above its box), drawn selected last
+        placed: list[QRectF] = []
+        where: dict[str, QRectF] = {}
+        for fid, box, _, _ in reversed(drawn):
+            tw, th = fm.horizontalAdvance(fid) + 6, fm.height() + 2
+            where[fid] = self._label_place(box, tw, th, [q for q in boxes if q is not box], placed)
+            placed.append(where[fid])
+        for fid, box, selected, reader in drawn:
             rgb = SELECTED_RGB if selected else (READER_RGB if reader else BOX_RGB)
             pen = QPen(QColor(*rgb))
             pen.setWidth(2 if selected else 1)
             p.setPen(pen)
             p.setBrush(Qt.BrushStyle.NoBrush)
             p.drawRect(box)
-            # the id above the box, moved until it overlaps no label already placed
-            tw, th = fm.horizontalAdvance(fid) + 6, fm.height() + 2
-            label = QRectF(box.left(), box.top() - th - 1, tw, th)
-            for _ in range(8):
-                if not any(label.intersects(q) for q in placed):
-                    break
-                label.translate(tw + 2, 0)
-            placed.append(label)
+            label = where[fid]
             p.fillRect(label, QColor(0, 0, 0, 170))
             p.drawText(label, Qt.AlignmentFlag.AlignCenter, fid)
+
+    def _label_place(self, box: QRectF, tw: float, th: float, others: list[QRectF], placed: list[QRectF]) -> QRectF:
+        """Where a finding's id goes (widget pixels): above its box, else below, left, right (then
+        further out), the first spot that covers no other box, no label already placed and stays
+        inside the view; findings close together (F3 and F6 on LIDC-IDRI-0003) keep readable ids."""
+        cands = []
+        for k in range(4):  # rings further out when every side of the box is taken
+            d = k * (th + 2)
+            cands += [QRectF(box.left(), box.top() - th - 1 - d, tw, th),
+                      QRectF(box.left(), box.bottom() + 1 + d, tw, th),
+                      QRectF(box.left() - tw - 2 - d, box.top(), tw, th),
+                      QRectF(box.right() + 2 + d, box.top(), tw, th)]
+        inside = QRectF(self.rect())
+        for c in cands:
+            if inside.contains(c) and not any(c.intersects(q) for q in (*others, *placed)):
+                return c
+        for c in cands:  # crowded: at least never on another label
+            if not any(c.intersects(q) for q in placed):
+                return c
+        return cands[0]
 
     def _draw_corner_text(self, p: QPainter) -> None:
         assert self.scene is not None
@@ -157,10 +179,19 @@ class SliceView(QWidget):
         p.drawText(6, fm.ascent() + 4, f"{self.view}  {sc.cursor[ax] + 1}/{sc.shape[ax]}{slab_txt}")
         w, lv = sc.window
         p.drawText(6, self.height() - 6, f"W {w:.0f}  L {lv:.0f}")
+        # the orientation letters on a dark plate: a bright body edge under them (the axial "R" of
+        # LIDC-IDRI-0001, the sagittal "P" of the demo) made them unreadable before
         left, right = _SIDE_LABELS[self.view]
-        mid = self.height() / 2 + fm.ascent() / 2
-        p.drawText(QPointF(4, mid), left)
-        p.drawText(QPointF(self.width() - fm.horizontalAdvance(right) - 4, mid), right)
+        bold = QFont(font)
+        bold.setBold(True)
+        p.setFont(bold)
+        fmb = QFontMetrics(bold)
+        for letter, at_left in ((left, True), (right, False)):
+            w, h = fmb.horizontalAdvance(letter) + 8, fmb.height() + 2
+            x = 2 if at_left else self.width() - w - 2
+            plate = QRectF(x, self.height() / 2 - h / 2, w, h)
+            p.fillRect(plate, QColor(0, 0, 0, 200))
+            p.drawText(plate, Qt.AlignmentFlag.AlignCenter, letter)
 
     # -- interaction -----------------------------------------------------------------------------
     def _voxel(self, pos: QPointF) -> tuple[float, float, float]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 
-__all__ = ["LoadWorker", "AnalysisWorker", "ResultLoadWorker", "describe_error"]
+__all__ = ["LoadWorker", "AnalysisWorker", "ResultLoadWorker", "ExportWorker", "describe_error"]
 
 
 def describe_error(exc: BaseException, path: str | Path | None) -> str:
@@ -55,19 +55,24 @@ class _Thread(QThread):
 
 
 class LoadWorker(_Thread):
-    """Reads the CT at ``path`` (``load_ct``: DICOM folder, multi-frame file, NIfTI)."""
+    """Reads the CT at ``path`` (``load_ct_and_series``: DICOM folder, multi-frame file, NIfTI),
+    the series ``series_uid`` or else the automatic choice (the axial CT stack with the most
+    slices, never a localizer).  ``loaded(volume, series)``: series = every image stack of a
+    folder (``SeriesInfo``, largest first; empty for a file), for the window's series chooser."""
 
-    loaded = Signal(object)  # CTVolume
+    loaded = Signal(object, object)  # CTVolume, list[SeriesInfo]
 
-    def __init__(self, path: str, parent: QObject | None = None) -> None:
+    def __init__(self, path: str, series_uid: str | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.path = path
+        self.series_uid = series_uid
 
     def work(self) -> None:
-        from lungfuse.pipelines.io.dicom import load_ct
+        from lungfuse.pipelines.io.dicom import load_ct_and_series
 
         assert self.path is not None
-        self.loaded.emit(load_ct(self.path))
+        vol, series = load_ct_and_series(self.path, series_uid=self.series_uid)
+        self.loaded.emit(vol, series)
 
 
 class AnalysisWorker(_Thread):
@@ -141,3 +146,27 @@ class ResultLoadWorker(_Thread):
         overlays = build_overlays(result.findings, result.arrays, np.asarray(self.volume.affine),
                                   tuple(self.volume.shape))
         self.finished_result.emit(result, overlays)
+
+
+class ExportWorker(_Thread):
+    """Runs :func:`lungfuse.pipelines.export.export_case` (all or nothing) off the GUI thread.
+
+    ``exported(ExportResult)`` when every format was written; ``failed(message, traceback)``
+    otherwise (nothing of the export is left in ``out_dir``).  The result's review goes along.
+    """
+
+    exported = Signal(object)
+
+    def __init__(self, result: Any, out_dir: str, formats: list[str], volume: Any, ct_path: str | None,
+                 deidentify: bool = False, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.result, self.out_dir, self.formats = result, out_dir, list(formats)
+        self.volume, self.ct_path, self.deidentify = volume, ct_path, deidentify
+        self.path = out_dir
+
+    def work(self) -> None:
+        from lungfuse.pipelines.export import export_case
+
+        out = export_case(self.result, self.out_dir, self.formats, deidentify=self.deidentify,
+                          ct_path=self.ct_path, volume=self.volume)
+        self.exported.emit(out)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from lungfuse.pipelines.analysis.result import CaseResult
+from lungfuse.pipelines.core.errors import ConfigurationError, InputError
 from lungfuse.pipelines.core.volume import CTVolume
 from lungfuse.pipelines.export.deid_text import Identity, scrub_text
 from lungfuse.pipelines.export.source import ExportError, SourceCase, load_source
@@ -38,7 +39,7 @@ from lungfuse.pipelines.export.uids import pseudonym
 from lungfuse.pipelines.export.writing import StagedWrite
 
 __all__ = ["FORMATS", "DICOM_FORMATS", "ExportContext", "ExportResult", "available_formats", "export_case",
-           "parse_formats", "WRITERS"]
+           "parse_formats", "resolve_formats", "WRITERS"]
 
 FORMATS = ("pdf", "sr", "seg", "sc", "json", "csv")
 DICOM_FORMATS = frozenset({"sr", "seg", "sc"})
@@ -76,7 +77,7 @@ class ExportContext:
             extra = [self.result.case_id, ids.patient_id if ids is not None else ""]
             try:
                 datasets = self.source.datasets
-            except (ExportError, OSError):  # json/csv from a saved result alone: no headers to read
+            except (InputError, OSError):  # json/csv from a saved result alone: no CT headers to read
                 datasets = []
             ident = Identity.from_datasets(datasets, extra_ids=extra)
             self.shared["identity"] = ident
@@ -139,6 +140,27 @@ def available_formats() -> tuple[str, ...]:
     installed yet (the DICOM writers before their branch is merged) is missing."""
     writers = _writers()
     return tuple(f for f in FORMATS if f in writers)
+
+
+def resolve_formats(spec: str | Iterable[str] | None) -> tuple[str, ...]:
+    """A ``--formats`` value -> the formats to write: None or ``"all"`` = every available one.
+
+    Raises:
+        ConfigurationError: an unknown format, or one this build does not have (the message
+            names it and lists the available ones).
+    """
+    have = available_formats()
+    if spec is None or spec == "all":
+        return have
+    try:
+        fmts = parse_formats(spec)
+    except ValueError as e:
+        raise ConfigurationError(f"--formats: {e}") from None
+    missing = [f for f in fmts if f not in have]
+    if missing:
+        raise ConfigurationError(f"--formats: {', '.join(missing)} not available in this build "
+                                 f"(available: {', '.join(have)})")
+    return fmts
 
 
 @dataclass

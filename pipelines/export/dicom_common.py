@@ -20,10 +20,8 @@ not the consistent remapping the JSON, PDF and CSV of the same export share.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.coding import Code
@@ -36,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MANUFACTURER", "DEVICE_NAME", "NOT_FOR_DIAGNOSTIC_USE", "SERIES_NUMBERS", "software_version", "new_uid",
-    "source_headers", "deidentify_header", "mark_deidentified", "dataset_bytes", "slice_lps",
+    "source_headers", "source_instances", "slice_frame", "deidentify_header", "mark_deidentified", "dataset_bytes",
 ]
 
 MANUFACTURER = "LungFuse"
@@ -55,6 +53,9 @@ _KEEP = (
     "RescaleIntercept", "RescaleSlope", "RescaleType", "InstanceNumber", "SeriesNumber", "BodyPartExamined",
     "PatientPosition", "NumberOfFrames", "SpecificCharacterSet",
 )
+# Of a multi-frame source's functional groups: only the geometry and the HU rescale
+_KEEP_FRAME_MACROS = ("PlanePositionSequence", "PlaneOrientationSequence", "PixelMeasuresSequence",
+                      "PixelValueTransformationSequence")
 _REMAP = ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID")
 # Type 2 attributes of the patient and study modules: present, empty (PS3.15 action Z)
 _EMPTY = ("PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "ReferringPhysicianName", "StudyDate",
@@ -94,11 +95,25 @@ def deidentify_header(ds: Dataset, pseudonym: str) -> Dataset:
     for kw in _REMAP:
         if kw in ds and ds.data_element(kw).value:  # type: ignore[union-attr]
             setattr(out, kw, remap_uid(str(ds.data_element(kw).value)))  # type: ignore[union-attr]
-    out.PatientName = pseudonym
+    for kw in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):  # multi-frame geometry
+        if kw in ds:
+            setattr(out, kw, [_clean_frame_group(item) for item in ds.data_element(kw).value])  # type: ignore[union-attr]
+    out.PatientName = pseudonym + "^"  # PN: the pseudonym as family name (a bare one is the retired form)
     out.PatientID = pseudonym
     for kw in _EMPTY:
         setattr(out, kw, "")
     mark_deidentified(out)
+    return out
+
+
+def _clean_frame_group(item: Dataset) -> Dataset:
+    """A multi-frame functional group item reduced to the frame's geometry: the other macros
+    (frame content with its acquisition date and time, derivation and conversion sources with
+    the original instances' UIDs) are left out."""
+    out = Dataset()
+    for kw in _KEEP_FRAME_MACROS:
+        if kw in item:
+            setattr(out, kw, item.data_element(kw).value)  # type: ignore[union-attr]
     return out
 
 
@@ -116,8 +131,11 @@ def mark_deidentified(ds: Dataset) -> None:
 
 
 def source_headers(ctx: ExportContext) -> list[Dataset]:
-    """The source CT's slice headers in ``hu`` z order, de-identified with ``ctx.deidentify``
-    (made once per export and shared by SEG, SR and SC through ``ctx.shared``).
+    """The source CT's header of each slice, in ``hu`` z order, de-identified with
+    ``ctx.deidentify`` (made once per export and shared by SEG, SR and SC through ``ctx.shared``).
+
+    A multi-frame source gives the same dataset for every slice (its frame:
+    :func:`slice_frame`).
 
     Raises:
         ExportError: the source is not DICOM (a NIfTI CT): no DICOM object can reference it.
@@ -128,25 +146,29 @@ def source_headers(ctx: ExportContext) -> list[Dataset]:
         if not src.is_dicom:
             raise ExportError("the source CT is not DICOM (NIfTI?): DICOM SEG/SR/SC must reference DICOM slices",
                               src.volume.source or None)
-        if len({id(d) for d in src.datasets}) != len(src.datasets):
-            raise ExportError("the source CT is a multi-frame image: the DICOM exports support single-frame "
-                              "series only", src.volume.source or None)
-        ctx.shared[key] = ([deidentify_header(d, ctx.case_label) for d in src.datasets] if ctx.deidentify
-                           else list(src.datasets))
+        clean: dict[int, Dataset] = {}  # one clean copy per source instance (a multi-frame one repeats)
+        for d in src.datasets:
+            if id(d) not in clean:
+                clean[id(d)] = deidentify_header(d, ctx.case_label) if ctx.deidentify else d
+        ctx.shared[key] = [clean[id(d)] for d in src.datasets]
     headers: list[Dataset] = ctx.shared[key]
     return headers
 
 
-def slice_lps(ctx: ExportContext, zyx: Sequence[float]) -> np.ndarray:
-    """LPS (x, y, z) mm of source voxel ``zyx`` (continuous z-y-x), exact for unevenly spaced
-    slices: the slice's own ImagePositionPatient, then the in-plane steps (row, column)."""
-    vol = ctx.source.volume
-    k = int(round(zyx[0]))
-    if not 0 <= k < vol.n_slices:
-        raise ExportError(f"voxel z={zyx[0]:g} lies outside the CT's {vol.n_slices} slices", vol.source or None)
-    d = np.asarray(vol.direction, dtype=np.float64)
-    pos = np.asarray(vol.slice_positions[k], dtype=np.float64)
-    return np.asarray(pos + d[:, 1] * vol.spacing[1] * zyx[1] + d[:, 2] * vol.spacing[2] * zyx[2])
+def source_instances(ctx: ExportContext) -> list[Dataset]:
+    """The source CT's SOP instances (headers, de-identified with ``ctx.deidentify``), each once:
+    a slice each for a classic series, one for a multi-frame image."""
+    seen: dict[int, Dataset] = {}
+    for d in source_headers(ctx):
+        seen.setdefault(id(d), d)
+    return list(seen.values())
+
+
+def slice_frame(ctx: ExportContext, k: int) -> int | None:
+    """The 1-based frame number of slice ``k`` in its multi-frame source instance, None for a
+    single-frame series."""
+    frames = ctx.source.volume.frame_numbers
+    return None if frames is None else int(frames[k])
 
 
 def dataset_bytes(ds: Dataset) -> bytes:

@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import ndimage
 
+from lungfuse.pipelines.analysis.review import ReaderFinding
 from lungfuse.pipelines.core.render import PRESETS, display_flips, window_u8
 from lungfuse.pipelines.export.source import ExportError
 
 if TYPE_CHECKING:
     from lungfuse.pipelines.analysis.result import Finding
-    from lungfuse.pipelines.analysis.review import ReaderFinding
     from lungfuse.pipelines.export.api import ExportContext
 
 __all__ = ["KeyImage", "KEY_VIEWS", "HEATMAP_LEGENDS", "render_key_images", "render_finding_views"]
@@ -114,10 +114,13 @@ def render_finding_views(hu: np.ndarray, ct_affine: np.ndarray, direction: np.nd
     """The key images of one finding on a CT (``hu`` z-y-x, ``ct_affine`` voxel (z, y, x) -> LPS mm).
 
     ``finding`` a machine :class:`Finding` (mask and heatmaps from ``arrays``) or a reader's
-    :class:`ReaderFinding` (a dashed circle of its diameter, no overlay).
+    :class:`ReaderFinding` (a dashed circle of its diameter, no overlay).  Overlays are mapped
+    through ``ct_affine``, which is exact for evenly spaced slices (``CTVolume.quality.uniform``);
+    across a gap the overlay's slice position is off by the gap's share (the GUI's
+    :func:`~lungfuse.pipelines.core.render.to_ct_grid` does the same).
     """
     aff = np.asarray(ct_affine, float)
-    reader = not hasattr(finding, "bbox_voxel")
+    reader = isinstance(finding, ReaderFinding)
     lps = np.asarray(finding.center_lps_mm, float)
     if reader:
         centre = (np.linalg.inv(aff) @ np.append(lps, 1.0))[:3]
@@ -177,9 +180,9 @@ def _scale_bar_mm(fov: float) -> float:
 
 def _label(finding: Finding | ReaderFinding, reader: bool) -> str:
     if reader:
-        size = f"{finding.diameter_mm:.0f} mm, " if finding.diameter_mm else ""
-        cat = f", Lung-RADS {finding.category}" if finding.category else ""  # type: ignore[union-attr]
-        return f"{finding.id} (reader-added): {size}placed by the reader{cat}"
+        parts = [f"{finding.diameter_mm:.0f} mm" if finding.diameter_mm else "",
+                 f"Lung-RADS {finding.category}" if finding.category else ""]  # type: ignore[union-attr]
+        return f"{finding.id} (reader-added): " + (", ".join(p for p in parts if p) or "no size")
     f: Any = finding
     where = f.lobe or f.side or "chest"
     return f"{f.id}: {f.diameter_mm:.0f} mm {f.texture}, {where}, Lung-RADS {f.lung_rads or '-'}"
@@ -217,7 +220,8 @@ def _render(hu: np.ndarray, aff: np.ndarray, coords: np.ndarray, index: int, fov
                 contour = None
 
     # layout in pixels: title band on top, notice band below, colour bar (with legend) right
-    top, bottom, left, right = 40, 26, 8, 130 if heat is not None else 8
+    # the right band is kept without a heatmap too: every key image has the same size and scale
+    top, bottom, left, right = 40, 26, 8, 130
     width, height = left + n + right, top + n + bottom
     fig = Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI, facecolor="black")
     FigureCanvasAgg(fig)
@@ -259,6 +263,11 @@ def _render(hu: np.ndarray, aff: np.ndarray, coords: np.ndarray, index: int, fov
     fig.text(left / width, 1 - 22 / height, f"{view}, {what} {index + 1}/{total}, W1500/L-600"
              + (f"; {legend}" if legend else ""), color="#dddddd", fontsize=7.5, ha="left", va="top")
     fig.text(0.5, 6 / height, _NOTICE, color="#ffcc00", fontsize=8, fontweight="bold", ha="center", va="bottom")
+    if heat is None:
+        note = ("dashed circle:\nthe reader's mark,\nits diameter as\nmeasured" if reader
+                else "no heatmap\ncomputed")
+        fig.text((left + n + 8) / width, (bottom + n / 2) / height, note, color="white", fontsize=7, ha="left",
+                 va="center", linespacing=1.3)
     if heat is not None and heat_name is not None:
         # the bar on the upper part of the right band, what the colours mean written below it
         cax = fig.add_axes(((left + n + 14) / width, (bottom + 120) / height, 12 / width, (n - 130) / height))

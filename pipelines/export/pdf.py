@@ -199,7 +199,7 @@ def _cell_comment(text: str) -> str:
 def _findings_rows(ctx: ExportContext) -> list[list[str]]:
     r = ctx.result
     rv = r.review
-    rows = [["ID", "Location (side / lobe)", "Long / short / mean axis (mm)", "Volume (mm³)", "Texture",
+    rows = [["ID", "Location (side / lobe)", "Long / short / mean axis (mm)", "Vol. (mm³)", "Texture",
              "Malignancy (operating point)", "Lung-RADS v2022", "Reader decision", "Reader comment"]]
     for f in r.findings:
         fr = rv.for_finding(f) if rv is not None else None
@@ -226,7 +226,7 @@ def _findings_rows(ctx: ExportContext) -> list[list[str]]:
         side = "left" if a.center_lps_mm[0] > 0 else "right"  # LPS: +x is the patient's left
         rows.append([f"{a.id} (reader)", f"{side} / (LPS {', '.join(f'{v:.0f}' for v in a.center_lps_mm)} mm)",
                      f"{a.diameter_mm:.1f} / - / -" if a.diameter_mm is not None else "-", "-", "-", "-",
-                     f"{a.category} (reader)" if a.category else "-", "reader-added finding",
+                     f"{a.category} (reader)" if a.category else "-", "added by the reader",
                      _cell_comment(ctx.scrub(a.comment))])
     return rows
 
@@ -248,11 +248,16 @@ def _highlighted_report(ctx: ExportContext, st: dict[str, Any]) -> list[Any]:
             s, e = (ph.get("report_span") or (0, 0))[:2]
             if e > s:
                 marks.append((int(s), int(e), "phrase", ""))
-    # boundaries of every mark: each piece between two boundaries is inside some claims / phrases
-    cuts = sorted({0, len(text), *[m[0] for m in marks], *[m[1] for m in marks]})
+    # boundaries of every mark, and every line break on its own (a claim may run over a line break:
+    # each line becomes one paragraph, so no markup may stay open across one)
+    breaks = [i for i, ch in enumerate(text) if ch == "\n"]
+    cuts = sorted({0, len(text), *[m[0] for m in marks], *[m[1] for m in marks], *breaks, *[i + 1 for i in breaks]})
     ends_label = {m[1]: m[3] for m in marks if m[2] == "claim"}
     html = []
     for a, b in zip(cuts, cuts[1:], strict=False):
+        if text[a:b] == "\n":
+            html.append("\n")
+            continue
         piece = escape(ctx.scrub(text[a:b]))
         in_claim = any(m[0] <= a and b <= m[1] and m[2] == "claim" for m in marks)
         in_phrase = any(m[0] <= a and b <= m[1] and m[2] == "phrase" for m in marks)
@@ -275,7 +280,8 @@ def _paragraph(markup: str, style: Any) -> Any:
 
 
 def _trajectory_png(result: CaseResult) -> bytes:
-    """The consistency trajectory (min. consistency per realignment iteration) against the threshold."""
+    """The consistency trajectory: the initial matching's lowest claim-finding consistency, then
+    each realignment iteration's candidate consistency (accepted / rejected), against the threshold."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -283,26 +289,41 @@ def _trajectory_png(result: CaseResult) -> bytes:
     fig = Figure(figsize=(6.2, 2.3), dpi=150)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    it = [int(e.get("iteration", i)) for i, e in enumerate(traj)]
-    vals = [e.get("min_consistency") for e in traj]
-    xs = [i for i, v in zip(it, vals, strict=True) if v is not None]
-    ys = [float(v) for v in vals if v is not None]
     thr = float(result.consistency_threshold)
     ax.axhline(thr, color="#b22222", linestyle="--", linewidth=1, label=f"threshold {thr:.2f}")
-    if ys:
-        ax.plot(xs, ys, marker="o", color="#1f6fb2", label="lowest claim-finding consistency")
-        for x, y in zip(xs, ys, strict=True):
-            ax.annotate(f"{y:.2f}", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
-    else:
+    its = [int(e.get("iteration", i)) for i, e in enumerate(traj)]
+    pts = []  # (iteration, consistency, kind, label)
+    for it, e in zip(its, traj, strict=True):
+        if it == 0:
+            v, kind = e.get("min_consistency"), "initial"
+        else:
+            v, kind = e.get("consistency"), "accepted" if e.get("accepted") else "rejected"
+        if v is not None:
+            cand = (e.get("candidate") or {}).get("finding_id")
+            pts.append((it, float(v), kind, f"{v:.2f}" + (f" {cand}" if cand and it else "")))
+    if pts:
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color="#9aa7b4", linewidth=1, zorder=1)
+    styles = {"initial": ("o", "#1f6fb2", "initial matching: lowest consistency"),
+              "accepted": ("o", "#1b7f3b", "realignment candidate, accepted"),
+              "rejected": ("X", "#b22222", "realignment candidate, rejected")}
+    for kind, (marker, colour, name) in styles.items():
+        sel = [p for p in pts if p[2] == kind]
+        if sel:
+            ax.scatter([p[0] for p in sel], [p[1] for p in sel], marker=marker, color=colour, s=36, zorder=2,
+                       label=name)
+    for it, v, _, text in pts:
+        ax.annotate(text, (it, v), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+    if not pts:
         ax.text(0.5, 0.5, "no claim-finding pair scored (no report claim matched)", transform=ax.transAxes,
                 ha="center", va="center", fontsize=8)
-    ax.set_xlim(-0.5, max(it or [0]) + 0.5)
-    ax.set_xticks(it or [0])
-    ax.set_xticklabels([("initial" if i == 0 else f"iter. {i}") for i in (it or [0])], fontsize=7)
-    ax.set_ylim(0, 1.05)
+    ticks = its or [0]
+    ax.set_xlim(-0.5, max(ticks) + 0.5)
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([("initial" if i == 0 else f"iteration {i}") for i in ticks], fontsize=7)
+    ax.set_ylim(0, 1.08)
     ax.set_ylabel("consistency (0-1)", fontsize=7)
     ax.tick_params(labelsize=7)
-    ax.legend(fontsize=6.5, loc="lower right")
+    ax.legend(fontsize=6, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, frameon=False)  # never over a point
     ax.grid(alpha=0.3)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -312,17 +333,14 @@ def _trajectory_png(result: CaseResult) -> bytes:
 
 def _image(png_or_rgb: bytes | np.ndarray, width_pt: float) -> Any:
     """A platypus Image ``width_pt`` wide, aspect kept, from PNG bytes or an RGB array."""
+    from PIL import Image as PILImage
     from reportlab.platypus import Image
 
     if isinstance(png_or_rgb, np.ndarray):
-        from PIL import Image as PILImage
-
         buf = io.BytesIO()
         PILImage.fromarray(png_or_rgb).save(buf, format="PNG")
         rows, cols = png_or_rgb.shape[:2]
     else:
-        from PIL import Image as PILImage
-
         buf = io.BytesIO(png_or_rgb)
         cols, rows = PILImage.open(io.BytesIO(png_or_rgb)).size
     buf.seek(0)
@@ -336,12 +354,12 @@ def _key_image_flowables(ctx: ExportContext, images: list[KeyImage], st: dict[st
     by_finding: dict[str, list[KeyImage]] = {}
     for k in images:
         by_finding.setdefault(k.finding_id, []).append(k)
-    col = (width - 6) / 2
+    col = 0.85 * (width - 6) / 2  # three findings (their two views) to a page
     for fid, ims in by_finding.items():
         pics = [_image(k.rgb, col) for k in ims[:2]]
-        caps = [_p(f"{k.view}: {k.caption}; pixel {k.pixel_spacing_mm[0]:.2f} mm, field {k.fov_mm:.0f} mm", st["small"])
-                for k in ims[:2]]
-        t = Table([pics, caps], colWidths=[col + 3] * len(pics))
+        caps = [_p(f"{k.view}, source {'slice' if k.view == 'axial' else 'row'} {k.slice_index + 1}; "
+                   f"pixel {k.pixel_spacing_mm[0]:.2f} mm, field {k.fov_mm:.0f} mm", st["small"]) for k in ims[:2]]
+        t = Table([pics, caps], colWidths=[col + 3] * len(pics), hAlign="LEFT")
         t.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0),
                                ("RIGHTPADDING", (0, 0), (-1, -1), 3)]))
         title = f"{fid}" + (" (reader-added)" if ims[0].reader_added else "")
@@ -476,9 +494,14 @@ def report_pdf(ctx: ExportContext) -> bytes:
                    "confidence and the report's completeness.", st["base"]), Spacer(1, 3)]
     if r.findings:
         story.append(_table(_eaf_rows(r), (14 * mm, 22 * mm, 26 * mm, 17 * mm, width - 79 * mm), st))
-    story += [Spacer(1, 4), _image(_trajectory_png(r), width * 0.8),
-              _p(f"Consistency trajectory: the lowest claim-finding consistency after each realignment iteration; "
-                 f"below the threshold {r.consistency_threshold:.2f} a pair is discordant.", st["small"])]
+    if not r.report_present:
+        story.append(_p("No report: image and report consistency not assessed (no trajectory).", st["base"]))
+    else:
+        story += [Spacer(1, 4), _image(_trajectory_png(r), width * 0.8),
+                  _p(f"Consistency trajectory: the initial matching's lowest claim-finding consistency, then the "
+                     f"consistency of each realignment iteration's candidate (labelled with its finding id; a candidate "
+                     f"is accepted only if the rules and its detector score agree too). Below the threshold "
+                     f"{r.consistency_threshold:.2f} a pair is discordant.", st["small"])]
     for e in r.consistency_trajectory[1:]:
         story.append(_p(f"iteration {e.get('iteration')}: {e.get('region', '')} - {e.get('changed', '')} -> "
                         f"{'accepted' if e.get('accepted') else 'rejected'}", st["small"]))

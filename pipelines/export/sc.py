@@ -30,6 +30,7 @@ from lungfuse.pipelines.export.dicom_common import (
     dataset_bytes,
     mark_deidentified,
     new_uid,
+    slice_frame,
     source_headers,
 )
 from lungfuse.pipelines.export.keyimages import KeyImage, render_key_images
@@ -46,7 +47,8 @@ def build_sc(ctx: ExportContext, key: KeyImage, instance_number: int) -> hd.sc.S
     # the axial view's own slice; for a coronal one the slice through the finding's centre,
     # whose header gives the study and patient only
     k = key.slice_index if key.view == "axial" else int(round(_centre_z(ctx, key)))
-    ref = headers[max(0, min(k, len(headers) - 1))]
+    k = max(0, min(k, len(headers) - 1))
+    ref = headers[k]
     sc = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=ref, pixel_array=key.rgb, photometric_interpretation="RGB", bits_allocated=8,
         coordinate_system="PATIENT", series_instance_uid=new_uid(ctx, "series/sc"),
@@ -67,6 +69,9 @@ def build_sc(ctx: ExportContext, key: KeyImage, instance_number: int) -> hd.sc.S
         item = Dataset()
         item.ReferencedSOPClassUID = ref.SOPClassUID
         item.ReferencedSOPInstanceUID = ref.SOPInstanceUID
+        frame = slice_frame(ctx, k)
+        if frame is not None:  # a multi-frame source: the slice is one of its frames
+            item.ReferencedFrameNumber = frame
         sc.SourceImageSequence = [item]
     if ctx.deidentify:
         mark_deidentified(sc)

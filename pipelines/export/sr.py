@@ -25,6 +25,8 @@ Content (highdicom ``MeasurementReport``):
   through ``center_voxel``), which OHIF shows as a measurement: an ELLIPSE whose axes follow the
   mask's principal axes on that slice with the finding's long and short axis lengths, or a POINT
   at the centre when the mask does not reach the slice; it carries the axial long/short axes.
+  A finding without a SEG segment (its mask missing from the result) has only this group, with
+  all of its measurements and evaluations.
 * **No finding** (machine or reader): one measurement group (TID 1501) stating SCT 27925004
   "Nodule" = SCT 272519000 Absent, by the algorithm.
 * **Per reader-added finding** (``review.added_findings``), a planar group with a POINT at its
@@ -42,7 +44,6 @@ from typing import Any
 import highdicom as hd
 import numpy as np
 from highdicom.sr.templates import Template
-from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
@@ -57,10 +58,13 @@ from lungfuse.pipelines.export.dicom_common import (
     dataset_bytes,
     mark_deidentified,
     new_uid,
+    slice_frame,
     software_version,
     source_headers,
+    source_instances,
 )
 from lungfuse.pipelines.export.seg import SegBuild, build_seg, mask_on_source
+from lungfuse.pipelines.export.source import ExportError
 from lungfuse.pipelines.export.uids import export_uid
 
 __all__ = ["build_sr", "write_sr", "LOBE_CODES", "TEXTURE_NAME", "LUNG_RADS_NAME", "READER_DECISION_NAME"]
@@ -111,10 +115,16 @@ def _mm(name: Code, value: float | None) -> list[hd.sr.Measurement]:
     return [] if value is None else [hd.sr.Measurement(name=name, value=float(value), unit=MM)]
 
 
-def _measurements(f: Finding) -> list[hd.sr.Measurement]:
+def _axes(f: Finding) -> list[hd.sr.Measurement]:
+    """The axial long and short axes (mm); results written before ``short_axis_mm`` have it in
+    ``measurement``."""
     short = f.short_axis_mm if f.short_axis_mm is not None else f.measurement.get("short_axis_mm")
-    out = [*_mm(codes.SCT.LongAxis, f.long_axis_mm if f.long_axis_mm is not None else f.diameter_mm),
-           *_mm(codes.SCT.ShortAxis, short), *_mm(codes.SCT.Diameter, f.mean_diameter_mm),
+    return [*_mm(codes.SCT.LongAxis, f.long_axis_mm if f.long_axis_mm is not None else f.diameter_mm),
+            *_mm(codes.SCT.ShortAxis, short)]
+
+
+def _measurements(f: Finding) -> list[hd.sr.Measurement]:
+    out = [*_axes(f), *_mm(codes.SCT.Diameter, f.mean_diameter_mm),
            hd.sr.Measurement(name=codes.SCT.Volume, value=float(f.volume_mm3), unit=MM3)]
     mean_hu = f.measurement.get("mean_hu")
     if mean_hu is not None and np.isfinite(mean_hu):
@@ -138,13 +148,9 @@ def _evaluations(ctx: ExportContext, f: Finding, review: FindingReview | None) -
 
 
 def _free_text(ctx: ExportContext, text: str) -> str | None:
-    """A reader's free text as the export may print it: unchanged, or with ``deidentify`` scrubbed
-    of the source's identity by the export's scrubber (``ExportContext.scrub``, :mod:`.deid_text`);
-    dropped (None) where this build has no scrubber, since a comment may name the patient."""
-    if not ctx.deidentify:
-        return text
-    scrub = getattr(ctx, "scrub", None)  # ExportContext.scrub comes with the PDF export (deid_text)
-    return scrub(text) if callable(scrub) else None
+    """A reader's free text as the export may print it: unchanged, or with ``deidentify``
+    scrubbed of the source's identity and dates (``ExportContext.scrub``, :mod:`.deid_text`)."""
+    return ctx.scrub(text) or None
 
 
 def _review_items(ctx: ExportContext, review: FindingReview) -> list[hd.sr.QualitativeEvaluation]:
@@ -168,15 +174,20 @@ def _ref_segment(seg: SegBuild, f: Finding) -> hd.sr.ReferencedSegment | None:
     return hd.sr.ReferencedSegment.from_segmentation(seg.dataset, n)
 
 
-def _source_image(header: Dataset) -> hd.sr.SourceImageForRegion:
+def _source_image(ctx: ExportContext, k: int) -> hd.sr.SourceImageForRegion:
+    """Source slice ``k`` (its frame, for a multi-frame source)."""
+    header = source_headers(ctx)[k]
+    frame = slice_frame(ctx, k)
     return hd.sr.SourceImageForRegion(referenced_sop_class_uid=str(header.SOPClassUID),
-                                      referenced_sop_instance_uid=str(header.SOPInstanceUID))
+                                      referenced_sop_instance_uid=str(header.SOPInstanceUID),
+                                      referenced_frame_numbers=None if frame is None else [frame])
 
 
-def _key_region(ctx: ExportContext, f: Finding, headers: list[Dataset]) -> hd.sr.ImageRegion:
+def _key_region(ctx: ExportContext, f: Finding) -> hd.sr.ImageRegion:
     """The finding on its key axial slice: an ellipse (long and short axes along the mask's
     principal axes there), or the centre point when the mask does not reach that slice.
-    Graphic data are (column, row) image coordinates (pixel centre = integer)."""
+    Graphic data are DICOM (column, row) image coordinates: the top left pixel's centre is
+    (0.5, 0.5), half a pixel off the array indices."""
     vol = ctx.source.volume
     k = int(np.clip(round(f.center_voxel[0]), 0, vol.n_slices - 1))
     cy, cx = float(f.center_voxel[1]), float(f.center_voxel[2])
@@ -194,20 +205,22 @@ def _key_region(ctx: ExportContext, f: Finding, headers: list[Dataset]) -> hd.sr
         for vec, length in ((major, long_mm), (minor, short_mm)):
             for sgn in (-1.0, 1.0):
                 r, c = cy + sgn * vec[0] * length / 2 / sy, cx + sgn * vec[1] * length / 2 / sx
-                ends.append([c, r])
+                ends.append([c + 0.5, r + 0.5])
         return hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.ELLIPSE, graphic_data=np.array(ends),
-                                 source_image=_source_image(headers[k]))
-    return hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POINT, graphic_data=np.array([[cx, cy]]),
-                             source_image=_source_image(headers[k]))
+                                 source_image=_source_image(ctx, k))
+    return hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POINT,
+                             graphic_data=np.array([[cx + 0.5, cy + 0.5]]), source_image=_source_image(ctx, k))
 
 
-def _reader_group(ctx: ExportContext, r: ReaderFinding, headers: list[Dataset]
-                  ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+def _reader_group(ctx: ExportContext, r: ReaderFinding) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     vol = ctx.source.volume
     z, y, x = lps_to_voxel(vol.affine, r.center_lps_mm)
-    k = int(np.clip(round(z), 0, vol.n_slices - 1))
-    region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POINT, graphic_data=np.array([[x, y]]),
-                               source_image=_source_image(headers[k]))
+    k = int(round(z))
+    if not (0 <= k < vol.n_slices and -0.5 <= y < vol.shape[1] - 0.5 and -0.5 <= x < vol.shape[2] - 0.5):
+        raise ExportError(f"reader-added finding {r.id}: its centre {[round(float(v), 1) for v in r.center_lps_mm]} "
+                          "(LPS mm) lies outside the CT", vol.source or None)
+    region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POINT, graphic_data=np.array([[x + 0.5, y + 0.5]]),
+                               source_image=_source_image(ctx, k))
     uid = r.tracking_uid or new_uid(ctx, f"reader/{r.id}")
     evals: list[hd.sr.QualitativeEvaluation] = [TextEvaluation(COMMENT, "reader-added finding")]
     if r.category:
@@ -232,7 +245,7 @@ def _observers(ctx: ExportContext) -> hd.sr.ObservationContext:
     person = None
     rv = ctx.result.review
     if rv is not None:
-        name = "removed" if ctx.deidentify else rv.reviewer
+        name = "removed^" if ctx.deidentify else rv.reviewer  # PS3.15 removes observers' names
         person = hd.sr.ObserverContext(
             observer_type=codes.DCM.Person,
             observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name=name))
@@ -241,24 +254,28 @@ def _observers(ctx: ExportContext) -> hd.sr.ObservationContext:
 
 def build_sr(ctx: ExportContext) -> hd.sr.Comprehensive3DSR:
     """The export's SR (see the module docstring)."""
-    headers = source_headers(ctx)
     seg = build_seg(ctx) if ctx.result.findings else SegBuild(None)
     rv = ctx.result.review
     groups: list[Any] = []
     for f in ctx.result.findings:
         fr = rv.for_finding(f) if rv is not None else None
-        tracking = hd.sr.TrackingIdentifier(uid=f.tracking_uid, identifier=f.id)
-        groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-            tracking_identifier=tracking, referenced_segment=_ref_segment(seg, f),
-            finding_type=codes.SCT.Nodule, algorithm_id=_algorithm(), finding_sites=_sites(f.side, f.lobe),
-            measurements=_measurements(f), qualitative_evaluations=_evaluations(ctx, f, fr)))
+        ref = _ref_segment(seg, f)
+        if ref is not None:
+            groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=f.tracking_uid, identifier=f.id),
+                referenced_segment=ref, finding_type=codes.SCT.Nodule, algorithm_id=_algorithm(),
+                finding_sites=_sites(f.side, f.lobe), measurements=_measurements(f),
+                qualitative_evaluations=_evaluations(ctx, f, fr)))
+        # the axial long and short axes, drawn on the key slice; a finding without a segment (no
+        # mask in the result) has only this group, which then carries everything
         groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(uid=f.tracking_uid, identifier=f.id),
-            referenced_region=_key_region(ctx, f, headers), finding_type=codes.SCT.Nodule,
+            referenced_region=_key_region(ctx, f), finding_type=codes.SCT.Nodule,
             algorithm_id=_algorithm(), finding_sites=_sites(f.side, f.lobe),
-            measurements=_measurements(f)[:2]))  # the axial long and short axes, drawn on the slice
+            measurements=_axes(f) if ref is not None else _measurements(f),
+            qualitative_evaluations=None if ref is not None else _evaluations(ctx, f, fr)))
     for r in rv.added_findings if rv is not None else []:
-        groups.append(_reader_group(ctx, r, headers))
+        groups.append(_reader_group(ctx, r))
     if not groups:
         # TID 1500 needs a measurement group (highdicom too): the algorithm's negative statement
         groups.append(hd.sr.MeasurementsAndQualitativeEvaluations(
@@ -268,7 +285,7 @@ def build_sr(ctx: ExportContext) -> hd.sr.Comprehensive3DSR:
             qualitative_evaluations=[hd.sr.QualitativeEvaluation(codes.SCT.Nodule, codes.SCT.Absent)]))
     report = hd.sr.MeasurementReport(observation_context=_observers(ctx), procedure_reported=CT_CHEST,
                                      imaging_measurements=groups)
-    evidence = [*headers, *([seg.dataset] if seg.dataset is not None else [])]
+    evidence = [*source_instances(ctx), *([seg.dataset] if seg.dataset is not None else [])]
     sr = hd.sr.Comprehensive3DSR(
         evidence=evidence, content=report[0], series_instance_uid=new_uid(ctx, "series/sr"),
         series_number=SERIES_NUMBERS["sr"], sop_instance_uid=new_uid(ctx, "sr"), instance_number=1,

@@ -33,11 +33,14 @@ from lungfuse.pipelines.nlp.lexicon import (
     HEDGE_PRE_RE,
     HEDGE_VERSUS_PRE_RE,
     LOBE_RES,
+    LOBE_RES_NEED_LOBE_WORD,
+    LOBE_WORD_NEEDS,
     MULTI_WORDS,
     NATURE_WORDS_RE,
     NEG_TERMINATOR_RE,
     NUMBER_WORDS,
     PART_SOLID_RE,
+    POSITION_NEEDS,
     POSITION_RES,
     POST_NEG_RE,
     POST_TERMINATOR_RE,
@@ -248,7 +251,10 @@ def find_location(work: str, a: int, b: int) -> Location:
     sideless: list[tuple[int, str]] = []
     free = taken.free
 
-    for kind, pattern in LOBE_RES:
+    lobe_word = LOBE_WORD_NEEDS.search(work, a, b) is not None
+    for (kind, pattern), needs_word in zip(LOBE_RES, LOBE_RES_NEED_LOBE_WORD, strict=True):
+        if needs_word and not lobe_word:
+            continue  # no lobe word in the scope: this pattern cannot match
         for m in pattern.finditer(work, a, b):
             if not free(m.start(), m.end()):
                 continue
@@ -323,7 +329,7 @@ def find_location(work: str, a: int, b: int) -> Location:
         elif seg == "apical posterior" and not loc.lobes:
             loc.lobes.append((seg_m.start(), "LUL"))
         loc.segment = seg
-    for name, pattern in POSITION_RES:
+    for name, pattern in POSITION_RES if POSITION_NEEDS.search(work, a, b) else ():
         if pattern.search(work, a, b):
             loc.position = name
             break

@@ -80,6 +80,17 @@ NUMBER_WORD_VALUES = {
 NUMBER_WORD_UNIT_RE = re.compile(
     rf"\b(?P<word>{'|'.join(NUMBER_WORD_VALUES)})(?=[\s-]++(?:mm|millimet|cm|centimet))", FLAGS
 )
+# What each masking pattern cannot match without (same order as IMAGE_REF_RES / DATE_RES): a
+# cheap search for it skips a pattern whose scan of a 1 MB report costs a tenth of a second and
+# would find nothing.  None: the pattern always runs.
+IMAGE_REF_NEEDS: tuple[re.Pattern[str] | None, ...] = (
+    re.compile(r"[(\[]"), re.compile(r"[(\[]"), re.compile(r"se", FLAGS), re.compile(r"im|sl", FLAGS), re.compile(":"),
+)
+_YEAR_NEEDED = re.compile(r"(?:19|20)\d\d")
+DATE_NEEDS: tuple[re.Pattern[str] | None, ...] = (
+    re.compile(r"\d[/.-]\d"), _YEAR_NEEDED, _YEAR_NEEDED, _YEAR_NEEDED, _YEAR_NEEDED, _YEAR_NEEDED, _YEAR_NEEDED,
+)
+NUMBER_WORD_UNIT_NEEDS = re.compile(r"mm|millimet|cm|centimet", FLAGS)
 REF_MASK = "#"
 DATE_MASK = "@"
 
@@ -150,6 +161,8 @@ ANCHOR_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("granuloma", re.compile(r"\bgranulomas?\b", FLAGS)),
     ("lesion", re.compile(r"\blesions?\b", FLAGS)),
 )
+# The words one of ANCHOR_PATTERNS needs: a sentence without any of them is not searched for them.
+ANCHOR_NEEDS = re.compile(r"ground|gg|opacit|densit|foc|mass|granulom|lesion", FLAGS)
 # Non-nodule finding heads: they only partition sentences (their sizes stay theirs).
 OTHER_HEAD_RE = re.compile(
     r"\b(?:(?:lymph\s+)?nodes?|lymphadenopathy|adenopathy|cysts?|effusions?|pneumothora(?:x|ces)|"
@@ -220,6 +233,10 @@ LOBE_RES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("zone", re.compile(r"\b(?P<zone>apex|base)\s+of\s+the\s+(?P<side>right|left)\s+lung\b", FLAGS)),
     ("sideless", re.compile(rf"\b(?P<levels>{_LEVEL})[\s-]*{_LOBEWORD}", FLAGS)),
 )
+# Which LOBE_RES patterns need a lobe word ("lobe", "lobr", "loeb", "lboe"): a scope without
+# one is not searched for them (see find_location).
+LOBE_WORD_NEEDS = re.compile(r"lob|loeb|lboe", FLAGS)
+LOBE_RES_NEED_LOBE_WORD = tuple(kind in ("pairs", "sided", "both", "sideless") for kind, _ in LOBE_RES)
 BILATERAL_RE = re.compile(
     r"\b(?:bilateral(?:ly)?|bibasilar|bibasal|bi-?apical|both\s+lungs|both\s+(?:upper|lower)\s+lobes|"
     r"throughout\s+(?:both|the)\s+lungs|b/l)\b",
@@ -229,7 +246,7 @@ BILATERAL_RE = re.compile(
 SIDE_LEVEL_RE = re.compile(rf"\b(?P<side>right|rt|left|lt)\.?[\s-]*(?P<level>{_LEVEL})", FLAGS)
 # "It measures 6 mm." / "This is solid.": a sentence about the nodule of the sentence before
 PRONOUN_START_RE = re.compile(
-    r"\W*(?P<pron>it|this|which)\s+(?:now\s+|currently\s+|again\s+|also\s+)?"
+    r"\W*+(?P<pron>it|this|which)\s+(?:now\s+|currently\s+|again\s+|also\s+)?"
     r"(?=(?:measures?|measured|measuring|is|was|has|shows|demonstrates|contains|appears|lies|abuts)\b)",
     FLAGS,
 )
@@ -253,6 +270,8 @@ POSITION_RES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("centrilobular", re.compile(r"\bcentrilobular\b", FLAGS)),
     ("peribronchovascular", re.compile(r"\bperibronchovascular\b", FLAGS)),
 )
+# What every POSITION_RES pattern needs: a scope without it has no pleural/fissural position.
+POSITION_NEEDS = re.compile(r"fissur|pleur|endobronch|centrilob|peribronchovasc", FLAGS)
 # Lung context (for masses/lesions and for the organ test).
 LUNG_TOKEN_RE = re.compile(
     r"\b(?:lungs?|pulmonary|intrapulmonary|parenchym\w*|lingul\w*|fissur\w*|perifissural|subpleural|"
@@ -493,7 +512,7 @@ GUIDELINE_RE = re.compile(
     FLAGS,
 )
 RECOMMEND_START_RE = re.compile(
-    r"^\W*(?:recommend\w*|suggest\w*|consider|advise\w*|continue[ds]?\s+(?:annual|routine)|annual\s+(?:screening|"
+    r"^\W*+(?:recommend\w*|suggest\w*|consider|advise\w*|continue[ds]?\s+(?:annual|routine)|annual\s+(?:screening|"
     r"low[\s-]*dose|ldct|ct)|repeat\s+(?:ct|ldct|imaging)|(?:a\s+)?follow[\s-]?up\s+(?:chest\s+)?(?:ct|ldct|imaging|exam|"
     r"low[\s-]*dose|in|is|at))\b",
     FLAGS,

@@ -1,4 +1,4 @@
-"""The review window (pytest-qt, offscreen) on a real CT: LIDC-IDRI-0001, analysed once per module.
+"""The review window (pytest-qt, offscreen) on a real CT: LIDC-IDRI-0001, analysed once per session (conftest.py).
 
 Research software, NOT for diagnostic use.  Each check compares rendered pixels or the window's
 state before and after an action, so a control that does nothing fails.
@@ -10,7 +10,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,55 +19,21 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
+from gui_helpers import wait_until as _wait  # noqa: E402
+from gui_helpers import widget_pixels  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from lungfuse.app.gui.main_window import MainWindow  # noqa: E402
 from lungfuse.pipelines.analysis.case import AnalysisSettings  # noqa: E402
 from lungfuse.pipelines.inference.registry import ModelRegistry  # noqa: E402
 
-# heatmaps on (the overlay test needs one), word occlusion off: it is not shown by these tests
+# the same settings as conftest's session window (heatmaps on, word occlusion off)
 SETTINGS = AnalysisSettings(device="cpu", threads=1, max_word_findings=0)
-
-
-def _wait(cond: Callable[[], bool], timeout_s: float = 300.0) -> None:
-    """Process Qt events until ``cond()`` holds (module fixtures cannot use the function-scoped qtbot)."""
-    app = QApplication.instance()
-    assert app is not None
-    t0 = time.monotonic()
-    while not cond():
-        app.processEvents()
-        time.sleep(0.01)
-        if time.monotonic() - t0 > timeout_s:
-            raise TimeoutError(f"condition not met within {timeout_s} s")
-
-
-@pytest.fixture(scope="module")
-def registry() -> ModelRegistry:
-    return ModelRegistry()  # one per module: every window below shares its models, like a session
-
-
-@pytest.fixture(scope="module")
-def win(qapp: Any, lidc_root: Path, registry: ModelRegistry, tmp_path_factory: pytest.TempPathFactory
-        ) -> Iterator[MainWindow]:
-    """LIDC-IDRI-0001 opened and analysed in the worker (no report beside it: image only)."""
-    w = MainWindow(settings=SETTINGS, registry=registry, confirm_close=False)
-    w.resize(1400, 900)
-    w.show()
-    out = tmp_path_factory.mktemp("gui") / "r0001.json"
-    w.open_case(str(lidc_root / "LIDC-IDRI-0001"), result_path=out)
-    _wait(lambda: w.scene is not None)
-    assert w.result is None  # the CT is shown before the analysis is done
-    _wait(lambda: w.result is not None or w.last_error is not None)
-    assert w.last_error is None, w.last_error
-    yield w
-    w.close()
 
 
 def _axial_pixels(w: MainWindow) -> np.ndarray:
     """The axial view as drawn on screen (image, boxes, ids, crosshair), as an array."""
-    img = w.viewer.views["axial"].grab().toImage()
-    ptr = img.constBits()
-    return np.frombuffer(ptr, np.uint8, img.sizeInBytes()).copy()
+    return widget_pixels(w.viewer.views["axial"])
 
 
 def test_findings_table_fills_and_result_is_saved(win: MainWindow) -> None:
