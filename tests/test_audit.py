@@ -199,8 +199,9 @@ def test_dask_cluster_gives_the_same_summary(audited: Audited, tmp_path: Path) -
     for cid in ("d-corrupt", "0-demo-no-report"):
         shutil.copytree(audited.batch / cid, small / cid)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:
-        run = run_audit(small, tmp_path / "out", _config(formats=("json",)), client=client)
+                                  silence_logs=40) as cluster:
+        # by its address, as `lungfuse audit --dask tcp://...` connects
+        run = run_audit(small, tmp_path / "out", _config(formats=("json",), dask=cluster.scheduler_address))
     assert sorted(run.analysed) == ["0-demo-no-report", "d-corrupt"]
     pool = {r["case_id"]: r for r in _summary(audited.out)}
     dask = _summary(tmp_path / "out")
@@ -266,6 +267,30 @@ def test_manifest_and_its_errors(tmp_path: Path) -> None:
             discover_cases(m)
     with pytest.raises(FileNotFoundError):
         discover_cases(tmp_path / "absent")
+
+
+def test_case_folders_and_their_reports(tmp_path: Path) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    for name in ("md", "sr", "none", ".hidden"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "md" / "report.md").write_text("FINDINGS: none.\n")
+    (tmp_path / "none" / "notes.txt").write_text("not a report name\n")
+    (tmp_path / "report.txt").write_text("the batch folder's own file: no case's report\n")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = meta, meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "SR"
+    ds.save_as(tmp_path / "sr" / "sr_report.dcm", enforce_file_format=True)
+    cases = {c.case_id: c for c in discover_cases(tmp_path)}
+    assert set(cases) == {"md", "sr", "none"}
+    assert cases["md"].report_path == tmp_path / "md" / "report.md"
+    assert cases["sr"].report_path == tmp_path / "sr" / "sr_report.dcm"
+    assert cases["none"].report_path is None and cases["none"].ct_path == tmp_path / "none"
 
 
 def test_fingerprint_of_a_bad_case_follows_its_files(tmp_path: Path) -> None:
