@@ -324,14 +324,17 @@ def test_cli_refuses_an_unknown_format_in_one_line(tmp_path: Path, capsys: pytes
     assert "absent" in capsys.readouterr().err
 
 
-def test_timeout_stops_the_case_and_the_batch_goes_on(batch: Path, tmp_path: Path) -> None:
-    small = tmp_path / "batch"
-    small.mkdir()
-    shutil.copytree(batch / "0-demo-no-report", small / "e")
-    run = run_audit(small, tmp_path / "out", _config(workers=1, timeout_s=0.5, formats=("json",)))
-    (row,) = run.rows
-    assert row["state"] == "error" and row["error_code"] == "timeout", row
-    assert not (tmp_path / "out" / "cases" / "e").exists()
+def test_manifest_batch_with_a_missing_report_and_a_timeout(batch: Path, tmp_path: Path) -> None:
+    ct = batch / "0-demo-no-report" / "ct"
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(f"case_id,ct_path,report_path\nr-missing-report,{ct},absent.txt\nt-slow,{ct},\n")
+    run = run_audit(manifest, tmp_path / "out", _config(workers=1, timeout_s=3.0, formats=("json",)))
+    by = {str(r["case_id"]): r for r in run.rows}
+    assert by["r-missing-report"]["error_code"] == "report_error"
+    assert "absent.txt" in str(by["r-missing-report"]["error_message"])
+    assert by["t-slow"]["state"] == "error" and by["t-slow"]["error_code"] == "timeout", by["t-slow"]
+    assert not (tmp_path / "out" / "cases" / "t-slow").exists()
+    assert len(_summary(tmp_path / "out")) == 2
 
 
 def test_a_dying_worker_makes_its_case_an_error_and_the_batch_goes_on(batch: Path, tmp_path: Path) -> None:
