@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from lungfuse.pipelines.nlp.lexicon import (
     ATTR_NEG_BEFORE_RE,
     ATTRIBUTE_NEG_RE,
+    BENIGN_CALC_PATTERNS,
+    BENIGN_OPEN_RE,
+    BENIGN_RE,
     BETWEEN_RE,
     BILATERAL_RE,
     CALC_PATTERN_RES,
@@ -386,6 +389,20 @@ def calc_pattern(text: str) -> str | None:
                 continue
             return name
     return None
+
+
+def find_benign(text: str, kind: str, calcification_pattern: str | None) -> bool | None:
+    """Does the mention call the nodule benign?  True for a granuloma, a benign calcification
+    pattern (popcorn, laminated, central, diffuse: Lung-RADS' benign calcification) or a benign word
+    in ``text`` ("benign", "likely benign", "benign-appearing", "hamartoma", "granulomatous") that
+    is not negated ("not clearly benign", "non-benign"); False when the only benign words are
+    negated; None when nothing is said.  "Benign versus malignant" weighs both: None."""
+    if BENIGN_OPEN_RE.search(text):
+        return None
+    said = [not _attr_negated(text, m.start()) for m in BENIGN_RE.finditer(text)]
+    if any(said) or kind == "granuloma" or calcification_pattern in BENIGN_CALC_PATTERNS:
+        return True
+    return False if said else None
 
 
 def find_stability(text: str, rel_anchor: int) -> bool | None:

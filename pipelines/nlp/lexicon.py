@@ -401,6 +401,15 @@ CALC_PATTERN_RES: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"\b(?:diffuse(?:ly)?|dense(?:ly)?|complete(?:ly)?|entire(?:ly)?|uniform(?:ly)?|homogeneous(?:ly)?|"
         r"total(?:ly)?|fully)\s+calcifi\w*", FLAGS)),
 )
+# Words calling a nodule benign ("benign", "benign-appearing", "hamartoma", "granuloma",
+# "granulomatous"); CALC_PATTERN_RES' benign patterns and a stated Lung-RADS 2 count too (see
+# attributes.find_benign).  "Benign versus malignant" weighs both and calls it neither benign nor not.
+BENIGN_RE = re.compile(r"\b(?:benign\w*|hamartoma\w*|granulom\w*)", FLAGS)
+BENIGN_OPEN_RE = re.compile(
+    r"\bbenign\w*\s+(?:versus|vs\.?|or|and)\s+(?:\w+\s+)?malignan|\bmalignan\w*\s+(?:versus|vs\.?|or|and)\s+benign",
+    FLAGS,
+)
+BENIGN_CALC_PATTERNS = frozenset({"popcorn", "laminated", "central", "diffuse"})
 CAVITY_POS_RE = re.compile(r"\bcavit(?:ary|ation|ating|ated|y|ies)\b", FLAGS)
 CAVITY_NEG_RE = re.compile(r"\bnon[\s-]*cavit\w*", FLAGS)
 ATTR_NEG_BEFORE_RE = re.compile(

@@ -21,6 +21,7 @@ from lungfuse.pipelines.nlp.attributes import (
     Location,
     Size,
     calc_pattern,
+    find_benign,
     find_count,
     find_location,
     find_sizes,
@@ -88,6 +89,7 @@ class Draft:
     cavitation: bool | None = None
     shape: str | None = None
     lung_rads: str | None = None
+    benign: bool | None = None
     negated: bool = False
     uncertain: bool = False
     stable: bool | None = None
@@ -103,7 +105,7 @@ class Draft:
 
     _FILLABLE = (
         "prior_size_mm", "side", "lobe", "segment", "texture", "margin", "calcification",
-        "calcification_pattern", "cavitation", "shape", "lung_rads", "stable", "position",
+        "calcification_pattern", "cavitation", "shape", "lung_rads", "benign", "stable", "position",
     )
 
     @property
@@ -249,6 +251,7 @@ def _set_descriptors(d: Draft, head: Head, scope_text: str, rel_anchor: int) -> 
         d.shape = "round"  # "rounded opacity"
     d.calcification = nearest_flag(scope_text, rel_anchor, CALC_POS_RE, CALC_NEG_RE)
     d.calcification_pattern = calc_pattern(scope_text) if d.calcification else None
+    d.benign = find_benign(scope_text, head.kind, d.calcification_pattern)
     d.cavitation = nearest_flag(scope_text, rel_anchor, CAVITY_POS_RE, CAVITY_NEG_RE)
     d.stable = find_stability(scope_text, rel_anchor)
     if d.stable is None and d.size_mm is not None and d.prior_size_mm is not None:
