@@ -116,10 +116,11 @@ PRIOR_LR_RE = re.compile(r"\b(?:previous(?:ly)?|prior|formerly|was|from)\b[^.;]{
 # ---------------------------------------------------------------------------
 # Sentence splitting
 # ---------------------------------------------------------------------------
-# Sentence ends: ".!?" before whitespace, blank lines, a newline after a line ending in
+# Sentence ends: ".!?" before whitespace, blank lines (a run of them is one candidate: 1 MB of
+# newlines was 500,000 empty sentences), a newline after a line ending in
 # ":" (a sub-header line), and a newline before an enumerator, bullet or "Label:" line.
 SENT_CANDIDATE_RE = re.compile(
-    r"(?<![.!?])[.!?]++(?=\s)|\n[ \t]*+\n|(?<=:)[ \t]*+\n|"
+    r"(?<![.!?])[.!?]++(?=\s)|\n(?:[ \t]*+\n)++|(?<=:)[ \t]*+\n|"
     r"\n(?=[ \t]*(?:\(?\d{1,2}[.)][ \t]|[-*\u2022][ \t]|[A-Z][A-Za-z0-9/&,' #-]{1,40}:))"
 )
 # Tokens whose trailing period does not end a sentence.
