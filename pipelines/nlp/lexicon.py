@@ -234,10 +234,15 @@ LOBE_RES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("zone", re.compile(r"\b(?P<zone>apex|base)\s+of\s+the\s+(?P<side>right|left)\s+lung\b", FLAGS)),
     ("sideless", re.compile(rf"\b(?P<levels>{_LEVEL})[\s-]*{_LOBEWORD}", FLAGS)),
 )
+# What the zone and lingula patterns of LOBE_RES need ("apex", "apical", "bases", "basilar", "upper
+# lung", "lingula"), and the segment pattern ("segment"): scopes without them are not searched.
+ZONE_NEEDS = re.compile(r"ap|bas|lung|lingul", FLAGS)
+SEGMENT_NEEDS = re.compile(r"segment", FLAGS)
 # Which LOBE_RES patterns need a lobe word ("lobe", "lobr", "loeb", "lboe"): a scope without
 # one is not searched for them (see find_location).
 LOBE_WORD_NEEDS = re.compile(r"lob|loeb|lboe", FLAGS)
 LOBE_RES_NEED_LOBE_WORD = tuple(kind in ("pairs", "sided", "both", "sideless") for kind, _ in LOBE_RES)
+LOBE_RES_NEED_ZONE_WORD = tuple(kind in ("zone", "lingula") for kind, _ in LOBE_RES)
 BILATERAL_RE = re.compile(
     r"\b(?:bilateral(?:ly)?|bibasilar|bibasal|bi-?apical|both\s+lungs|both\s+(?:upper|lower)\s+lobes|"
     r"throughout\s+(?:both|the)\s+lungs|b/l)\b",
@@ -380,6 +385,11 @@ MARGIN_RES: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"\b(?:smooth(?:ly)?|well[\s-]*(?:circumscribed|defined|marginated|demarcated|delineated|marginated)|"
         r"sharp(?:ly)?[\s-]*(?:defined|marginated|circumscribed|demarcated)|circumscribed)\b", FLAGS)),
 )
+# What every MARGIN_RES pattern needs: a scope without any of these words has no margin.
+MARGIN_NEEDS = re.compile(
+    r"spi|specul|stellate|irregular|ill|poorly|indistinct|fuzzy|blurred|lobulat|lobular|smooth|well|sharp|circumscribed",
+    FLAGS,
+)
 SHAPE_RES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("round", re.compile(r"\b(?:round(?:ed)?|spherical)\b", FLAGS)),
     ("oval", re.compile(r"\b(?:oval|ovoid|elliptical|elongated)\b", FLAGS)),
@@ -389,6 +399,9 @@ SHAPE_RES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("irregular", re.compile(r"\birregular(?:ly)?(?!\s+(?:margins?|borders?|edges?|contours?|margination))\b", FLAGS)),
     ("lobulated", re.compile(r"\blobulated\b", FLAGS)),
 )
+# What every SHAPE_RES pattern needs.
+SHAPE_NEEDS = re.compile(r"round|spherical|oval|ovoid|elliptical|elongated|triangular|lentiform|lenticular|polygonal|"
+                         r"irregular|lobulated", FLAGS)
 CALC_POS_RE = re.compile(r"\bcalcifi\w*|\bcalcific\b|\bpopcorn\b", FLAGS)
 CALC_NEG_RE = re.compile(r"\b(?:non[\s-]*calcifi\w*|uncalcifi\w*|not\s+calcified)\b", FLAGS)
 CALC_PATTERN_RES: tuple[tuple[str, re.Pattern[str]], ...] = (

@@ -49,6 +49,7 @@ from lungfuse.pipelines.nlp.lexicon import (
     LEADING_JUNK_RE,
     LOBE_SIDE,
     LUNG_TOKEN_RE,
+    MARGIN_NEEDS,
     MARGIN_RES,
     NEW_ITEM_RE,
     NON_FINDING_AFTER_RE,
@@ -58,6 +59,7 @@ from lungfuse.pipelines.nlp.lexicon import (
     RECOMMEND_INNER_RE,
     RECOMMEND_START_RE,
     SAME_LOBE_RE,
+    SHAPE_NEEDS,
     SHAPE_RES,
     SIDE_WORD_RE,
     SUBCM_RE,
@@ -245,8 +247,8 @@ def _set_descriptors(d: Draft, head: Head, scope_text: str, rel_anchor: int) -> 
     d.texture = find_texture(scope_text)
     if d.texture is None and head.kind == "ggo":
         d.texture = "ground-glass"
-    d.margin = first_match(MARGIN_RES, scope_text)
-    d.shape = first_match(SHAPE_RES, scope_text)
+    d.margin = first_match(MARGIN_RES, scope_text, MARGIN_NEEDS)
+    d.shape = first_match(SHAPE_RES, scope_text, SHAPE_NEEDS)
     if d.shape is None and head.kind == "opacity" and "round" in scope_text[rel_anchor : rel_anchor + 8].lower():
         d.shape = "round"  # "rounded opacity"
     d.calcification = nearest_flag(scope_text, rel_anchor, CALC_POS_RE, CALC_NEG_RE)
