@@ -9,11 +9,12 @@ DEMO := demo_case
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: run test test-fast venv lint typecheck demo bench clean apt
+.PHONY: run test test-fast venv lint typecheck demo bench clean apt package
 
-# System packages the tests and later tools use (DICOM tools, PDF rendering, virtual screen).
+# System packages the tests and later tools use (DICOM tools, PDF rendering, virtual screen; the
+# libxcb-* that Qt's xcb platform plugin needs beyond xvfb's, for the GUI under a real X display).
 # Installed only when missing and only when we are root (CI and the dev machines are).
-APT_PKGS := dicom3tools poppler-utils xvfb chromium chromium-driver
+APT_PKGS := dicom3tools poppler-utils xvfb chromium chromium-driver libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0
 apt:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -71,5 +72,13 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_analyze.py --out bench/results/analyze.json
 	$(BIN)/python bench/bench_claims.py --out bench/results/claims_speed.json
 
+# The desktop bundle (one folder, dist/LungFuse/): PyInstaller from packaging/requirements.txt (not a CI
+# dependency), the spec names every resource the app reads; then the bundle starts once offscreen.
+package: $(STAMP)
+	$(BIN)/pip install -q -r packaging/requirements.txt
+	$(BIN)/pyinstaller --noconfirm --log-level WARN --distpath dist --workpath build/pyinstaller packaging/lungfuse.spec
+	du -sh dist/LungFuse
+	QT_QPA_PLATFORM=$${QT_QPA_PLATFORM:-offscreen} dist/LungFuse/LungFuse --smoke-test build/package_smoke.png
+
 clean:
-	rm -rf $(VENV) $(DEMO) build *.egg-info
+	rm -rf $(VENV) $(DEMO) build dist *.egg-info

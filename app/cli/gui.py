@@ -22,7 +22,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
     from lungfuse.pipelines.analysis.case import AnalysisSettings
     from lungfuse.pipelines.core.errors import ConfigurationError
 
-    if args.path is None and args.result is None:
+    if args.path is None and args.result is None and (args.screenshot or args.no_display):
         raise ConfigurationError("give a CT PATH or --result JSON (or both)")
     import importlib.util
 
@@ -59,7 +59,8 @@ def add_gui_command(sub: Any) -> None:
     s = sub.add_parser("gui", help="the desktop review application", description="Open a CT (DICOM folder, NIfTI "
                        "or multi-frame file) in the review window: three synchronised views, the analysis, its "
                        "findings and overlays, the reader's review. " + NOTICE)
-    s.add_argument("path", metavar="PATH", nargs="?", help="the CT (default: the one --result names)")
+    s.add_argument("path", metavar="PATH", nargs="?", help="the CT (default: the one --result names; none: "
+                   "the empty window with its worklist)")
     s.add_argument("--report", metavar="FILE", help="the report; default: report.txt beside PATH")
     s.add_argument("--result", metavar="JSON", help="a saved result to show (it is analysed and saved there when "
                    "absent); the review sidecar sits beside it")

@@ -16,6 +16,7 @@ import html
 from typing import Any
 
 from PySide6.QtCore import QUrl, Signal
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import QTextBrowser, QVBoxLayout, QWidget
 
 __all__ = ["ReportPanel", "AnalysisPanel", "report_html"]
@@ -113,9 +114,19 @@ class AnalysisPanel(QWidget):
         self.canvas.setMinimumHeight(150)
         lay.addWidget(self.canvas)
         lay.addWidget(self.text, 1)
+        self._plotted: Any = None  # the result the trajectory was drawn for
+        self._draw_pending = False
 
     def set_result(self, result: Any, finding_id: str | None = None) -> None:
-        self._trajectory(result)
+        # the plot is the result's, not the finding's: drawn once per result (0.2 s of matplotlib
+        # layout on the GUI thread, which was the worst stall after an analysis, bench_gui.py)
+        # ... and only when the tab is shown (building the axes alone is 65 ms)
+        if result is not self._plotted:
+            self._plotted = result
+            if self.isVisible():
+                self._trajectory(result)
+            else:
+                self._draw_pending = True
         parts = []
         e = result.eaf or {}
         w = e.get("weights") or {}
@@ -158,3 +169,9 @@ class AnalysisPanel(QWidget):
             ax.text(0.5, 0.5, "no claim matched (no report?)", ha="center", va="center", transform=ax.transAxes,
                     fontsize=8)
         self.canvas.draw_idle()
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt's name
+        super().showEvent(event)
+        if self._draw_pending and self._plotted is not None:
+            self._draw_pending = False
+            self._trajectory(self._plotted)

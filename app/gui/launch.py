@@ -89,6 +89,7 @@ def run_gui(path: str | None, *, report: str | None = None, result: str | None =
     win = MainWindow(settings=settings)
     win.resize(1600, 1000)
     win.show()
+    win.warm_up()  # models load while the reader chooses a case (no GIL stalls during the analysis)
     if select:
         win.result_ready.connect(lambda: win.select_finding(select))
     if path is not None:

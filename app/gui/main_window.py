@@ -47,7 +47,7 @@ from lungfuse.app.gui.review_panel import ReviewPanel
 from lungfuse.app.gui.scene import Scene
 from lungfuse.app.gui.settings import AppSettings, SettingsDialog
 from lungfuse.app.gui.viewer import ViewerPanel
-from lungfuse.app.gui.workers import AnalysisWorker, ExportWorker, LoadWorker, ResultLoadWorker
+from lungfuse.app.gui.workers import AnalysisWorker, ExportWorker, LoadWorker, ResultLoadWorker, WarmupWorker
 from lungfuse.app.gui.worklist import WorklistPanel, audit_cases, entry_kind, read_entry
 
 __all__ = ["MainWindow", "NOT_FOR_DIAGNOSTIC_USE", "default_result_path", "EXPORT_ENTRIES", "MOUSE_GESTURES"]
@@ -107,6 +107,8 @@ class MainWindow(QMainWindow):
         self.export_worker: ExportWorker | None = None
         self.last_export: Any = None
         self._recent_path = ""
+        self.warmup_worker: WarmupWorker | None = None
+        self.warm = False
         self._saved_only = False
         self._auto_analyse = True
         self.scene: Scene | None = None
@@ -243,9 +245,8 @@ class MainWindow(QMainWindow):
         self._show_models_info()
 
     def _show_models_info(self) -> None:
-        """Device and model hashes: from the result once there is one, else what the session will use."""
-        import torch
-
+        """Device and model hashes: from the result once there is one, else what the session will use
+        (torch is not imported here: 3-4 s on the GUI thread before the window could show)."""
         if self.result is not None:
             dev = self.result.device
             m = self.result.models
@@ -257,8 +258,23 @@ class MainWindow(QMainWindow):
         else:
             dev = self.settings.device
             if dev == "auto":
-                dev = "cuda" if torch.cuda.is_available() else "cpu"
+                dev = "auto (CUDA when available)"
             self.models_label.setText(f"device {dev} · models load with the first analysis")
+
+    def warm_up(self) -> None:
+        """Import the analysis code and load the models in the background (see :class:`WarmupWorker`)."""
+        if self.warmup_worker is not None:
+            return
+        w = WarmupWorker(self.registry, self.settings.device, self)
+        w.ready.connect(self._warmed)
+        w.failed.connect(lambda msg, _tb: self.models_label.setText(f"models: {msg}"))
+        self.warmup_worker = w
+        w.start()
+
+    def _warmed(self, text: str) -> None:
+        self.warm = True
+        if self.result is None:
+            self.models_label.setText(text)
 
     def _menus(self) -> None:
         mb = self.menuBar()
@@ -840,8 +856,7 @@ class MainWindow(QMainWindow):
         w = ExportWorker(self.result, out_dir, formats, self.volume, self.ct_path, deidentify, self)
         w.exported.connect(self._exported)
         w.failed.connect(self._worker_failed)
-        w.finished.connect(w.deleteLater)
-        self.export_worker = w
+        self.export_worker = w  # kept (a child of the window) until the next export replaces it
         self.progress.setFormat(f"exporting {', '.join(formats)}…")
         w.start()
 
@@ -881,11 +896,14 @@ class MainWindow(QMainWindow):
                 if ans != QMessageBox.StandardButton.Yes:
                     event.ignore()
                     return
-            self.stop_worker()
+        self.stop_worker()  # also the warm-up and an export: no thread may outlive the window
         event.accept()
 
     def stop_worker(self, timeout_ms: int = 60000) -> None:
         """Cancel the running work and wait for its thread to end (the loaders are short)."""
+        for other in (self.warmup_worker, self.export_worker):
+            if other is not None and other.isRunning():
+                other.wait(timeout_ms)  # neither can be interrupted; both end on their own
         w = self.worker
         if w is None:
             return

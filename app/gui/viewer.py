@@ -43,6 +43,7 @@ class SliceView(QWidget):
         self._drag: tuple[str, QPointF, tuple[float, float]] | None = None
         self._image: QImage | None = None
         self._rgb: np.ndarray | None = None  # keeps the QImage's buffer alive
+        self._key: tuple[object, ...] | None = None  # what the cached picture was composed from
         self.setMinimumSize(160, 160)
         self.setMouseTracking(True)
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
@@ -73,9 +74,22 @@ class SliceView(QWidget):
         nr, nc = self.scene.plane_shape(self.view)
         return (p.y() - r.top()) * nr / r.height() - 0.5, (p.x() - r.left()) * nc / r.width() - 0.5
 
+    def _image_key(self) -> tuple[object, ...]:
+        """Everything :meth:`Scene.compose` of this view depends on: the picture is recomposed only
+        when it changes (scrolling the axial slice then redraws only the crosshair of the other two)."""
+        sc = self.scene
+        assert sc is not None
+        return (id(sc), sc.cursor[VIEW_AXES[self.view][0]], sc.window, sc.slab_mode, sc.slab_mm,
+                tuple(sorted(sc.show.items())), sc.heat_kind, sc.opacity, sc.ai_visible,
+                tuple(id(f) for f in sc.findings))
+
     def render_image(self) -> QImage:
         """The composed picture as a QImage (RGB888, sharing the numpy buffer)."""
         assert self.scene is not None
+        key = self._image_key()
+        if self._image is not None and key == self._key:
+            return self._image
+        self._key = key
         self._rgb = self.scene.compose(self.view)
         h, w, _ = self._rgb.shape
         self._image = QImage(self._rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888)
@@ -299,6 +313,7 @@ class ViewerPanel(QWidget):
         self.scene = scene
         for name, v in self.views.items():
             v.scene = scene
+            v._key = None  # a new scene: never the old one's cached picture
             v.reset_view()
             s = self.sliders[name]
             s.setEnabled(scene is not None)

@@ -18,7 +18,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal
 
-__all__ = ["LoadWorker", "AnalysisWorker", "ResultLoadWorker", "ExportWorker", "describe_error"]
+__all__ = ["LoadWorker", "AnalysisWorker", "ResultLoadWorker", "ExportWorker", "WarmupWorker", "describe_error"]
 
 
 def describe_error(exc: BaseException, path: str | Path | None) -> str:
@@ -170,3 +170,35 @@ class ExportWorker(_Thread):
         out = export_case(self.result, self.out_dir, self.formats, deidentify=self.deidentify,
                           ct_path=self.ct_path, volume=self.volume)
         self.exported.emit(out)
+
+
+class WarmupWorker(_Thread):
+    """Imports the analysis code and loads the models into the session's registry in the background.
+
+    The first ``registry.get`` imports about 3,000 modules (MONAI, transformers, scipy, ...):
+    about 13 s on the 2-core machine.  Imports hold the GIL for up to ~0.7 s at a time
+    (unmarshalling large modules), so done during the first analysis they froze the window for
+    that long (bench/bench_gui.py).  Started when the window opens, they are over before the
+    reader has chosen a case; an analysis started earlier simply waits on the registry's lock.
+    ``ready(str)`` says what was loaded.
+    """
+
+    ready = Signal(str)
+
+    def __init__(self, registry: Any, device: str, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.registry, self.device = registry, device
+
+    def work(self) -> None:
+        import time
+
+        t0 = time.perf_counter()
+        import torch
+
+        import lungfuse.pipelines.analysis.analyze  # noqa: F401 - the import is the work
+
+        if self.device == "auto":  # as analyze_case resolves it
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        models = self.registry.get(None, self.device)
+        models.text_encoder()
+        self.ready.emit(f"models loaded on {self.device} in {time.perf_counter() - t0:.1f} s")

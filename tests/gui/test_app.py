@@ -256,7 +256,7 @@ def multi_series(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return root, recon_uid
 
 
-def test_series_chooser_defaults_to_the_ct_and_switches(multi_series: tuple[Path, str], registry: Any,
+def test_series_chooser_defaults_to_the_ct_and_switches(qapp: Any, multi_series: tuple[Path, str], registry: Any,
                                                         tmp_path: Path) -> None:
     folder, recon_uid = multi_series
     w = _window(registry, _fresh_prefs(tmp_path))
@@ -314,3 +314,10 @@ def test_pixels_of_the_screenshot_views_are_not_blank(win: MainWindow) -> None:
 
     a = widget_pixels(win.viewer.views["sagittal"])
     assert np.std(a) > 10
+
+
+def test_the_platform_is_the_one_asked_for(qapp: Any) -> None:
+    """Offscreen in CI; ``xcb`` under the real X server of test_xvfb.py."""
+    import os
+
+    assert QApplication.platformName() == os.environ["QT_QPA_PLATFORM"]
