@@ -13,6 +13,7 @@ calcification, cavitation, stability) and negation/uncertainty/indication contex
 
 from __future__ import annotations
 
+import functools
 import re
 
 # re's own parser (private, stable since 3.11: requires-python >= 3.11); no stubs
@@ -670,6 +671,7 @@ def _damerau1(a: str, b: str) -> bool:
     return a[i:] == b[i + 1 :]
 
 
+@functools.lru_cache(maxsize=8192)  # a pure function of the token; a report repeats its words
 def nodule_word(token: str) -> tuple[bool, bool] | None:
     """Classify a token as a nodule word, tolerating one typo ("nodlue", "ndoule").
     Returns (plural, micro) or None."""
@@ -685,6 +687,7 @@ def nodule_word(token: str) -> tuple[bool, bool] | None:
     return None
 
 
+@functools.lru_cache(maxsize=8192)
 def is_plural_word(word: str) -> bool:
     w = word.lower().rstrip()
     return w.endswith(("s", "ies", "foci", "bullae", "ae")) and not w.endswith(("ss", "sis", "us", "thorax"))
