@@ -315,7 +315,9 @@ def _compatible_with(y: Draft, xs: Iterable[Draft]) -> list[Draft]:
         if x.negated == neg
         and not (lobe and x.lobe and x.lobe != lobe)
         and not (side_clash and x.side and x.side != "bilateral" and x.side != side)
-        and (size is None or x.size_mm is None or abs(x.size_mm - size) <= max(1.0, 0.2 * max(x.size_mm, size)))
+        # within max(1 mm, 20 % of the larger), without two max() calls per pair
+        and (size is None or x.size_mm is None or abs(x.size_mm - size) <= 1.0
+             or abs(x.size_mm - size) <= 0.2 * (x.size_mm if x.size_mm > size else size))
     ]
 
 

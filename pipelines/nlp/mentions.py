@@ -467,7 +467,6 @@ def _overlapping(found: list[tuple[int, int, str]], s: int, e: int) -> list[tupl
 def drafts_for_sentence(work: str, sent: Sentence, lung_rads: list[tuple[int, int, str]]) -> list[Draft]:
     """Draft claims of one sentence; ``lung_rads`` are the report's Lung-RADS statements
     (:func:`.claims.find_lung_rads`, text order)."""
-    lung_rads = _overlapping(lung_rads, sent.start, sent.end)
     text = work[sent.start : sent.end]
     if RECOMMEND_START_RE.match(text):
         return []
@@ -475,7 +474,8 @@ def drafts_for_sentence(work: str, sent: Sentence, lung_rads: list[tuple[int, in
     if sent.list_item and not any(h.is_nodule for h in heads):
         heads = _implicit_list_head(work, sent, heads)
     if not any(h.is_nodule for h in heads):
-        return _pronoun_draft(work, sent, lung_rads) if not heads else []
+        return _pronoun_draft(work, sent, _overlapping(lung_rads, sent.start, sent.end)) if not heads else []
+    lung_rads = _overlapping(lung_rads, sent.start, sent.end)  # only for sentences with a nodule head
     # anchors after a recommendation / guideline phrase are references, not findings:
     # "4 mm RUL nodule; in a low-risk patient no follow-up is needed" keeps the nodule,
     # "Fleischner: solid nodules <6 mm need no follow-up" gives none.
