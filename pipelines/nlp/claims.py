@@ -109,7 +109,7 @@ from lungfuse.pipelines.nlp.lexicon import (
     SIDES,
     TEXTURES,
 )
-from lungfuse.pipelines.nlp.mentions import Draft, attach_lung_rads, drafts_for_sentence
+from lungfuse.pipelines.nlp.mentions import Draft, attach_lung_rads, drafts_for_sentence, overlapping
 from lungfuse.pipelines.nlp.sentences import masked_text, report_sentences
 
 __all__ = [
@@ -514,8 +514,9 @@ def extract_claims(report: Report | str | os.PathLike[str]) -> ReportClaims:
     work = masked_text(rep.text, [(s, e) for s, e, _ in lung_rads])
     drafts: list[Draft] = []
     sentences = report_sentences(rep, work)
+    lr_starts, lr_ends = [s for s, _, _ in lung_rads], [e for _, e, _ in lung_rads]
     for sent in sentences:
-        drafts.extend(drafts_for_sentence(work, sent, lung_rads))
+        drafts.extend(drafts_for_sentence(work, sent, overlapping(lung_rads, lr_starts, lr_ends, sent.start, sent.end)))
     attach_lung_rads(sentences, drafts, lung_rads)
     drafts = _merge_coreferent(drafts)
     drafts = _merge_impression(drafts)
