@@ -94,7 +94,10 @@ def compile_prefixed(pattern: str, flags: int = 0) -> re.Pattern[str]:
     parts, nullable = _first_chars(data)
     if parts is None or nullable:
         return compiled
-    return re.compile(f"(?=[{''.join(dict.fromkeys(parts))}])(?:{pattern})", flags)
+    try:
+        return re.compile(f"(?=[{''.join(dict.fromkeys(parts))}])(?:{pattern})", flags)
+    except re.error:  # inline global flags ("(?i)...") must open the pattern: keep it as it is
+        return compiled
 
 LOBES = ("RUL", "RML", "RLL", "LUL", "LLL", "lingula")
 SIDES = ("right", "left", "bilateral")
