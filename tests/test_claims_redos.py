@@ -12,18 +12,25 @@ add to the wall clock) at 2 s; ``bench/bench_claims.py`` measures wall-clock med
 
 Not covered by the bound (measured, see docs/experiments/parser-real-report-styles.md): 1 MB made
 of tens of thousands of short nodule sentences ("4 mm nodule in the right upper lobe. " repeated,
-27,000 mentions) - the work per nodule mention is linear but not that cheap.
+27,000 mentions) and the dev set repeated to 1 MB (11,000 mentions, 2.0-2.3 s CPU, see
+docs/experiments/parser-speed-and-benign-wording.md) - the work per nodule mention is linear but not
+that cheap.  The last tests check that the lexicon's first-character lookaheads
+(``lexicon.compile_prefixed``, the main speed-up for those) change no match.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lungfuse.pipelines.io.report import load_report
+from lungfuse.pipelines.nlp import lexicon
 from lungfuse.pipelines.nlp.claims import extract_claims
 
 NODULE = "nodule 4 mm"
@@ -117,3 +124,48 @@ def test_one_megabyte_report_parses_within_two_cpu_seconds_and_never_raises(text
     assert cpu_s <= 2.0, f"{cpu_s:.2f} s CPU for a {len(text):,}-character report"
     for n in claims.nodules:
         assert 0 <= n.span[0] <= n.span[1] <= len(text)
+
+
+# ---------------------------------------------------------------------------
+# lexicon.compile_prefixed: the first-character lookahead changes no match
+# ---------------------------------------------------------------------------
+def _prefixed_lexicon_patterns() -> list[tuple[str, re.Pattern[str], re.Pattern[str]]]:
+    """(name, pattern as the lexicon compiled it, the same source compiled plainly) for every
+    lexicon pattern that got a lookahead; the source is recovered from ``(?=[...])(?:SOURCE)``."""
+    out = []
+    for name, value in vars(lexicon).items():
+        items = [value] if isinstance(value, re.Pattern) else list(value) if isinstance(value, tuple) else []
+        for k, item in enumerate(items):
+            pattern = item[1] if isinstance(item, tuple) and len(item) == 2 else item
+            if isinstance(pattern, re.Pattern) and pattern.pattern.startswith("(?=["):
+                source = pattern.pattern[pattern.pattern.index("])(?:") + 5 : -1]
+                out.append((f"{name}[{k}]", pattern, re.compile(source, pattern.flags)))
+    return out
+
+
+_PREFIXED = _prefixed_lexicon_patterns()
+_DEV_WORDS = sorted({w for line in (Path(__file__).parent / "data" / "reports_dev.jsonl").read_text(
+    encoding="utf-8").splitlines() if line.strip() for w in json.loads(line)["text"].split()})
+# dev-report words, and characters that IGNORECASE folds onto ASCII letters (long s, Kelvin sign,
+# dotted and dotless i)
+_LEXICON_TEXT = st.lists(st.sampled_from([*_DEV_WORDS, "\u017f", "\u212a", "\u0130", "\u0131", "", "-", "\n"]),
+                         max_size=60).map(" ".join)
+
+
+def test_compile_prefixed_adds_a_lookahead_only_where_it_can() -> None:
+    assert lexicon.compile_prefixed(r"\b(?:thyroid|liver)\b", re.I).pattern.startswith("(?=[")
+    assert lexicon.compile_prefixed(r"\W*+foo").pattern.startswith("(?=[")  # \W or f
+    for plain in (r"[ab]c", r"abc", r"\bx?", r"(?i)ab|cd", r"(?:a|)\w*", r"[^a]b"):  # set/literal first, nullable, flags
+        assert lexicon.compile_prefixed(plain).pattern == plain
+    assert len(_PREFIXED) > 100  # most of the lexicon's patterns open with \b or an alternation
+
+
+@settings(max_examples=80, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(_LEXICON_TEXT, st.integers(min_value=0, max_value=40))
+def test_prefixed_lexicon_patterns_match_as_the_plain_ones(text: str, pos: int) -> None:
+    pos = min(pos, len(text))
+    for name, fast, plain in _PREFIXED:
+        got = [(m.span(), m.groups()) for m in fast.finditer(text, pos)]
+        assert got == [(m.span(), m.groups()) for m in plain.finditer(text, pos)], name
+        assert (fast.match(text, pos) is None) == (plain.match(text, pos) is None), name

@@ -251,18 +251,25 @@ class _Spans:
         self.ends.insert(i, span[1])
 
 
+#: (lobe word in the scope, zone word in the scope) -> the LOBE_RES patterns that can match there
+_LOBE_RES_BY_WORDS = {
+    (lobe_word, zone_word): tuple(
+        kind_pattern for kind_pattern, needs_lobe, needs_zone in zip(
+            LOBE_RES, LOBE_RES_NEED_LOBE_WORD, LOBE_RES_NEED_ZONE_WORD, strict=True)
+        if (lobe_word or not needs_lobe) and (zone_word or not needs_zone))
+    for lobe_word in (False, True) for zone_word in (False, True)
+}
+
+
 def find_location(work: str, a: int, b: int) -> Location:
     loc = Location()
     taken = _Spans()
     sideless: list[tuple[int, str]] = []
     free = taken.free
 
-    lobe_word = LOBE_WORD_NEEDS.search(work, a, b) is not None
-    zone_word = ZONE_NEEDS.search(work, a, b) is not None
-    for (kind, pattern), needs_lobe, needs_zone in zip(LOBE_RES, LOBE_RES_NEED_LOBE_WORD, LOBE_RES_NEED_ZONE_WORD,
-                                                       strict=True):
-        if (needs_lobe and not lobe_word) or (needs_zone and not zone_word):
-            continue  # the word this pattern needs is not in the scope: it cannot match
+    # only the patterns whose needed words are in the scope: the others cannot match
+    active = _LOBE_RES_BY_WORDS[LOBE_WORD_NEEDS.search(work, a, b) is not None, ZONE_NEEDS.search(work, a, b) is not None]
+    for kind, pattern in active:
         for m in pattern.finditer(work, a, b):
             if not free(m.start(), m.end()):
                 continue

@@ -109,7 +109,7 @@ from lungfuse.pipelines.nlp.lexicon import (
     SIDES,
     TEXTURES,
 )
-from lungfuse.pipelines.nlp.mentions import Draft, attach_lung_rads, drafts_for_sentence
+from lungfuse.pipelines.nlp.mentions import Draft, attach_lung_rads, drafts_for_sentence, overlapping
 from lungfuse.pipelines.nlp.sentences import masked_text, report_sentences
 
 __all__ = [
@@ -303,20 +303,26 @@ def _report_lung_rads(report: Report, found: list[tuple[int, int, str]]) -> str 
 # ---------------------------------------------------------------------------
 # Merging
 # ---------------------------------------------------------------------------
-def _sizes_compatible(a: float | None, b: float | None) -> bool:
-    if a is None or b is None:
-        return True
-    return abs(a - b) <= max(1.0, 0.2 * max(a, b))
+def _compatible_with(y: Draft, xs: Iterable[Draft]) -> list[Draft]:
+    """The drafts of ``xs`` that may be the same nodule as ``y``: same negation, no clash of
+    lobe or side (bilateral clashes with neither), sizes compatible (within 1 mm or 20 %).
+    One comprehension with ``y``'s fields read once: ``_merge_impression`` tests each
+    IMPRESSION mention against some hundred drafts (500,000 tests in a 1 MB report)."""
+    neg, lobe, side, size = y.negated, y.lobe, y.side, y.size_mm
+    side_clash = bool(side) and side != "bilateral"
+    return [
+        x for x in xs
+        if x.negated == neg
+        and not (lobe and x.lobe and x.lobe != lobe)
+        and not (side_clash and x.side and x.side != "bilateral" and x.side != side)
+        # within max(1 mm, 20 % of the larger), without two max() calls per pair
+        and (size is None or x.size_mm is None or abs(x.size_mm - size) <= 1.0
+             or abs(x.size_mm - size) <= 0.2 * (x.size_mm if x.size_mm > size else size))
+    ]
 
 
 def _compatible(x: Draft, y: Draft) -> bool:
-    if x.negated != y.negated:
-        return False
-    if x.lobe and y.lobe and x.lobe != y.lobe:
-        return False
-    if x.side and y.side and "bilateral" not in (x.side, y.side) and x.side != y.side:
-        return False
-    return _sizes_compatible(x.size_mm, y.size_mm)
+    return bool(_compatible_with(y, (x,)))
 
 
 def _match_score(x: Draft, y: Draft) -> int:
@@ -403,7 +409,7 @@ def _merge_impression(drafts: list[Draft]) -> list[Draft]:
         # (~1,300 mentions) made this loop quadratic (7-17 s).
         at = bisect.bisect_left(starts, d.start)
         near = primary[max(0, at - _IMPRESSION_WINDOW) : at + _IMPRESSION_WINDOW]
-        cands = [p for p in near if _compatible(p, d)]
+        cands = _compatible_with(d, near)
         if d.plural and not d.negated:
             cands = [p for p in cands if p.plural] or cands
         if d.indefinite and d.has_location and d.lobe is not None:
@@ -508,8 +514,9 @@ def extract_claims(report: Report | str | os.PathLike[str]) -> ReportClaims:
     work = masked_text(rep.text, [(s, e) for s, e, _ in lung_rads])
     drafts: list[Draft] = []
     sentences = report_sentences(rep, work)
+    lr_starts, lr_ends = [s for s, _, _ in lung_rads], [e for _, e, _ in lung_rads]
     for sent in sentences:
-        drafts.extend(drafts_for_sentence(work, sent, lung_rads))
+        drafts.extend(drafts_for_sentence(work, sent, overlapping(lung_rads, lr_starts, lr_ends, sent.start, sent.end)))
     attach_lung_rads(sentences, drafts, lung_rads)
     drafts = _merge_coreferent(drafts)
     drafts = _merge_impression(drafts)

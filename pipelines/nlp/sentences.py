@@ -45,6 +45,7 @@ from lungfuse.pipelines.nlp.lexicon import (
     SKIP_SECTIONS,
     STRONG_SEP_RE,
     WEAK_SEP_RE,
+    compile_prefixed,
     is_plural_word,
     nodule_word,
 )
@@ -127,11 +128,11 @@ def masked_text(text: str, lung_rads_spans: Iterable[tuple[int, int]]) -> str:
 # skip start positions that cannot be the leftmost match, and the possessive quantifiers
 # never give back what the rest could use, so this finds what ``([\w/]+(?:\.[\w/]+)*)$``
 # finds, in linear time.
-_TOKEN_TAIL_RE = re.compile(r"(?<![\w/])(?<![\w/]\.)[\w/]++(?:\.[\w/]++)*+$")
+_TOKEN_TAIL_RE = compile_prefixed(r"(?<![\w/])(?<![\w/]\.)[\w/]++(?:\.[\w/]++)*+$")
 # The same tokens, each ending right before a ".!?" (a possible sentence end), found in one
 # pass over a section: the possessive run is the maximal token, so the lookahead keeps exactly
 # the tokens that _TOKEN_TAIL_RE would find at a candidate.
-_TOKEN_BEFORE_END_RE = re.compile(r"(?<![\w/])(?<![\w/]\.)[\w/]++(?:\.[\w/]++)*+(?=[.!?])")
+_TOKEN_BEFORE_END_RE = compile_prefixed(r"(?<![\w/])(?<![\w/]\.)[\w/]++(?:\.[\w/]++)*+(?=[.!?])")
 _TOKEN_WINDOW = 64
 _ENUM_LEAD = " \t\n-*(\u2022"
 _TOKEN_CHAR_RE = re.compile(r"[\w/]")
