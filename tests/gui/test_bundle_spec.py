@@ -24,8 +24,11 @@ def _spec_lists() -> dict[str, object]:
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             name = node.targets[0].id
-            if name.isupper() and name != "REPO":
-                out[name] = ast.literal_eval(node.value)
+            if name.isupper():
+                try:
+                    out[name] = ast.literal_eval(node.value)
+                except ValueError:  # REPO, SRC: paths computed at build time
+                    continue
     return out
 
 

@@ -20,6 +20,7 @@ pytest.importorskip("pytestqt")
 HERE = Path(__file__).resolve().parent
 
 
+@pytest.mark.slow  # a second pytest process with Qt and torch: ~15-30 s
 def test_window_tests_pass_under_xvfb_with_the_xcb_plugin(tmp_path: Path) -> None:
     if shutil.which("xvfb-run") is None:
         pytest.skip("xvfb-run not installed (apt package xvfb, make apt): no virtual X display")
