@@ -14,7 +14,7 @@ export TRANSFORMERS_OFFLINE := 1
 # System packages the tests and later tools use (DICOM tools, PDF rendering, virtual screen; the
 # libxcb-* that Qt's xcb platform plugin needs beyond xvfb's, for the GUI under a real X display).
 # Installed only when missing and only when we are root (CI and the dev machines are).
-APT_PKGS := dicom3tools poppler-utils xvfb libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0
+APT_PKGS := dicom3tools poppler-utils xvfb chromium chromium-driver libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0
 apt:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -506,6 +506,40 @@ def test_dev_set_scores(tmp_path: Path) -> None:
     assert parser["f1"] > baseline["f1"]
 
 
+@pytest.mark.parametrize("text, benign", [
+    ("8 mm calcified granuloma in the right lower lobe.", True),
+    ("A 6 mm nodule in the right upper lobe, likely benign.", True),
+    ("A 6 mm benign-appearing nodule in the right upper lobe.", True),
+    ("A 12 mm nodule in the left upper lobe with popcorn calcification.", True),
+    ("A 12 mm nodule in the left upper lobe, compatible with a hamartoma.", True),
+    ("A 5 mm solid nodule in the right upper lobe. Lung-RADS 2.", True),
+    ("A 6 mm nodule in the right upper lobe. It is likely benign.", True),
+    ("A 5 mm nodule in the lingula, not clearly benign.", False),
+    ("A 9 mm nodule in the right lower lobe, benign versus malignant.", None),
+    ("A 15 mm spiculated nodule in the right upper lobe, suspicious for malignancy.", None),
+    ("A 7 mm nodule with eccentric calcification in the left lower lobe.", None),
+    ("A 6 mm solid nodule in the right upper lobe.", None),
+])
+def test_benign_wording(text: str, benign: bool | None) -> None:
+    (claim,) = extract_claims(text).positive_nodules
+    assert claim.benign is benign
+
+
+def test_benign_wording_on_the_dev_set() -> None:
+    """Every dev nodule annotated with "benign" (dev-148 to dev-157, committed before the parser read
+    the wording) gets it: True when the report calls it benign, not True otherwise."""
+    ev = _load_eval()
+    checked = 0
+    for rec in ev.load_jsonl(DEV_SET):
+        gold = [n["benign"] for n in rec["nodules"] if "benign" in n]
+        if not gold:
+            continue
+        got = [n.benign is True for n in extract_claims(rec["text"]).positive_nodules]
+        assert got == gold, rec["id"]
+        checked += len(gold)
+    assert checked >= 10
+
+
 def test_scorer_matching_rules() -> None:
     ev = _load_eval()
     m = ev.Mention

@@ -1,5 +1,6 @@
 """The verdicts a radiologist expects (issue 21): realignment that may not confirm a wrong claim, the
-missed-nodule rule, group claims, and cases the analysis cannot assess.
+missed-nodule rule, group claims, benign wording and calcification against the image, and cases the
+analysis cannot assess.
 
 The unit tests run everywhere; the ``lidc`` ones analyse the real LIDC cases with reports written
 here.  LIDC-IDRI-0003 is the TEST patient: it is only evaluated, never used to pick a threshold.
@@ -22,8 +23,10 @@ from lungfuse.pipelines.analysis.assessable import (
     scan_not_assessable,
 )
 from lungfuse.pipelines.analysis.case import AnalysisSettings, Case
-from lungfuse.pipelines.analysis.codes import ReasonCode, Severity
+from lungfuse.pipelines.analysis.codes import DEFAULT_SEVERITY, ReasonCode, Severity
 from lungfuse.pipelines.analysis.consistency import (
+    CALCIFICATION_ABSENT_FRACTION,
+    CALCIFIED_FRACTION,
     FindingView,
     clearly_stronger,
     group_members,
@@ -32,6 +35,7 @@ from lungfuse.pipelines.analysis.consistency import (
     sides_disagree,
 )
 from lungfuse.pipelines.analysis.result import CaseResult, Reason
+from lungfuse.pipelines.analysis.wording import benign_wording_sentence, discordance_code
 from lungfuse.pipelines.inference.registry import ModelRegistry
 from lungfuse.pipelines.io.dicom import CTVolume, load_ct
 from lungfuse.pipelines.nlp.claims import NoduleClaim
@@ -105,6 +109,30 @@ def test_lung_coverage_rules() -> None:
     assert claim_too_small(4.0, 5.0) and not claim_too_small(4.0, 2.5) and claim_too_small(None, 7.5)
 
 
+def test_calcification_contradiction_in_either_direction() -> None:
+    """Reported calcified while (almost) nothing of the core is above 200 HU, or reported
+    non-calcified while the measurement calls the finding calcified (>= 10 %): both disagree."""
+    def calc(fraction: float) -> FindingView:
+        return FindingView("left", "LUL", 29.0, "solid", fraction, 0.6, ("LUL",))
+
+    calcified, non = NoduleClaim(calcification=True), NoduleClaim(calcification=False)
+    # LIDC-IDRI-0001's mass: 0.07 % of its core above 200 HU, formerly let through by "no voxel at all"
+    assert [p.split(":")[0] for p in pair_discordances(calcified, calc(0.00065))] == ["calcification"]
+    assert "0.07 %" in pair_discordances(calcified, calc(0.00065))[0]
+    assert "no voxel above 200 HU" in pair_discordances(calcified, calc(0.0))[0]
+    assert pair_discordances(calcified, calc(CALCIFICATION_ABSENT_FRACTION)) == []  # a small calcification is one
+    assert pair_discordances(non, calc(CALCIFIED_FRACTION - 0.01)) == []
+    assert [p.split(":")[0] for p in pair_discordances(non, calc(CALCIFIED_FRACTION))] == ["calcification"]
+    assert pair_discordances(NoduleClaim(), calc(0.5)) == []  # nothing said, nothing to contradict
+
+
+def test_benign_wording_sentence_has_its_code() -> None:
+    sentence = benign_wording_sentence(0.92, 0.81)
+    assert discordance_code(sentence) == ReasonCode.BENIGN_WORDING
+    assert "0.92" in sentence and "0.81" in sentence
+    assert DEFAULT_SEVERITY[ReasonCode.BENIGN_WORDING] == Severity.DISCORDANCE
+
+
 def test_not_assessable_needs_its_reason() -> None:
     from lungfuse.pipelines.analysis.result import STATUSES
 
@@ -152,6 +180,28 @@ def test_correct_report_of_the_mass_stays_concordant(lidc_root: Path, registry: 
              "No other pulmonary nodules.", registry)
     assert r.status in ("concordant", "discordant"), r.reasons
     assert not ({"size", "side", "lobe", "claim_not_found"} & _codes(r)), r.reasons
+
+
+@pytest.mark.parametrize("report", [
+    "FINDINGS: 33 mm calcified granuloma in the left upper lobe, benign. No other pulmonary nodules.",
+    "FINDINGS: A 33 mm solid nodule in the left upper lobe, likely benign. No other pulmonary nodules.",
+    "FINDINGS: Left upper lobe: 33 mm solid nodule. Lung-RADS 2.",
+], ids=["granuloma", "likely-benign", "lung-rads-2"])
+def test_benign_wording_against_a_likely_malignant_mass(lidc_root: Path, registry: ModelRegistry, report: str) -> None:
+    """LIDC-IDRI-0001's 33 mm spiculated mass (malignancy probability about 0.9) called benign: a
+    ``benign_wording`` discordance on the claim and the mass; a calcified claim also contradicts the
+    HU (0.07 % of the core above 200 HU)."""
+    r = _run(lidc_root / "LIDC-IDRI-0001", report, registry)
+    mass = max(r.findings, key=lambda f: f.diameter_mm)
+    op = r.models["fusion"]["decision_thresholds"]["afa_eaf"]
+    assert mass.claim_id == "C1" and mass.malignancy_probability is not None and mass.malignancy_probability >= op
+    assert r.status == "discordant", r.reasons
+    benign = r.reasons_with(ReasonCode.BENIGN_WORDING)
+    assert len(benign) == 1 and benign[0].severity == Severity.DISCORDANCE, r.reasons
+    assert set(benign[0].concerns) == {"C1", mass.id}
+    assert f"{mass.malignancy_probability:.2f}" in benign[0].text
+    assert not ({"size", "side", "lobe", "claim_not_found"} & _codes(r)), r.reasons
+    assert ("calcification" in _codes(r)) == ("calcif" in report), r.reasons
 
 
 def test_denied_but_present_nodules_are_missed(lidc_root: Path, registry: ModelRegistry) -> None:

@@ -1,6 +1,7 @@
 """``lungfuse`` command-line entry point: the parser and the error policy.
 
-Product commands (:mod:`.product`): ``info``, ``inspect``, ``claims``, ``demo``, ``analyze``; ``gui``
+Product commands (:mod:`.product`): ``info``, ``inspect``, ``claims``, ``demo``, ``analyze``; ``export``
+(:mod:`.export`); ``audit`` (:mod:`.audit`, the batch case audit); ``gui``
 (:mod:`.gui`, the desktop review application).
 Lab commands (:mod:`.lab`): ``train``, ``train-detector``, ``train-fpr``, ``calibrate``, ``evaluate``.
 Every subcommand has ``--help``.
@@ -23,7 +24,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from lungfuse.app.cli.audit import add_audit_command  # noqa: E402
 from lungfuse.app.cli.common import NOTICE  # noqa: E402
+from lungfuse.app.cli.export import add_export_command  # noqa: E402
 from lungfuse.app.cli.gui import add_gui_command  # noqa: E402
 from lungfuse.app.cli.lab import add_lab_commands  # noqa: E402
 from lungfuse.app.cli.product import add_product_commands  # noqa: E402
@@ -38,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_product_commands(sub)
+    add_export_command(sub)
+    add_audit_command(sub)
     add_gui_command(sub)
     add_lab_commands(sub)
     return p

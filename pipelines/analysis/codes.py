@@ -26,6 +26,9 @@ class ReasonCode(StrEnum):
     TEXTURE = "texture"
     #: the report's calcification contradicts the measured HU
     CALCIFICATION = "calcification"
+    #: the report calls a matched nodule benign (benign, granuloma, hamartoma, a benign calcification
+    #: pattern, Lung-RADS 2) while its malignancy probability is at or above the operating point
+    BENIGN_WORDING = "benign_wording"
     #: no image finding matches a claim
     CLAIM_NOT_FOUND = "claim_not_found"
     #: image and report features disagree (calibrated AFA consistency below its threshold)
@@ -86,8 +89,8 @@ NOT_ASSESSABLE_CODES = frozenset({"no_lung_in_view", "lung_coverage_short", "sli
 
 
 _DISCORDANCE_CODES = {ReasonCode.SIDE, ReasonCode.LOBE, ReasonCode.SIZE, ReasonCode.TEXTURE, ReasonCode.CALCIFICATION,
-                      ReasonCode.CLAIM_NOT_FOUND, ReasonCode.LOW_CONSISTENCY, ReasonCode.LOW_DETECTION_SCORE,
-                      ReasonCode.NEGATIVE_REPORT_WITH_FINDING, ReasonCode.MISSED_NODULE}
+                      ReasonCode.BENIGN_WORDING, ReasonCode.CLAIM_NOT_FOUND, ReasonCode.LOW_CONSISTENCY,
+                      ReasonCode.LOW_DETECTION_SCORE, ReasonCode.NEGATIVE_REPORT_WITH_FINDING, ReasonCode.MISSED_NODULE}
 #: The severity a code gets unless told otherwise.
 DEFAULT_SEVERITY = {c: (Severity.DISCORDANCE if c in _DISCORDANCE_CODES
                         else Severity.INFO if c is ReasonCode.IMAGE_CACHE else Severity.WARNING)

@@ -44,8 +44,18 @@ discordance.
   large ones);
 * texture contradicts the measured HU (report solid / image ground glass, or the reverse;
   part-solid is compatible with either);
-* calcification contradicts the measured HU (reported calcified, no voxel above 200 HU in the
-  core; or reported non-calcified, >= 30 % of the core above 200 HU).
+* calcification contradicts the measured HU, in either direction: reported calcified while under
+  1 % of the core is above 200 HU (``CALCIFICATION_ABSENT_FRACTION``: less than one voxel of a
+  6 mm nodule's core; a 33 mm mass's handful of stray bright voxels - vessel walls, noise - no
+  longer hides the contradiction, as the former "no voxel at all" rule let LIDC-IDRI-0001's mass,
+  0.07 % above 200 HU, pass as "calcified granuloma"); or reported non-calcified while the
+  measurement calls it calcified (>= 10 % of the core above 200 HU, ``CALCIFIED_FRACTION``, the
+  measurement's own ``calcified`` flag; formerly 30 %, so a finding shown as calcified could be
+  reported "without calcification" unremarked).
+
+The benign-wording rule (a claim that calls its nodule benign while the matched finding's
+malignancy probability is at or above the operating point) needs the fused probability, so the
+analysis applies it after fusion (``pipeline``, sentence in :mod:`.wording`).
 """
 
 from __future__ import annotations
@@ -65,11 +75,18 @@ __all__ = [
     "match_claims",
     "sides_disagree",
     "pair_discordances",
+    "CALCIFICATION_ABSENT_FRACTION",
+    "CALCIFIED_FRACTION",
     "SIZE_TOL_MM",
     "SIZE_TOL_REL",
     "MAX_MATCH_COST",
 ]
 
+#: reported calcified, yet under this share of the nodule core is above 200 HU: a contradiction
+CALCIFICATION_ABSENT_FRACTION = 0.01
+#: the share of the core above 200 HU at which the measurement calls a nodule calcified
+#: (``imaging.measure.measure_nodule``'s ``calcified`` flag): reported non-calcified beyond it, a contradiction
+CALCIFIED_FRACTION = 0.1
 SIZE_TOL_MM = 3.0
 SIZE_TOL_REL = 0.30
 MAX_MATCH_COST = 3.0
@@ -209,9 +226,12 @@ def pair_discordances(c: NoduleClaim, f: FindingView, size_tol_mm: float = SIZE_
     if c.texture:
         if (c.texture == "solid" and f.texture == "ground-glass") or (c.texture == "ground-glass" and f.texture == "solid"):
             out.append(f"texture: the report says {c.texture}, the measured HU look {f.texture}")
-    if c.calcification is True and f.calcified_fraction == 0.0:
-        out.append("calcification: the report says calcified, no voxel above 200 HU in the nodule core")
-    elif c.calcification is False and f.calcified_fraction >= 0.3:
+    if c.calcification is True and f.calcified_fraction < CALCIFICATION_ABSENT_FRACTION:
+        out.append("calcification: the report says calcified, no voxel above 200 HU in the nodule core"
+                   if f.calcified_fraction == 0.0 else
+                   f"calcification: the report says calcified, only {100 * f.calcified_fraction:.2f} % of the nodule "
+                   f"core is above 200 HU (under {100 * CALCIFICATION_ABSENT_FRACTION:g} %)")
+    elif c.calcification is False and f.calcified_fraction >= CALCIFIED_FRACTION:
         out.append(f"calcification: the report says non-calcified, {100 * f.calcified_fraction:.0f} % of the "
                    f"nodule core is above 200 HU")
     return out

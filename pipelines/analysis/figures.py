@@ -10,6 +10,7 @@ beneath.  The exports and the GUI reuse :func:`heatmap_on_slice`.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,10 @@ def finding_figure(result: Any, hu: np.ndarray, path: str | Path, max_findings: 
     text = (f"status: {result.status}" + (f" - {result.reasons[0]}" if result.reasons else "")
             + ("\nwords that move the malignancy estimate most: "
                + ", ".join(f"{w['word']} ({w['score']:+.2f})" for w in top) if top else ""))
-    fig.text(0.01, 0.01, text + "\nLungFuse - research software, NOT FOR DIAGNOSTIC USE.", fontsize=8, va="bottom",
-             wrap=True)
+    # wrapped here, not by matplotlib's wrap=True, which lets a long reason run to the canvas edge
+    lines = [textwrap.fill(part, width=150) for part in text.split("\n")]
+    fig.text(0.01, 0.01, "\n".join([*lines, "LungFuse - research software, NOT FOR DIAGNOSTIC USE."]), fontsize=8,
+             va="bottom")
     # the footer (status, words, notice) keeps a fixed ~0.8 in, whatever the number of rows
     fig.tight_layout(rect=(0, 0.8 / height, 1, 1), h_pad=1.5)
     out = Path(path)

@@ -45,6 +45,7 @@ from lungfuse.pipelines.analysis.fusing import (
 )
 from lungfuse.pipelines.analysis.result import ClaimMatch, Finding, Flag, Reason, input_fingerprint
 from lungfuse.pipelines.analysis.wording import (
+    benign_wording_sentence,
     discordance_code,
     low_consistency_sentence,
     low_score_sentence,
@@ -471,10 +472,8 @@ class Analysis:
                 probs = [no_match_sentence(claim)]
                 cons = None
             else:
-                probs = pair_discordances(claim, self._view(fi), self.s.size_tol_mm, self.s.size_tol_rel)
+                probs = self._pair_problems(claim, fi)
                 cons = self.findings[fi].consistency
-                if cons is not None and cons < thr:
-                    probs.append(low_consistency_sentence(cons, thr))
                 self.findings[fi].discordances = list(probs)
             pairs.append({"claim_id": claim_id(ci), "finding_id": finding_id(fi), "consistency": cons, "discordances": probs})
             if probs:
@@ -482,6 +481,28 @@ class Analysis:
         self.trajectory.append({"iteration": 0, "note": "initial matching", "pairs": pairs,
                                 "min_consistency": _min([p["consistency"] for p in pairs])})
         self._done("consistency", t0)
+
+    def _pair_problems(self, claim: NoduleClaim, fi: int) -> list[str]:
+        """Why claim ``claim`` and (fused) finding ``fi`` disagree: the rules of
+        :func:`pair_discordances`, the benign-wording rule and a consistency below the threshold.
+
+        Benign wording: the claim calls the nodule benign (``NoduleClaim.benign``: benign, granuloma,
+        hamartoma, a benign calcification pattern, Lung-RADS 2) while the finding's malignancy
+        probability is at or above the fusion model's operating point (its val-picked
+        ``decision_threshold``, the point a consumer compares a probability with)."""
+        f = self.findings[fi]
+        probs = pair_discordances(claim, self._view(fi), self.s.size_tol_mm, self.s.size_tol_rel)
+        op = self.malignancy_operating_point
+        if claim.benign is True and f.malignancy_probability is not None and f.malignancy_probability >= op:
+            probs.append(benign_wording_sentence(f.malignancy_probability, op))
+        if f.consistency is not None and f.consistency < self.threshold:
+            probs.append(low_consistency_sentence(f.consistency, self.threshold))
+        return probs
+
+    @property
+    def malignancy_operating_point(self) -> float:
+        """The operating point of the malignancy probability the findings carry (``afa_eaf``)."""
+        return float(self.models.calibration.get("afa_eaf", {}).get("decision_threshold", 0.5))
 
     def realign(self) -> None:
         t0 = self._stage("realign", 7)
@@ -695,9 +716,7 @@ class Analysis:
             f = self.findings[fi]
             sc = f.detection_score if not new else sc
             self._fuse_finding(fi, ci)
-            probs = pair_discordances(claim, self._view(fi), self.s.size_tol_mm, self.s.size_tol_rel)
-            if f.consistency is not None and f.consistency < self.threshold:
-                probs.append(low_consistency_sentence(f.consistency, self.threshold))
+            probs = self._pair_problems(claim, fi)
             stronger = self._stronger(ci, fi)
             fault = None
             if stronger is not None:

@@ -24,12 +24,13 @@ class _Placed(Protocol):
     side: str | None
     lobe: str | None
 
-__all__ = ["PHRASE_PATTERNS", "describe_claim", "discordance_code", "phrases", "region_text", "where",
+__all__ = ["PHRASE_PATTERNS", "benign_wording_sentence", "describe_claim", "discordance_code", "phrases", "region_text", "where",
            "no_match_sentence", "low_consistency_sentence", "low_score_sentence"]
 
 #: The rule names that open a :func:`pair_discordances` sentence ("side: the report places ...").
 _RULE_CODES = {"side": ReasonCode.SIDE, "lobe": ReasonCode.LOBE, "size": ReasonCode.SIZE,
-               "texture": ReasonCode.TEXTURE, "calcification": ReasonCode.CALCIFICATION}
+               "texture": ReasonCode.TEXTURE, "calcification": ReasonCode.CALCIFICATION,
+               "benign_wording": ReasonCode.BENIGN_WORDING}
 _NO_MATCH = "no image finding matches the claimed "
 _LOW_CONSISTENCY = "image and report features disagree "
 _LOW_SCORE = "detector score "
@@ -38,6 +39,13 @@ _LOW_SCORE = "detector score "
 def no_match_sentence(claim: NoduleClaim) -> str:
     """A claim without an image match (:attr:`ReasonCode.CLAIM_NOT_FOUND`)."""
     return f"{_NO_MATCH}{describe_claim(claim)}"
+
+
+def benign_wording_sentence(probability: float, operating_point: float) -> str:
+    """The report calls a matched nodule benign while its malignancy probability is at or above the
+    operating point (:attr:`ReasonCode.BENIGN_WORDING`)."""
+    return (f"benign_wording: the report calls the nodule benign, but the image finding's malignancy "
+            f"probability is {probability:.2f}, at or above the operating point {operating_point:.2f}")
 
 
 def low_consistency_sentence(consistency: float, threshold: float) -> str:

@@ -30,13 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from lungfuse.pipelines.analysis.result import CaseResult
+from lungfuse.pipelines.core.errors import ConfigurationError, InputError
 from lungfuse.pipelines.core.volume import CTVolume
+from lungfuse.pipelines.export.deid_text import Identity, scrub_text
 from lungfuse.pipelines.export.source import ExportError, SourceCase, load_source
 from lungfuse.pipelines.export.tables import findings_csv, result_json, review_json
 from lungfuse.pipelines.export.uids import pseudonym
 from lungfuse.pipelines.export.writing import StagedWrite
 
-__all__ = ["FORMATS", "DICOM_FORMATS", "ExportContext", "ExportResult", "export_case", "parse_formats", "WRITERS"]
+__all__ = ["FORMATS", "DICOM_FORMATS", "ExportContext", "ExportResult", "available_formats", "export_case",
+           "parse_formats", "resolve_formats", "WRITERS"]
 
 FORMATS = ("pdf", "sr", "seg", "sc", "json", "csv")
 DICOM_FORMATS = frozenset({"sr", "seg", "sc"})
@@ -64,6 +67,29 @@ class ExportContext:
         return self._source
 
     @property
+    def identity(self) -> Identity:
+        """The source's identifying values (patient name, IDs, dates) that de-identified exports
+        scrub from free text (:mod:`.deid_text`): from the CT's DICOM headers when the CT can be
+        read, else the result's case id and patient ID only.  Cached in ``shared``."""
+        ident = self.shared.get("identity")
+        if ident is None:
+            ids = self.result.identifiers
+            extra = [self.result.case_id, ids.patient_id if ids is not None else ""]
+            try:
+                datasets = self.source.datasets
+            except (InputError, OSError):  # json/csv from a saved result alone: no CT headers to read
+                datasets = []
+            ident = Identity.from_datasets(datasets, extra_ids=extra)
+            self.shared["identity"] = ident
+        return ident
+
+    def scrub(self, text: str) -> str:
+        """``text`` as the exports print it: with ``deidentify``, the identity and every date removed."""
+        if not self.deidentify:
+            return text
+        return scrub_text(text, self.identity) or ""
+
+    @property
     def case_label(self) -> str:
         if not self.deidentify:
             return self.result.case_id
@@ -80,15 +106,17 @@ WRITERS: dict[str, Writer] = {}
 
 
 def _write_json(ctx: ExportContext) -> list[tuple[str, bytes]]:
-    parts = [("result.json", result_json(ctx.result, deidentify=ctx.deidentify, case_id=ctx.case_label))]
-    review = review_json(ctx.result, deidentify=ctx.deidentify)
+    scrub = ctx.scrub if ctx.deidentify else None
+    parts = [("result.json", result_json(ctx.result, deidentify=ctx.deidentify, case_id=ctx.case_label, scrub=scrub))]
+    review = review_json(ctx.result, deidentify=ctx.deidentify, scrub=scrub)
     if review is not None:
         parts.append(("result.review.json", review))
     return parts
 
 
 def _write_csv(ctx: ExportContext) -> list[tuple[str, bytes]]:
-    return [("findings.csv", findings_csv(ctx.result, case_id=ctx.case_label))]
+    return [("findings.csv", findings_csv(ctx.result, case_id=ctx.case_label,
+                                          scrub=ctx.scrub if ctx.deidentify else None))]
 
 
 WRITERS["json"] = _write_json
@@ -105,6 +133,34 @@ def _writers() -> dict[str, Writer]:
             if e.name != f"lungfuse.pipelines.export.{mod}":
                 raise
     return WRITERS
+
+
+def available_formats() -> tuple[str, ...]:
+    """The formats this build can write (:data:`FORMATS` order): a format whose module is not
+    installed yet (the DICOM writers before their branch is merged) is missing."""
+    writers = _writers()
+    return tuple(f for f in FORMATS if f in writers)
+
+
+def resolve_formats(spec: str | Iterable[str] | None) -> tuple[str, ...]:
+    """A ``--formats`` value -> the formats to write: None or ``"all"`` = every available one.
+
+    Raises:
+        ConfigurationError: an unknown format, or one this build does not have (the message
+            names it and lists the available ones).
+    """
+    have = available_formats()
+    if spec is None or spec == "all":
+        return have
+    try:
+        fmts = parse_formats(spec)
+    except ValueError as e:
+        raise ConfigurationError(f"--formats: {e}") from None
+    missing = [f for f in fmts if f not in have]
+    if missing:
+        raise ConfigurationError(f"--formats: {', '.join(missing)} not available in this build "
+                                 f"(available: {', '.join(have)})")
+    return fmts
 
 
 @dataclass

@@ -17,6 +17,17 @@ from types import TracebackType
 __all__ = ["StagedWrite"]
 
 
+def _umask() -> int:
+    # reading the umask means setting it: done under a lock-free import (one thread) rather than
+    # per write, where a GUI worker thread creating a file in between would get mode 0666
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 class StagedWrite:
     """Context manager: ``with StagedWrite(out_dir) as w: w.write_bytes("a.json", data)``.
 
@@ -39,6 +50,9 @@ class StagedWrite:
         self._staged.append((Path(tmp), final))  # recorded first: a failed write is cleaned up too
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        # mkstemp makes the file 0600; an export is handed on (PACS import, a shared folder), so
+        # it gets the mode an ordinary new file would have under the process umask
+        os.chmod(tmp, 0o666 & ~_UMASK)
         return final
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

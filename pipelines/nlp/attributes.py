@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 from lungfuse.pipelines.nlp.lexicon import (
     ATTR_NEG_BEFORE_RE,
     ATTRIBUTE_NEG_RE,
+    BENIGN_CALC_PATTERNS,
+    BENIGN_OPEN_RE,
+    BENIGN_RE,
     BETWEEN_RE,
     BILATERAL_RE,
     CALC_PATTERN_RES,
@@ -33,11 +36,15 @@ from lungfuse.pipelines.nlp.lexicon import (
     HEDGE_PRE_RE,
     HEDGE_VERSUS_PRE_RE,
     LOBE_RES,
+    LOBE_RES_NEED_LOBE_WORD,
+    LOBE_RES_NEED_ZONE_WORD,
+    LOBE_WORD_NEEDS,
     MULTI_WORDS,
     NATURE_WORDS_RE,
     NEG_TERMINATOR_RE,
     NUMBER_WORDS,
     PART_SOLID_RE,
+    POSITION_NEEDS,
     POSITION_RES,
     POST_NEG_RE,
     POST_TERMINATOR_RE,
@@ -48,6 +55,7 @@ from lungfuse.pipelines.nlp.lexicon import (
     PSEUDO_NEG_RE,
     QUALIFIER_RES,
     RANGE_SEPS,
+    SEGMENT_NEEDS,
     SEGMENT_RE,
     SIDE_LEVEL_RE,
     SIDE_WORD_RE,
@@ -57,6 +65,7 @@ from lungfuse.pipelines.nlp.lexicon import (
     SOLID_RE,
     STABLE_FALSE_RE,
     STABLE_TRUE_RE,
+    ZONE_NEEDS,
 )
 
 
@@ -248,7 +257,12 @@ def find_location(work: str, a: int, b: int) -> Location:
     sideless: list[tuple[int, str]] = []
     free = taken.free
 
-    for kind, pattern in LOBE_RES:
+    lobe_word = LOBE_WORD_NEEDS.search(work, a, b) is not None
+    zone_word = ZONE_NEEDS.search(work, a, b) is not None
+    for (kind, pattern), needs_lobe, needs_zone in zip(LOBE_RES, LOBE_RES_NEED_LOBE_WORD, LOBE_RES_NEED_ZONE_WORD,
+                                                       strict=True):
+        if (needs_lobe and not lobe_word) or (needs_zone and not zone_word):
+            continue  # the word this pattern needs is not in the scope: it cannot match
         for m in pattern.finditer(work, a, b):
             if not free(m.start(), m.end()):
                 continue
@@ -311,7 +325,7 @@ def find_location(work: str, a: int, b: int) -> Location:
     else:
         loc.sideless = sideless
     loc.lobes.sort()
-    seg_m = SEGMENT_RE.search(work, a, b)
+    seg_m = SEGMENT_RE.search(work, a, b) if SEGMENT_NEEDS.search(work, a, b) else None
     if seg_m:
         seg = re.sub(r"\s+", " ", seg_m.group("seg").lower().replace("-", " "))
         seg = seg.replace("apicoposterior", "apical posterior").replace("apico posterior", "apical posterior")
@@ -323,14 +337,19 @@ def find_location(work: str, a: int, b: int) -> Location:
         elif seg == "apical posterior" and not loc.lobes:
             loc.lobes.append((seg_m.start(), "LUL"))
         loc.segment = seg
-    for name, pattern in POSITION_RES:
+    for name, pattern in POSITION_RES if POSITION_NEEDS.search(work, a, b) else ():
         if pattern.search(work, a, b):
             loc.position = name
             break
     return loc
 
 
-def first_match(patterns: Iterable[tuple[str, re.Pattern[str]]], text: str) -> str | None:
+def first_match(patterns: Iterable[tuple[str, re.Pattern[str]]], text: str,
+                needs: re.Pattern[str] | None = None) -> str | None:
+    """The name of the first of ``patterns`` with a non-negated match in ``text``; ``needs``: what
+    every pattern needs (None when ``text`` lacks it, without trying them)."""
+    if needs is not None and needs.search(text) is None:
+        return None
     for name, pattern in patterns:
         for m in pattern.finditer(text):
             if not _attr_negated(text, m.start()):
@@ -380,6 +399,20 @@ def calc_pattern(text: str) -> str | None:
                 continue
             return name
     return None
+
+
+def find_benign(text: str, kind: str, calcification_pattern: str | None) -> bool | None:
+    """Does the mention call the nodule benign?  True for a granuloma, a benign calcification
+    pattern (popcorn, laminated, central, diffuse: Lung-RADS' benign calcification) or a benign word
+    in ``text`` ("benign", "likely benign", "benign-appearing", "hamartoma", "granulomatous") that
+    is not negated ("not clearly benign", "non-benign"); False when the only benign words are
+    negated; None when nothing is said.  "Benign versus malignant" weighs both: None."""
+    if BENIGN_OPEN_RE.search(text):
+        return None
+    said = [not _attr_negated(text, m.start()) for m in BENIGN_RE.finditer(text)]
+    if any(said) or kind == "granuloma" or calcification_pattern in BENIGN_CALC_PATTERNS:
+        return True
+    return False if said else None
 
 
 def find_stability(text: str, rel_anchor: int) -> bool | None:

@@ -73,6 +73,11 @@ Documented decisions
 * ``kind``: a lung mass (> 30 mm by definition) is a nodule mention with
   ``kind="mass"`` - its ``size_mm`` stays None unless measured; a granuloma is a nodule
   mention (``kind="granuloma"``; "calcified granuloma" -> ``calcification=True``).
+* ``benign``: True when the mention calls the nodule benign - "benign", "likely benign",
+  "benign-appearing", "hamartoma", a granuloma (``kind="granuloma"``), a benign calcification
+  pattern (popcorn, laminated, central, diffuse) or a Lung-RADS 2 placement; False when the only
+  benign words are negated ("not clearly benign"); None when nothing is said or both are weighed
+  ("benign versus malignant").  It is about the nodule's nature, never its existence.
 * ``stable``: True for stable / unchanged / no (interval) change / no growth / similar
   in size; False for new / enlarging / increased / grown / decreased; otherwise derived
   from a quoted prior size (within 1 mm -> True).
@@ -120,7 +125,7 @@ __all__ = [
 #: keys of each nodule dict in ReportClaims.to_dict(), in order
 NODULE_DICT_KEYS = (
     "size_mm", "side", "lobe", "segment", "texture", "margin", "calcification", "calcification_pattern",
-    "cavitation", "shape", "lung_rads", "negated", "uncertain", "stable", "count", "multiple", "largest", "span",
+    "cavitation", "shape", "lung_rads", "benign", "negated", "uncertain", "stable", "count", "multiple", "largest", "span",
     "text", "section",
 )
 
@@ -162,6 +167,7 @@ class NoduleClaim:
     cavitation: bool | None = None
     shape: str | None = None
     lung_rads: str | None = None
+    benign: bool | None = None
     negated: bool = False
     uncertain: bool = False
     stable: bool | None = None
@@ -432,6 +438,8 @@ def _finalise(report: Report, d: Draft) -> NoduleClaim:
         cavitation=d.cavitation,
         shape=d.shape,
         lung_rads=d.lung_rads,
+        # a nodule placed in Lung-RADS 2 ("benign appearance or behavior") is called benign
+        benign=True if d.benign is None and d.lung_rads == "2" else d.benign,
         negated=d.negated,
         uncertain=d.uncertain,
         stable=d.stable,

@@ -78,8 +78,19 @@ NUMBER_WORD_VALUES = {
     "eighteen": 18, "nineteen": 19, "twenty": 20, "thirty": 30,
 }
 NUMBER_WORD_UNIT_RE = re.compile(
-    rf"\b(?P<word>{'|'.join(NUMBER_WORD_VALUES)})(?=[\s-]++(?:mm|millimet|cm|centimet))", FLAGS
+    rf"\b(?=[otfsen])(?P<word>{'|'.join(NUMBER_WORD_VALUES)})(?=[\s-]++(?:mm|millimet|cm|centimet))", FLAGS
 )
+# What each masking pattern cannot match without (same order as IMAGE_REF_RES / DATE_RES): a
+# cheap search for it skips a pattern whose scan of a 1 MB report costs a tenth of a second and
+# would find nothing.  None: the pattern always runs.
+IMAGE_REF_NEEDS: tuple[re.Pattern[str] | None, ...] = (
+    re.compile(r"[(\[]"), re.compile(r"[(\[]"), re.compile(r"se", FLAGS), re.compile(r"im|sl", FLAGS), re.compile(":"),
+)
+_YEAR_NEEDED = re.compile(r"(?:19|20)\d\d")
+DATE_NEEDS: tuple[re.Pattern[str] | None, ...] = (
+    re.compile(r"\d[/.-]\d"), _YEAR_NEEDED, _YEAR_NEEDED, _YEAR_NEEDED, _YEAR_NEEDED, _YEAR_NEEDED, _YEAR_NEEDED,
+)
+NUMBER_WORD_UNIT_NEEDS = re.compile(r"mm|millimet|cm|centimet", FLAGS)
 REF_MASK = "#"
 DATE_MASK = "@"
 
@@ -105,10 +116,11 @@ PRIOR_LR_RE = re.compile(r"\b(?:previous(?:ly)?|prior|formerly|was|from)\b[^.;]{
 # ---------------------------------------------------------------------------
 # Sentence splitting
 # ---------------------------------------------------------------------------
-# Sentence ends: ".!?" before whitespace, blank lines, a newline after a line ending in
+# Sentence ends: ".!?" before whitespace, blank lines (a run of them is one candidate: 1 MB of
+# newlines was 500,000 empty sentences), a newline after a line ending in
 # ":" (a sub-header line), and a newline before an enumerator, bullet or "Label:" line.
 SENT_CANDIDATE_RE = re.compile(
-    r"(?<![.!?])[.!?]++(?=\s)|\n[ \t]*+\n|(?<=:)[ \t]*+\n|"
+    r"(?<![.!?])[.!?]++(?=\s)|\n(?:[ \t]*+\n)++|(?<=:)[ \t]*+\n|"
     r"\n(?=[ \t]*(?:\(?\d{1,2}[.)][ \t]|[-*\u2022][ \t]|[A-Z][A-Za-z0-9/&,' #-]{1,40}:))"
 )
 # Tokens whose trailing period does not end a sentence.
@@ -150,9 +162,13 @@ ANCHOR_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("granuloma", re.compile(r"\bgranulomas?\b", FLAGS)),
     ("lesion", re.compile(r"\blesions?\b", FLAGS)),
 )
+# The words one of ANCHOR_PATTERNS needs: a sentence without any of them is not searched for them.
+ANCHOR_NEEDS = re.compile(r"ground|gg|opacit|densit|foc|mass|granulom|lesion", FLAGS)
 # Non-nodule finding heads: they only partition sentences (their sizes stay theirs).
 OTHER_HEAD_RE = re.compile(
-    r"\b(?:(?:lymph\s+)?nodes?|lymphadenopathy|adenopathy|cysts?|effusions?|pneumothora(?:x|ces)|"
+    # the lookahead holds the first letters of the alternatives: it changes no match, but a position
+    # that cannot start one is left after one character test instead of forty (1 MB of "x. ")
+    r"\b(?=[lnacepsbthfodirgvm])(?:(?:lymph\s+)?nodes?|lymphadenopathy|adenopathy|cysts?|effusions?|pneumothora(?:x|ces)|"
     r"consolidations?|atelectasis|scar(?:s|ring)?|emphysema|bullae?|blebs?|bronchiectasis|aneurysms?|hernias?|"
     r"thickening|plaques?|(?:coronary|aortic|vascular|valvular|atherosclerotic|arterial|annular|mitral)\s+"
     r"(?:artery\s+|arteries\s+|valve\s+|annulus\s+)?calcifications?|hypodensit(?:y|ies)|hyperdensit(?:y|ies)|"
@@ -220,6 +236,15 @@ LOBE_RES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("zone", re.compile(r"\b(?P<zone>apex|base)\s+of\s+the\s+(?P<side>right|left)\s+lung\b", FLAGS)),
     ("sideless", re.compile(rf"\b(?P<levels>{_LEVEL})[\s-]*{_LOBEWORD}", FLAGS)),
 )
+# What the zone and lingula patterns of LOBE_RES need ("apex", "apical", "bases", "basilar", "upper
+# lung", "lingula"), and the segment pattern ("segment"): scopes without them are not searched.
+ZONE_NEEDS = re.compile(r"ap|bas|lung|lingul", FLAGS)
+SEGMENT_NEEDS = re.compile(r"segment", FLAGS)
+# Which LOBE_RES patterns need a lobe word ("lobe", "lobr", "loeb", "lboe"): a scope without
+# one is not searched for them (see find_location).
+LOBE_WORD_NEEDS = re.compile(r"lob|loeb|lboe", FLAGS)
+LOBE_RES_NEED_LOBE_WORD = tuple(kind in ("pairs", "sided", "both", "sideless") for kind, _ in LOBE_RES)
+LOBE_RES_NEED_ZONE_WORD = tuple(kind in ("zone", "lingula") for kind, _ in LOBE_RES)
 BILATERAL_RE = re.compile(
     r"\b(?:bilateral(?:ly)?|bibasilar|bibasal|bi-?apical|both\s+lungs|both\s+(?:upper|lower)\s+lobes|"
     r"throughout\s+(?:both|the)\s+lungs|b/l)\b",
@@ -229,7 +254,7 @@ BILATERAL_RE = re.compile(
 SIDE_LEVEL_RE = re.compile(rf"\b(?P<side>right|rt|left|lt)\.?[\s-]*(?P<level>{_LEVEL})", FLAGS)
 # "It measures 6 mm." / "This is solid.": a sentence about the nodule of the sentence before
 PRONOUN_START_RE = re.compile(
-    r"\W*(?P<pron>it|this|which)\s+(?:now\s+|currently\s+|again\s+|also\s+)?"
+    r"\W*+(?P<pron>it|this|which)\s+(?:now\s+|currently\s+|again\s+|also\s+)?"
     r"(?=(?:measures?|measured|measuring|is|was|has|shows|demonstrates|contains|appears|lies|abuts)\b)",
     FLAGS,
 )
@@ -253,6 +278,8 @@ POSITION_RES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("centrilobular", re.compile(r"\bcentrilobular\b", FLAGS)),
     ("peribronchovascular", re.compile(r"\bperibronchovascular\b", FLAGS)),
 )
+# What every POSITION_RES pattern needs: a scope without it has no pleural/fissural position.
+POSITION_NEEDS = re.compile(r"fissur|pleur|endobronch|centrilob|peribronchovasc", FLAGS)
 # Lung context (for masses/lesions and for the organ test).
 LUNG_TOKEN_RE = re.compile(
     r"\b(?:lungs?|pulmonary|intrapulmonary|parenchym\w*|lingul\w*|fissur\w*|perifissural|subpleural|"
@@ -360,6 +387,11 @@ MARGIN_RES: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"\b(?:smooth(?:ly)?|well[\s-]*(?:circumscribed|defined|marginated|demarcated|delineated|marginated)|"
         r"sharp(?:ly)?[\s-]*(?:defined|marginated|circumscribed|demarcated)|circumscribed)\b", FLAGS)),
 )
+# What every MARGIN_RES pattern needs: a scope without any of these words has no margin.
+MARGIN_NEEDS = re.compile(
+    r"spi|specul|stellate|irregular|ill|poorly|indistinct|fuzzy|blurred|lobulat|lobular|smooth|well|sharp|circumscribed",
+    FLAGS,
+)
 SHAPE_RES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("round", re.compile(r"\b(?:round(?:ed)?|spherical)\b", FLAGS)),
     ("oval", re.compile(r"\b(?:oval|ovoid|elliptical|elongated)\b", FLAGS)),
@@ -369,6 +401,9 @@ SHAPE_RES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("irregular", re.compile(r"\birregular(?:ly)?(?!\s+(?:margins?|borders?|edges?|contours?|margination))\b", FLAGS)),
     ("lobulated", re.compile(r"\blobulated\b", FLAGS)),
 )
+# What every SHAPE_RES pattern needs.
+SHAPE_NEEDS = re.compile(r"round|spherical|oval|ovoid|elliptical|elongated|triangular|lentiform|lenticular|polygonal|"
+                         r"irregular|lobulated", FLAGS)
 CALC_POS_RE = re.compile(r"\bcalcifi\w*|\bcalcific\b|\bpopcorn\b", FLAGS)
 CALC_NEG_RE = re.compile(r"\b(?:non[\s-]*calcifi\w*|uncalcifi\w*|not\s+calcified)\b", FLAGS)
 CALC_PATTERN_RES: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -382,6 +417,15 @@ CALC_PATTERN_RES: tuple[tuple[str, re.Pattern[str]], ...] = (
         r"\b(?:diffuse(?:ly)?|dense(?:ly)?|complete(?:ly)?|entire(?:ly)?|uniform(?:ly)?|homogeneous(?:ly)?|"
         r"total(?:ly)?|fully)\s+calcifi\w*", FLAGS)),
 )
+# Words calling a nodule benign ("benign", "benign-appearing", "hamartoma", "granuloma",
+# "granulomatous"); CALC_PATTERN_RES' benign patterns and a stated Lung-RADS 2 count too (see
+# attributes.find_benign).  "Benign versus malignant" weighs both and calls it neither benign nor not.
+BENIGN_RE = re.compile(r"\b(?:benign\w*|hamartoma\w*|granulom\w*)", FLAGS)
+BENIGN_OPEN_RE = re.compile(
+    r"\bbenign\w*\s+(?:versus|vs\.?|or|and)\s+(?:\w+\s+)?malignan|\bmalignan\w*\s+(?:versus|vs\.?|or|and)\s+benign",
+    FLAGS,
+)
+BENIGN_CALC_PATTERNS = frozenset({"popcorn", "laminated", "central", "diffuse"})
 CAVITY_POS_RE = re.compile(r"\bcavit(?:ary|ation|ating|ated|y|ies)\b", FLAGS)
 CAVITY_NEG_RE = re.compile(r"\bnon[\s-]*cavit\w*", FLAGS)
 ATTR_NEG_BEFORE_RE = re.compile(
@@ -493,7 +537,7 @@ GUIDELINE_RE = re.compile(
     FLAGS,
 )
 RECOMMEND_START_RE = re.compile(
-    r"^\W*(?:recommend\w*|suggest\w*|consider|advise\w*|continue[ds]?\s+(?:annual|routine)|annual\s+(?:screening|"
+    r"^\W*+(?:recommend\w*|suggest\w*|consider|advise\w*|continue[ds]?\s+(?:annual|routine)|annual\s+(?:screening|"
     r"low[\s-]*dose|ldct|ct)|repeat\s+(?:ct|ldct|imaging)|(?:a\s+)?follow[\s-]?up\s+(?:chest\s+)?(?:ct|ldct|imaging|exam|"
     r"low[\s-]*dose|in|is|at))\b",
     FLAGS,

@@ -21,6 +21,7 @@ from lungfuse.pipelines.nlp.attributes import (
     Location,
     Size,
     calc_pattern,
+    find_benign,
     find_count,
     find_location,
     find_sizes,
@@ -48,6 +49,7 @@ from lungfuse.pipelines.nlp.lexicon import (
     LEADING_JUNK_RE,
     LOBE_SIDE,
     LUNG_TOKEN_RE,
+    MARGIN_NEEDS,
     MARGIN_RES,
     NEW_ITEM_RE,
     NON_FINDING_AFTER_RE,
@@ -57,6 +59,7 @@ from lungfuse.pipelines.nlp.lexicon import (
     RECOMMEND_INNER_RE,
     RECOMMEND_START_RE,
     SAME_LOBE_RE,
+    SHAPE_NEEDS,
     SHAPE_RES,
     SIDE_WORD_RE,
     SUBCM_RE,
@@ -88,6 +91,7 @@ class Draft:
     cavitation: bool | None = None
     shape: str | None = None
     lung_rads: str | None = None
+    benign: bool | None = None
     negated: bool = False
     uncertain: bool = False
     stable: bool | None = None
@@ -103,7 +107,7 @@ class Draft:
 
     _FILLABLE = (
         "prior_size_mm", "side", "lobe", "segment", "texture", "margin", "calcification",
-        "calcification_pattern", "cavitation", "shape", "lung_rads", "stable", "position",
+        "calcification_pattern", "cavitation", "shape", "lung_rads", "benign", "stable", "position",
     )
 
     @property
@@ -243,12 +247,13 @@ def _set_descriptors(d: Draft, head: Head, scope_text: str, rel_anchor: int) -> 
     d.texture = find_texture(scope_text)
     if d.texture is None and head.kind == "ggo":
         d.texture = "ground-glass"
-    d.margin = first_match(MARGIN_RES, scope_text)
-    d.shape = first_match(SHAPE_RES, scope_text)
+    d.margin = first_match(MARGIN_RES, scope_text, MARGIN_NEEDS)
+    d.shape = first_match(SHAPE_RES, scope_text, SHAPE_NEEDS)
     if d.shape is None and head.kind == "opacity" and "round" in scope_text[rel_anchor : rel_anchor + 8].lower():
         d.shape = "round"  # "rounded opacity"
     d.calcification = nearest_flag(scope_text, rel_anchor, CALC_POS_RE, CALC_NEG_RE)
     d.calcification_pattern = calc_pattern(scope_text) if d.calcification else None
+    d.benign = find_benign(scope_text, head.kind, d.calcification_pattern)
     d.cavitation = nearest_flag(scope_text, rel_anchor, CAVITY_POS_RE, CAVITY_NEG_RE)
     d.stable = find_stability(scope_text, rel_anchor)
     if d.stable is None and d.size_mm is not None and d.prior_size_mm is not None:
@@ -450,7 +455,19 @@ def _sentence_lobe(work: str, sent: Sentence, drafts: list[Draft]) -> None:
             break
 
 
+def _overlapping(found: list[tuple[int, int, str]], s: int, e: int) -> list[tuple[int, int, str]]:
+    """The statements of ``found`` (text order, disjoint, as :func:`.claims.find_lung_rads` gives
+    them) that overlap ``[s, e)``, by bisection: a 1 MB report has thousands of statements and of
+    nodule mentions, and scanning all statements per mention was quadratic."""
+    lo = bisect.bisect_right(found, s, key=lambda t: t[1])
+    hi = bisect.bisect_left(found, e, key=lambda t: t[0])
+    return found[lo:hi]
+
+
 def drafts_for_sentence(work: str, sent: Sentence, lung_rads: list[tuple[int, int, str]]) -> list[Draft]:
+    """Draft claims of one sentence; ``lung_rads`` are the report's Lung-RADS statements
+    (:func:`.claims.find_lung_rads`, text order)."""
+    lung_rads = _overlapping(lung_rads, sent.start, sent.end)
     text = work[sent.start : sent.end]
     if RECOMMEND_START_RE.match(text):
         return []

@@ -20,17 +20,21 @@ from dataclasses import dataclass
 from lungfuse.pipelines.io.report import Report
 from lungfuse.pipelines.nlp.lexicon import (
     ABBREVIATIONS,
+    ANCHOR_NEEDS,
     ANCHOR_PATTERNS,
     CONJOINED_GAP_RE,
     DATE_MASK,
+    DATE_NEEDS,
     DATE_RES,
     ENUM_PREFIX_RE,
     FUNCTION_WORD_RE,
+    IMAGE_REF_NEEDS,
     IMAGE_REF_RES,
     LABEL_RE,
     LOBE_RES,
     LUNG_LABEL_RE,
     NODULE_TOKEN_RE,
+    NUMBER_WORD_UNIT_NEEDS,
     NUMBER_WORD_UNIT_RE,
     NUMBER_WORD_VALUES,
     OTHER_HEAD_RE,
@@ -74,26 +78,43 @@ class Head:
 
 
 def _mask(work: list[str], start: int, end: int, char: str) -> None:
-    for i in range(start, end):
-        if work[i] != "\n":
-            work[i] = char
+    """Overwrite ``work[start:end]`` with ``char``, newlines kept (one slice assignment, not a
+    Python loop per character: a report has thousands of image references and dates)."""
+    seg = work[start:end]
+    work[start:end] = [char] * len(seg) if "\n" not in seg else [c if c == "\n" else char for c in seg]
 
 
 def masked_text(text: str, lung_rads_spans: Iterable[tuple[int, int]]) -> str:
     """Working copy of ``text`` with image references, dates and Lung-RADS statements
     overwritten (same length, newlines kept) so their numbers never become sizes, and
-    spelled-out sizes ("four millimeter") turned into digits."""
-    work = list(text)
-    for pattern in IMAGE_REF_RES:
-        for m in pattern.finditer(text):
-            _mask(work, m.start(), m.end(), REF_MASK)
-    masked = "".join(work)
-    for pattern in DATE_RES:
-        for m in pattern.finditer(masked):
-            _mask(work, m.start(), m.end(), DATE_MASK)
-    for s, e in lung_rads_spans:
+    spelled-out sizes ("four millimeter") turned into digits.  ``text`` itself when there is
+    nothing to overwrite (no character list of a 1 MB report is built then)."""
+    refs = [m.span() for pattern, needs in zip(IMAGE_REF_RES, IMAGE_REF_NEEDS, strict=True)
+            if needs is None or needs.search(text) is not None  # cannot match otherwise (lexicon.IMAGE_REF_NEEDS)
+            for m in pattern.finditer(text)]
+    work: list[str] | None = None
+    masked = text
+    if refs:
+        work = list(text)
+        for s, e in refs:
+            _mask(work, s, e, REF_MASK)
+        masked = "".join(work)
+    # dates are searched in the text with its image references masked, then masked after them
+    dates = [m.span() for pattern, needs in zip(DATE_RES, DATE_NEEDS, strict=True)
+             if needs is None or needs.search(masked) is not None
+             for m in pattern.finditer(masked)]
+    lung_rads = list(lung_rads_spans)
+    units = NUMBER_WORD_UNIT_NEEDS.search(text) is not None
+    words = list(NUMBER_WORD_UNIT_RE.finditer(text)) if units else []
+    if not (dates or lung_rads or words):
+        return masked
+    if work is None:
+        work = list(text)
+    for s, e in dates:
+        _mask(work, s, e, DATE_MASK)
+    for s, e in lung_rads:
         _mask(work, s, e, REF_MASK)
-    for m in NUMBER_WORD_UNIT_RE.finditer(text):
+    for m in words:
         digits = str(NUMBER_WORD_VALUES[m.group("word").lower()])
         work[m.start() : m.end()] = list(digits.ljust(m.end() - m.start()))
     return "".join(work)
@@ -107,16 +128,30 @@ def masked_text(text: str, lung_rads_spans: Iterable[tuple[int, int]]) -> str:
 # never give back what the rest could use, so this finds what ``([\w/]+(?:\.[\w/]+)*)$``
 # finds, in linear time.
 _TOKEN_TAIL_RE = re.compile(r"(?<![\w/])(?<![\w/]\.)[\w/]++(?:\.[\w/]++)*+$")
+# The same tokens, each ending right before a ".!?" (a possible sentence end), found in one
+# pass over a section: the possessive run is the maximal token, so the lookahead keeps exactly
+# the tokens that _TOKEN_TAIL_RE would find at a candidate.
+_TOKEN_BEFORE_END_RE = re.compile(r"(?<![\w/])(?<![\w/]\.)[\w/]++(?:\.[\w/]++)*+(?=[.!?])")
 _TOKEN_WINDOW = 64
 _ENUM_LEAD = " \t\n-*(\u2022"
+_TOKEN_CHAR_RE = re.compile(r"[\w/]")
 
 
-def _token_before(work: str, cur: int, pos: int) -> str:
+def _token_before(work: str, cur: int, pos: int, ends: dict[int, int] | None = None) -> str:
     """The lower-cased token that ends at ``pos`` in the sentence begun at ``cur``.
 
-    It is searched in the last ``_TOKEN_WINDOW`` characters only (a sentence of many
+    ``ends`` maps the end of each token followed by ".!?" to its start
+    (:data:`_TOKEN_BEFORE_END_RE` over the section): a token found there that starts within the
+    sentence is the answer without a search (1 MB of "e.g. " has 200,000 candidates).  Otherwise
+    the token is searched in the last ``_TOKEN_WINDOW`` characters only (a sentence of many
     "e.g." would otherwise be copied and searched once per period); a token that may reach
     past the window is searched again in the whole sentence."""
+    if ends is not None:
+        tok_start = ends.get(pos)
+        if tok_start is not None and tok_start >= cur:
+            return work[tok_start:pos].lower()
+        if tok_start is None and (pos <= cur or not _TOKEN_CHAR_RE.match(work, pos - 1)):
+            return ""  # no token character before the candidate: no token can end there
     lo = max(cur, pos - _TOKEN_WINDOW)
     tok_m = _TOKEN_TAIL_RE.search(work[lo:pos])
     if tok_m is not None and lo > cur and tok_m.start() <= 1:
@@ -139,14 +174,53 @@ def _enumerator_prefix(work: str, cur: int, tok_start: int) -> bool:
     return i == cur
 
 
+#: A "sentence" longer than this (characters) is not prose - a run of dots or of "e.g. ", a
+#: report without punctuation - and is cut into pieces of at most this length, so that the work
+#: per nodule mention (its scope, the sentence-level lobe) stays bounded and a 1 MB report stays
+#: linear.  The longest sentence of the development and held-out reports has 168 characters.
+MAX_SENTENCE_CHARS = 2000
+_CUT_BACK = MAX_SENTENCE_CHARS // 2  # a cut may move back this far to fall on a newline or a blank
+
+
+def _cut_long(work: str, s: int, e: int) -> list[tuple[int, int]]:
+    """``work[s:e]`` in pieces of at most :data:`MAX_SENTENCE_CHARS`, each cut at the last
+    newline before the limit, else at the last blank, else at the limit itself."""
+    out: list[tuple[int, int]] = []
+    while e - s > MAX_SENTENCE_CHARS:
+        limit = s + MAX_SENTENCE_CHARS
+        cut = work.rfind("\n", limit - _CUT_BACK, limit)
+        if cut <= s:
+            cut = max(work.rfind(" ", limit - _CUT_BACK, limit), work.rfind("\t", limit - _CUT_BACK, limit))
+        if cut <= s:
+            cut = limit
+        out.append((s, cut))
+        s = cut
+    out.append((s, e))
+    return out
+
+
+def _strip_span(work: str, s: int, e: int) -> tuple[int, int]:
+    """``(s, e)`` without leading and trailing whitespace (``str.isspace``), empty as ``(s, s)``."""
+    piece = work[s:e]
+    stripped = piece.lstrip()
+    s += len(piece) - len(stripped)
+    return s, s + len(stripped.rstrip())
+
+
 def _split_sentences(work: str, start: int, end: int) -> list[tuple[int, int]]:
     """Sentence spans in ``work[start:end]``; no split on decimals, enumerators or
-    abbreviations."""
+    abbreviations; none longer than :data:`MAX_SENTENCE_CHARS`."""
     spans: list[tuple[int, int]] = []
     cur = start
+    ends = {m.end(): m.start() for m in _TOKEN_BEFORE_END_RE.finditer(work, start, end)}
     for m in SENT_CANDIDATE_RE.finditer(work, start, end):
-        if m.group().startswith((".", "!", "?")):
-            token = _token_before(work, cur, m.start())
+        at = m.start()
+        if work[at] in ".!?":
+            # the common case inline (1 MB of "x. " has 333,000 candidates): the token found in
+            # one pass, starting inside the sentence
+            tok_start = ends.get(at)
+            token = work[tok_start:at].lower() if tok_start is not None and tok_start >= cur else \
+                _token_before(work, cur, at, ends)
             if token in ABBREVIATIONS or (len(token) == 1 and token.isalpha()):
                 continue
             if token.isdigit() and len(token) <= 2 and _enumerator_prefix(work, cur, m.start() - len(token)):
@@ -154,19 +228,19 @@ def _split_sentences(work: str, start: int, end: int) -> list[tuple[int, int]]:
             cut, nxt = m.end(), m.end()
         else:
             cut, nxt = m.start(), m.end()
-        if work[cur:cut].strip():
+        if not work[cur:cut].isspace() and cut > cur:
             spans.append((cur, cut))
         cur = nxt
-    if work[cur:end].strip():
+    if end > cur and not work[cur:end].isspace():
         spans.append((cur, end))
     trimmed = []
-    for s, e in spans:
-        while s < e and work[s].isspace():
-            s += 1
-        while e > s and work[e - 1].isspace():
-            e -= 1
+    for s0, e0 in spans:
+        s, e = _strip_span(work, s0, e0)
         if e > s:
-            trimmed.append((s, e))
+            for ps, pe in _cut_long(work, s, e):
+                ps, pe = _strip_span(work, ps, pe)
+                if pe > ps:
+                    trimmed.append((ps, pe))
     return trimmed
 
 
@@ -233,7 +307,8 @@ def find_heads(work: str, s: int, e: int) -> list[Head]:
         if kind is not None:
             plural, micro = kind
             cands.append(Head(m.start(), m.end(), "micronodule" if micro else "nodule", plural, micro))
-    for kind_name, pattern in ANCHOR_PATTERNS:
+    anchors = ANCHOR_PATTERNS if ANCHOR_NEEDS.search(work, s, e) else ()
+    for kind_name, pattern in anchors:
         for m in pattern.finditer(work, s, e):
             cands.append(Head(m.start(), m.end(), kind_name, is_plural_word(m.group())))
     for m in OTHER_HEAD_RE.finditer(work, s, e):
