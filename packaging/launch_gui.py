@@ -36,8 +36,9 @@ def smoke_test(png: str) -> int:
     started = time.perf_counter() - T0
     weights = list_weights()
     bad = [w.name for w in weights if not w.verified]
+    formats = sorted(win.available_formats())  # the export writers import (reportlab, highdicom) in the bundle
     print(f"window shown in {started:.2f} s; weights {len(weights)} (sha256 ok: {not bad}); "
-          f"schema {schema().get('title', '?')!r}; text encoder {model_path()}")
+          f"schema {schema().get('title', '?')!r}; text encoder {model_path()}; export formats {formats}")
     win.close()
     return 0 if ok and not bad else 1
 
