@@ -36,11 +36,15 @@ def smoke_test(png: str) -> int:
     started = time.perf_counter() - T0
     weights = list_weights()
     bad = [w.name for w in weights if not w.verified]
+    from lungfuse.pipelines.export import FORMATS
+
     formats = sorted(win.available_formats())  # the export writers import (reportlab, highdicom) in the bundle
+    missing = sorted(set(FORMATS) - set(formats))
     print(f"window shown in {started:.2f} s; weights {len(weights)} (sha256 ok: {not bad}); "
-          f"schema {schema().get('title', '?')!r}; text encoder {model_path()}; export formats {formats}")
+          f"schema {schema().get('title', '?')!r}; text encoder {model_path()}; export formats {formats}"
+          + (f" - MISSING {missing}" if missing else ""))
     win.close()
-    return 0 if ok and not bad else 1
+    return 0 if ok and not bad and not missing else 1
 
 
 def main() -> int:

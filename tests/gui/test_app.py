@@ -353,3 +353,13 @@ def test_warm_up_loads_the_models_off_the_gui_thread_and_close_waits_for_it(win:
     assert any(dev == "cpu" for _, dev in registry.loaded())
     w.close()
     assert w.warmup_worker.isFinished()
+
+
+def test_a_folder_with_one_ct_and_its_annotation_seg_shows_no_series_chooser(win: MainWindow) -> None:
+    """LIDC-IDRI-0001's folder holds the CT and a SEG of the readers' annotations: only the CT is a choice."""
+    from lungfuse.pipelines.io.dicom_series import list_series
+
+    assert win.ct_path is not None
+    found = list_series(win.ct_path)
+    assert len(found) >= 2 and sum(s.modality == "CT" for s in found) == 1
+    assert [s.modality for s in win.series] == ["CT"] and not win.series_box.isVisibleTo(win)

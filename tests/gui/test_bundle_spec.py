@@ -92,3 +92,28 @@ def test_spec_starts_the_gui_and_make_package_pins_pyinstaller() -> None:
     assert "pyinstaller" not in (REPO / "requirements.txt").read_text().lower()  # CI does not install it
     make = (REPO / "Makefile").read_text()
     assert "package:" in make and "packaging/requirements.txt" in make and "packaging/lungfuse.spec" in make
+
+
+def test_spec_hidden_imports_hold_every_module_the_app_imports_by_name(tmp_path: Path) -> None:
+    """The export writers are imported by name (``export.api._writers``): the module graph cannot see
+    them, so the spec lists the package's modules itself.  Its ``_own_modules`` runs here on a
+    symlink tree like the one it builds."""
+    import inspect
+
+    from lungfuse.pipelines.export import api
+
+    tree = ast.parse(SPEC.read_text())
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_own_modules")
+    src = tmp_path / "src"
+    (src / "lungfuse").mkdir(parents=True)
+    for name in ("app", "models", "pipelines", "resources"):
+        (src / "lungfuse" / name).symlink_to(REPO / name, target_is_directory=True)
+    scope: dict[str, object] = {"SRC": src, "Path": Path}
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), str(SPEC), "exec"), scope)  # noqa: S102
+    mods = set(scope["_own_modules"]())  # type: ignore[operator]
+    by_name = [m for m in ("pdf", "seg", "sr", "sc") if f'"{m}"' in inspect.getsource(api._writers)]
+    assert by_name, "export.api._writers no longer names its writers: update this test"
+    for m in by_name:
+        assert f"lungfuse.pipelines.export.{m}" in mods
+    assert {"lungfuse.app.gui.main_window", "lungfuse.app.cli.main", "lungfuse.models.text"} <= mods
+    assert not any(m.startswith("lungfuse.pipelines.lab") for m in mods)  # the product never ships the lab
