@@ -363,3 +363,17 @@ def test_a_folder_with_one_ct_and_its_annotation_seg_shows_no_series_chooser(win
     found = list_series(win.ct_path)
     assert len(found) >= 2 and sum(s.modality == "CT" for s in found) == 1
     assert [s.modality for s in win.series] == ["CT"] and not win.series_box.isVisibleTo(win)
+
+
+def test_an_export_format_missing_from_the_build_is_greyed_with_a_tooltip(win: MainWindow,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(MainWindow, "available_formats", staticmethod(lambda: {"json", "csv"}))
+    win._update_export_actions()
+    try:
+        pdf, dicom, tables = (win.export_actions[label] for label, _k, _f in EXPORT_ENTRIES)
+        assert not pdf.isEnabled() and "no pdf writer" in pdf.toolTip()
+        assert not dicom.isEnabled() and "no sr, seg, sc writer" in dicom.toolTip()
+        assert tables.isEnabled() and pdf in win.export_menu.actions()
+    finally:
+        monkeypatch.undo()
+        win._update_export_actions()
