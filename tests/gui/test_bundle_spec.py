@@ -117,3 +117,37 @@ def test_spec_hidden_imports_hold_every_module_the_app_imports_by_name(tmp_path:
         assert f"lungfuse.pipelines.export.{m}" in mods
     assert {"lungfuse.app.gui.main_window", "lungfuse.app.cli.main", "lungfuse.models.text"} <= mods
     assert not any(m.startswith("lungfuse.pipelines.lab") for m in mods)  # the product never ships the lab
+
+
+def test_spec_carries_the_data_of_packages_without_a_pyinstaller_hook(spec: dict[str, object]) -> None:
+    """A library the exports or the GUI import that reads its own data files (highdicom's DICOM
+    standard tables: the frozen SR export failed without them) and has no PyInstaller hook to
+    collect them must be named in THIRD_PARTY_DATA."""
+    import importlib.util
+    import re
+    import sys
+
+    code = "".join(p.read_text() for d in ("pipelines/export", "app/gui") for p in (REPO / d).glob("*.py"))
+    imported = set(re.findall(r"^\s*(?:import|from)\s+([a-zA-Z_]\w*)", code, re.M)) - {"lungfuse", "__future__"}
+    hook_dirs = []
+    for mod in ("PyInstaller.hooks", "_pyinstaller_hooks_contrib.stdhooks"):
+        s = importlib.util.find_spec(mod)
+        if s is not None and s.submodule_search_locations:
+            hook_dirs += [Path(p) for p in s.submodule_search_locations]
+    if not hook_dirs:
+        pytest.skip("PyInstaller is not installed (packaging/requirements.txt, make package): its hooks are unknown")
+    code_suffixes = {".py", ".pyc", ".pyi", ".so", ".pyd", ".typed", ".c", ".h", ".pxd", ".pyx"}
+    needed = set()
+    for name in sorted(imported):
+        if name in sys.stdlib_module_names:
+            continue
+        s = importlib.util.find_spec(name)
+        if s is None or not s.submodule_search_locations:
+            continue  # not installed, or a single module (no data folder)
+        root = Path(next(iter(s.submodule_search_locations)))
+        has_data = any(p.is_file() and p.suffix not in code_suffixes for p in root.rglob("*"))
+        hooked = any(list(h.glob(f"hook-{name}.py")) + list(h.glob(f"hook-{name}.*.py")) for h in hook_dirs)
+        if has_data and not hooked:
+            needed.add(name)
+    assert "highdicom" in needed or "highdicom" not in imported
+    assert needed <= set(spec["THIRD_PARTY_DATA"]), sorted(needed - set(spec["THIRD_PARTY_DATA"]))  # type: ignore[arg-type]
