@@ -199,8 +199,9 @@ def test_dask_cluster_gives_the_same_summary(audited: Audited, tmp_path: Path) -
     for cid in ("d-corrupt", "0-demo-no-report"):
         shutil.copytree(audited.batch / cid, small / cid)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:
-        run = run_audit(small, tmp_path / "out", _config(formats=("json",)), client=client)
+                                  silence_logs=40) as cluster:
+        # by its address, as `lungfuse audit --dask tcp://...` connects
+        run = run_audit(small, tmp_path / "out", _config(formats=("json",), dask=cluster.scheduler_address))
     assert sorted(run.analysed) == ["0-demo-no-report", "d-corrupt"]
     pool = {r["case_id"]: r for r in _summary(audited.out)}
     dask = _summary(tmp_path / "out")
@@ -268,6 +269,30 @@ def test_manifest_and_its_errors(tmp_path: Path) -> None:
         discover_cases(tmp_path / "absent")
 
 
+def test_case_folders_and_their_reports(tmp_path: Path) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    for name in ("md", "sr", "none", ".hidden"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "md" / "report.md").write_text("FINDINGS: none.\n")
+    (tmp_path / "none" / "notes.txt").write_text("not a report name\n")
+    (tmp_path / "report.txt").write_text("the batch folder's own file: no case's report\n")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta, ds.SOPClassUID, ds.SOPInstanceUID = meta, meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "SR"
+    ds.save_as(tmp_path / "sr" / "sr_report.dcm", enforce_file_format=True)
+    cases = {c.case_id: c for c in discover_cases(tmp_path)}
+    assert set(cases) == {"md", "sr", "none"}
+    assert cases["md"].report_path == tmp_path / "md" / "report.md"
+    assert cases["sr"].report_path == tmp_path / "sr" / "sr_report.dcm"
+    assert cases["none"].report_path is None and cases["none"].ct_path == tmp_path / "none"
+
+
 def test_fingerprint_of_a_bad_case_follows_its_files(tmp_path: Path) -> None:
     _corrupt_case(tmp_path / "x")
     (c,) = discover_cases(tmp_path)
@@ -299,14 +324,17 @@ def test_cli_refuses_an_unknown_format_in_one_line(tmp_path: Path, capsys: pytes
     assert "absent" in capsys.readouterr().err
 
 
-def test_timeout_stops_the_case_and_the_batch_goes_on(batch: Path, tmp_path: Path) -> None:
-    small = tmp_path / "batch"
-    small.mkdir()
-    shutil.copytree(batch / "0-demo-no-report", small / "e")
-    run = run_audit(small, tmp_path / "out", _config(workers=1, timeout_s=0.5, formats=("json",)))
-    (row,) = run.rows
-    assert row["state"] == "error" and row["error_code"] == "timeout", row
-    assert not (tmp_path / "out" / "cases" / "e").exists()
+def test_manifest_batch_with_a_missing_report_and_a_timeout(batch: Path, tmp_path: Path) -> None:
+    ct = batch / "0-demo-no-report" / "ct"
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(f"case_id,ct_path,report_path\nr-missing-report,{ct},absent.txt\nt-slow,{ct},\n")
+    run = run_audit(manifest, tmp_path / "out", _config(workers=1, timeout_s=3.0, formats=("json",)))
+    by = {str(r["case_id"]): r for r in run.rows}
+    assert by["r-missing-report"]["error_code"] == "report_error"
+    assert "absent.txt" in str(by["r-missing-report"]["error_message"])
+    assert by["t-slow"]["state"] == "error" and by["t-slow"]["error_code"] == "timeout", by["t-slow"]
+    assert not (tmp_path / "out" / "cases" / "t-slow").exists()
+    assert len(_summary(tmp_path / "out")) == 2
 
 
 def test_a_dying_worker_makes_its_case_an_error_and_the_batch_goes_on(batch: Path, tmp_path: Path) -> None:

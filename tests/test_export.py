@@ -110,3 +110,10 @@ def test_exported_files_get_the_umask_mode(tmp_path: Path) -> None:
         w.write_bytes("a.json", b"{}")
     # the mode a plain new file gets (0644 under the usual umask 022), not mkstemp's 0600
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~writing._UMASK
+
+
+def test_every_reason_code_has_plain_words_in_the_pdf() -> None:
+    from lungfuse.pipelines.analysis.codes import ReasonCode
+    from lungfuse.pipelines.export.pdf import REASON_LABELS
+
+    assert {c.value for c in ReasonCode} <= set(REASON_LABELS), "a new reason code needs its PDF label"

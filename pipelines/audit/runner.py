@@ -40,6 +40,7 @@ from lungfuse.pipelines.audit.ledger import TRANSIENT_ERRORS, Ledger, utc_now
 from lungfuse.pipelines.audit.summary import priority_score, write_summary
 from lungfuse.pipelines.audit.worker import Job, Outcome
 from lungfuse.pipelines.core.errors import ConfigurationError, LungFuseError
+from lungfuse.pipelines.export.api import available_formats, resolve_formats  # re-exported: the audit CLI and tests use them here
 
 __all__ = ["AuditConfig", "AuditError", "AuditRun", "available_formats", "resolve_formats", "run_audit", "status_counts"]
 
@@ -110,33 +111,6 @@ def status_counts(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
         k = str(r["status"] if r["state"] == "done" else r["state"])
         out[k] = out.get(k, 0) + 1
     return out
-
-
-def available_formats() -> tuple[str, ...]:
-    """The export formats this build can write (:data:`~lungfuse.pipelines.export.api.FORMATS` order)."""
-    from lungfuse.pipelines.export.api import FORMATS, _writers
-
-    have = _writers()
-    return tuple(f for f in FORMATS if f in have)
-
-
-def resolve_formats(spec: str | Sequence[str] | None) -> tuple[str, ...]:
-    """``--formats`` -> the formats; None / ``all``: every available one.  An unknown or unavailable
-    format is a :class:`ConfigurationError` naming it."""
-    from lungfuse.pipelines.export.api import parse_formats
-
-    have = available_formats()
-    if spec is None or spec == "all":
-        return have
-    try:
-        fmts = parse_formats(spec)
-    except ValueError as e:
-        raise ConfigurationError(f"--formats: {e}") from e
-    missing = [f for f in fmts if f not in have]
-    if missing:
-        raise ConfigurationError(f"--formats: {', '.join(missing)} not available in this build "
-                                 f"(available: {', '.join(have)})")
-    return fmts
 
 
 def _cores() -> int:

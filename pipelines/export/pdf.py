@@ -41,7 +41,8 @@ __all__ = ["REASON_LABELS", "STATUS_TEXT", "report_pdf", "operating_point"]
 #: plain words for the reason / flag codes (``codes.ReasonCode``)
 REASON_LABELS: dict[str, str] = {
     "side": "Side differs", "lobe": "Lobe differs", "size": "Size differs", "texture": "Texture differs",
-    "calcification": "Calcification differs", "claim_not_found": "Reported nodule not found",
+    "calcification": "Calcification differs", "benign_wording": "Called benign, image looks malignant",
+    "claim_not_found": "Reported nodule not found",
     "low_consistency": "Image and report disagree", "low_detection_score": "Low-confidence match only",
     "negative_report_with_finding": "Negative report, nodule on image", "missed_nodule": "Possibly missed nodule",
     "no_lung_in_view": "No lung in view", "lung_coverage_short": "Lung coverage too short",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from lungfuse.pipelines.nlp.claims import NoduleClaim, ReportClaims
+from lungfuse.pipelines.nlp.lexicon import BENIGN_CALC_PATTERNS
 
 __all__ = ["CLAIM_FEATURES", "claim_features", "pick_target_claim"]
 
@@ -18,7 +19,6 @@ CLAIM_FEATURES: tuple[str, ...] = (
     "margin_lobulated", "margin_spiculated", "margin_irregular", "calcified", "not_calcified", "benign_calc_pattern",
     "cavitation", "uncertain", "negative_statement", "completeness", "lung_rads",
 )
-_BENIGN_PATTERNS = {"popcorn", "laminated", "central", "diffuse"}
 _LUNG_RADS = {"1": 0.1, "2": 0.3, "3": 0.5, "4A": 0.7, "4B": 0.85, "4X": 1.0, "4": 0.75}
 
 
@@ -73,7 +73,7 @@ def claim_features(claims: ReportClaims | None, target: NoduleClaim | None = Non
     f[idx["margin_irregular"]] = float(mar == "irregular")
     if t.calcification is True:
         f[idx["calcified"]] = 1.0
-        f[idx["benign_calc_pattern"]] = float((t.calcification_pattern or "") in _BENIGN_PATTERNS)
+        f[idx["benign_calc_pattern"]] = float((t.calcification_pattern or "") in BENIGN_CALC_PATTERNS)
     elif t.calcification is False:
         f[idx["not_calcified"]] = 1.0
     f[idx["cavitation"]] = float(bool(t.cavitation))
