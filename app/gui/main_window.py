@@ -817,10 +817,10 @@ class MainWindow(QMainWindow):
     # -- export ----------------------------------------------------------------------------------
     @staticmethod
     def available_formats() -> set[str]:
-        """The export formats this build has (keys of the export registry)."""
-        from lungfuse.pipelines.export.api import _writers
+        """The export formats this build has (``export.api.available_formats``: the registry's keys)."""
+        from lungfuse.pipelines.export.api import available_formats
 
-        return set(_writers())
+        return set(available_formats())
 
     def _update_export_actions(self) -> None:
         """Each Export entry is enabled when its formats are built and a result is shown; else

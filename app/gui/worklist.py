@@ -135,6 +135,8 @@ def audit_cases(audit_dir: str | Path) -> list[CaseEntry]:
     """The cases of a batch audit folder, from ``DIR/cases/*/result.json`` (sorted by case folder)."""
     out = []
     for res in sorted(Path(audit_dir).glob("cases/*/result.json")):
+        if res.parent.name.startswith("."):
+            continue  # the audit's .staging area: cases not published yet
         e = read_entry(res)
         out.append(CaseEntry(e.path, "result", res.parent.name, e.status, e.max_malignancy, e.n_findings,
                              e.n_decided, e.ct_path, e.error))

@@ -169,6 +169,9 @@ def audit(win: MainWindow, tmp_path_factory: pytest.TempPathFactory) -> Path:
     bad.mkdir()
     (bad / "result.json").write_text("{not json")
     (root / "summary.csv").write_text("case_id,status\nLIDC-IDRI-0001,concordant\nCASE-B,discordant\n")
+    staging = root / "cases" / ".staging"  # the audit runner's unpublished work: never listed
+    staging.mkdir()
+    (staging / "result.json").write_text(json.dumps(d2))
     return root
 
 
