@@ -116,7 +116,7 @@ def read_entry(path: str | Path, cached_result: Callable[[str], Path] | None = N
     label = f"{p.parent.name}/{p.name}"  # 'LIDC-IDRI-0001/ct' says more than 'ct'
     if kind == "audit":
         n = len(audit_cases(p))
-        return CaseEntry(str(p), kind, f"{p.name} (batch audit, {n} cases)", status="audit")
+        return CaseEntry(str(p), kind, f"{p.name} (batch audit, {n} case{'' if n == 1 else 's'})", status="audit")
     res = p if kind == "result" else (cached_result(str(p)) if cached_result else None)
     if res is None or not res.is_file():
         err = None if p.exists() else "no longer exists"
@@ -206,7 +206,8 @@ class WorklistPanel(QWidget):
     def set_audit(self, audit_dir: str | Path, entries: list[CaseEntry]) -> None:
         self.audit_dir = Path(audit_dir)
         self.audit_root.takeChildren()
-        self.audit_root.setText(0, f"Batch audit: {self.audit_dir.name} ({len(entries)} cases)")
+        n = len(entries)
+        self.audit_root.setText(0, f"Batch audit: {self.audit_dir.name} ({n} case{'' if n == 1 else 's'})")
         for e in entries:
             self.audit_root.addChild(self._item(e))
         self.audit_root.setExpanded(True)
