@@ -8,8 +8,10 @@ Research software, NOT for diagnostic use.
 One process, one window, one case (LIDC-IDRI-0002 by default: 261 slices of 512 x 512):
 
 1. *first slice*: from ``open_case`` to the axial view painted with the CT (the CT is read in a
-   worker and shown before the analysis starts); the first open of the session (imports of
-   the DICOM readers included) and a second open of the same case (warm).
+   worker and shown before the analysis starts): the first open of the session, made while
+   the warm-up runs (imports of the DICOM readers included, the GIL shared with the warm-up's
+   imports); the open that starts the analysis, after the warm-up; a third open of the same
+   case, which loads the saved result.
 2. *stall*: a heartbeat QTimer fires every 10 ms on the GUI thread from the first open to the
    analysis result on screen (CT load, ``analyze_case``, overlays all run in workers); the
    worst gap between two beats minus the 10 ms period is the worst stall.  The window's
@@ -18,8 +20,9 @@ One process, one window, one case (LIDC-IDRI-0002 by default: 261 slices of 512 
    the GIL for up to ~0.7 s at a time.
 3. *render*: with every overlay on (boxes with ids, mask outlines, heatmap) and the top finding
    selected, the axial view at the finding's slice is repainted N times (``QWidget.repaint``:
-   numpy compose + QImage + QPainter boxes, crosshair and text); median and p95 ms.  The
-   compose step alone is reported too.
+   numpy compose + QImage + QPainter boxes, crosshair and text; the view's picture cache is
+   cleared before each); median and p95 ms.  The compose step alone and a repaint from the
+   cached picture (what the two other views do while the axial slice scrolls) are reported too.
 4. *scroll*: the axial slice steps through the whole series, each step repainting all three
    views as the window does (the other two views redraw their crosshair); frames per second.
    Also the axial view alone.
@@ -100,12 +103,20 @@ def main() -> int:
             if time.perf_counter() - t0 > timeout:
                 raise SystemExit(f"bench_gui: timed out ({win.last_error or 'no error'})")
 
-    def first_slice(result_path: Path) -> float:
+    loaded: list[bool] = []
+
+    def on_loaded() -> None:  # the new CT is in the views; its first paint is still to come
         axial._image = None
+        loaded.append(True)
+
+    win.case_loaded.connect(on_loaded)
+
+    def first_slice(result_path: Path, analyse: bool = True) -> float:
+        wait(lambda: not win.busy())
+        loaded.clear()
         t0 = time.perf_counter()
-        win.open_case(str(ct), result_path=result_path)
-        wait(lambda: win.scene is not None and win.volume is not None and axial._image is not None
-             and win.last_error is None or win.last_error is not None)
+        win.open_case(str(ct), result_path=result_path, analyse=analyse)
+        wait(lambda: (bool(loaded) and axial._image is not None) or win.last_error is not None)
         if win.last_error:
             raise SystemExit(f"bench_gui: {win.last_error}")
         return time.perf_counter() - t0
@@ -118,9 +129,12 @@ def main() -> int:
         return (max(gaps) if gaps else float("nan")), worst, gaps
 
     # 0: the window's warm-up (imports + models in a worker, started when the window opens)
+    # the worst case for the first slice: the reader opens a case the moment the window is up,
+    # while the warm-up imports hold the GIL (the CT is shown, not analysed, here)
     hb.start()
     t_warm = time.perf_counter()
     win.warm_up()
+    first_during_warmup = first_slice(tmp / "during_warmup.json", analyse=False)
     wait(lambda: win.warm or (win.warmup_worker is not None and win.warmup_worker.isFinished()))
     warm_s = time.perf_counter() - t_warm
     warm_gap, warm_worst, _ = stalls(t_warm)
@@ -148,11 +162,15 @@ def main() -> int:
     sc = win.scene
     assert sc is not None
     n_boxes = len(sc.boxes("axial"))
-    paint_ms, compose_ms = [], []
+    paint_ms, cached_ms, compose_ms = [], [], []
     for _ in range(args.renders):
+        axial._key = None  # recompose the picture each time, as a new slice or window needs
         t0 = time.perf_counter()
         axial.repaint()
         paint_ms.append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        axial.repaint()  # same slice again (crosshair moved in another view): the cached picture
+        cached_ms.append((time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()
         sc.compose("axial")
         compose_ms.append((time.perf_counter() - t0) * 1000)
@@ -178,7 +196,8 @@ def main() -> int:
         "case": args.case, "shape_zyx": list(sc.shape), "platform": os.environ.get("QT_QPA_PLATFORM"),
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "system": platform.platform()},
         "window_px": [win.width(), win.height()], "axial_view_px": [axial.width(), axial.height()],
-        "first_slice_s": {"first_open": round(first_cold, 3), "reopen": round(first_warm, 3), "target": 1.0},
+        "first_slice_s": {"during_warm_up": round(first_during_warmup, 3), "after_warm_up": round(first_cold, 3),
+                          "reopen_saved_result": round(first_warm, 3), "target": 1.0},
         "analysis": {"open_to_result_s": round(t_result, 2), "analyze_case_total_s": analysis_s,
                      "threads": args.threads, "n_findings": len(win.result.findings) if win.result else None},
         "warm_up": {"s": round(warm_s, 2), "worst_stall_ms": round(warm_gap * 1000 - 10, 1), "worst_gaps": warm_worst,
@@ -191,7 +210,8 @@ def main() -> int:
         "render_axial_all_overlays_ms": {"n": args.renders, "boxes_on_slice": n_boxes,
                                          "median": round(statistics.median(paint_ms), 2),
                                          "p95": round(_pct(paint_ms, 0.95), 2), "target_median": 20.0,
-                                         "compose_only_median": round(statistics.median(compose_ms), 2)},
+                                         "compose_only_median": round(statistics.median(compose_ms), 2),
+                                         "cached_picture_median": round(statistics.median(cached_ms), 2)},
         "scroll_fps": {"slices": nz, "three_views": round(fps_all, 1), "axial_only": round(fps_axial, 1)},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,12 @@ def run_gui(path: str | None, *, report: str | None = None, result: str | None =
     win = MainWindow(settings=settings)
     win.resize(1600, 1000)
     win.show()
-    win.warm_up()  # models load while the reader chooses a case (no GIL stalls during the analysis)
+    # the models load in the background while the reader chooses a case, so that their imports (which
+    # hold the GIL) do not stall the window during the analysis; with a case to open, the CT is shown first
+    if path is None and result is None:
+        win.warm_up()
+    else:
+        win.case_loaded.connect(win.warm_up)
     if select:
         win.result_ready.connect(lambda: win.select_finding(select))
     if path is not None:

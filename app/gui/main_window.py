@@ -455,13 +455,14 @@ class MainWindow(QMainWindow):
                            result_path=default_result_path(f"{self.ct_path}#{uid}", self.report_path))
 
     def _fill_series(self, vol: Any, series: list[Any]) -> None:
-        """The chooser lists every stack of the folder; the one shown is selected."""
-        self.series = list(series)
+        """The chooser lists the folder's CT stacks (localizers too, never selected by default; not the
+        SEG, SR or other objects beside them, which are no CT); the one shown is selected."""
+        self.series = [si for si in series if si.modality == "CT"]
         self.series_box.blockSignals(True)
         self.series_box.clear()
         for si in self.series:
             scout = ", localizer" if si.is_localizer else ""
-            desc = si.description or "no description"
+            desc = si.description or f"series …{si.series_uid[-6:]}"
             self.series_box.addItem(f"{desc}: {si.n_images} images {si.orientation}{scout}", si.series_uid)
             if si.series_uid == vol.series_instance_uid:
                 self.series_box.setCurrentIndex(self.series_box.count() - 1)
@@ -816,10 +817,10 @@ class MainWindow(QMainWindow):
     # -- export ----------------------------------------------------------------------------------
     @staticmethod
     def available_formats() -> set[str]:
-        """The export formats this build has (keys of the export registry)."""
-        from lungfuse.pipelines.export.api import _writers
+        """The export formats this build has (``export.api.available_formats``: the registry's keys)."""
+        from lungfuse.pipelines.export.api import available_formats
 
-        return set(_writers())
+        return set(available_formats())
 
     def _update_export_actions(self) -> None:
         """Each Export entry is enabled when its formats are built and a result is shown; else

@@ -40,7 +40,7 @@ __all__ = ["CaseEntry", "WorklistPanel", "audit_cases", "entry_kind", "is_audit_
 STATUS_LABELS: dict[str, tuple[str, tuple[int, int, int]]] = {
     "concordant": ("concordant", (30, 140, 60)), "realigned": ("realigned", (30, 100, 180)),
     "discordant": ("discordant", (200, 40, 40)), "not_assessable": ("not assessable", (150, 110, 0)),
-    "": ("not analysed", (120, 120, 120)),
+    "": ("not analysed", (120, 120, 120)), "audit": ("—", (0, 0, 0)),
 }
 
 
@@ -48,7 +48,8 @@ STATUS_LABELS: dict[str, tuple[str, tuple[int, int, int]]] = {
 class CaseEntry:
     """One worklist row.  ``path``: what opening the row opens (a CT path or a result JSON);
     ``kind``: dicom / nifti / result / audit; ``status``: a ``CaseResult.status`` or '' (not
-    analysed); ``max_malignancy``: the highest ``malignancy_probability`` (0..1) or None."""
+    analysed; ``audit`` for an audit folder); ``max_malignancy``: the highest ``malignancy_probability``
+    (0..1) or None."""
 
     path: str
     kind: str
@@ -115,7 +116,7 @@ def read_entry(path: str | Path, cached_result: Callable[[str], Path] | None = N
     label = f"{p.parent.name}/{p.name}"  # 'LIDC-IDRI-0001/ct' says more than 'ct'
     if kind == "audit":
         n = len(audit_cases(p))
-        return CaseEntry(str(p), kind, f"{p.name} (audit, {n} cases)", n_findings=0)
+        return CaseEntry(str(p), kind, f"{p.name} (batch audit, {n} case{'' if n == 1 else 's'})", status="audit")
     res = p if kind == "result" else (cached_result(str(p)) if cached_result else None)
     if res is None or not res.is_file():
         err = None if p.exists() else "no longer exists"
@@ -134,6 +135,8 @@ def audit_cases(audit_dir: str | Path) -> list[CaseEntry]:
     """The cases of a batch audit folder, from ``DIR/cases/*/result.json`` (sorted by case folder)."""
     out = []
     for res in sorted(Path(audit_dir).glob("cases/*/result.json")):
+        if res.parent.name.startswith("."):
+            continue  # the audit's .staging area: cases not published yet
         e = read_entry(res)
         out.append(CaseEntry(e.path, "result", res.parent.name, e.status, e.max_malignancy, e.n_findings,
                              e.n_decided, e.ct_path, e.error))
@@ -147,7 +150,7 @@ class WorklistPanel(QWidget):
     open_requested = Signal(str)
     audit_requested = Signal()
 
-    COLUMNS = ("case", "status", "max malignancy", "reviewed", "path")
+    COLUMNS = ("case", "status", "max malig.", "reviewed", "path")
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -183,7 +186,7 @@ class WorklistPanel(QWidget):
     @staticmethod
     def _item(e: CaseEntry) -> QTreeWidgetItem:
         mal = "—" if e.max_malignancy is None else f"{e.max_malignancy:.2f}"
-        rev = f"{e.n_decided}/{e.n_findings}" if e.status else "—"
+        rev = f"{e.n_decided}/{e.n_findings}" if e.status and e.kind != "audit" else "—"
         it = QTreeWidgetItem([e.label, e.status_label, mal, rev, e.path])
         it.setData(0, Qt.ItemDataRole.UserRole, e.path)
         colour = STATUS_LABELS.get(e.status, ("", (0, 0, 0)))[1] if not e.error else (150, 150, 150)
@@ -203,7 +206,8 @@ class WorklistPanel(QWidget):
     def set_audit(self, audit_dir: str | Path, entries: list[CaseEntry]) -> None:
         self.audit_dir = Path(audit_dir)
         self.audit_root.takeChildren()
-        self.audit_root.setText(0, f"Batch audit: {self.audit_dir.name} ({len(entries)} cases)")
+        n = len(entries)
+        self.audit_root.setText(0, f"Batch audit: {self.audit_dir.name} ({n} case{'' if n == 1 else 's'})")
         for e in entries:
             self.audit_root.addChild(self._item(e))
         self.audit_root.setExpanded(True)
@@ -212,6 +216,8 @@ class WorklistPanel(QWidget):
     def _fit(self) -> None:
         for c in range(len(self.COLUMNS) - 1):
             self.tree.resizeColumnToContents(c)
+        # a long case name is elided (its path is in the tooltip), so that status and malignancy stay in view
+        self.tree.setColumnWidth(0, min(self.tree.columnWidth(0), 170))
 
     def rows(self, root: QTreeWidgetItem) -> list[tuple[str, str, str]]:
         """(case, status, max malignancy) of each row under ``root`` (what the reader sees)."""

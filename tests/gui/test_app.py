@@ -169,6 +169,9 @@ def audit(win: MainWindow, tmp_path_factory: pytest.TempPathFactory) -> Path:
     bad.mkdir()
     (bad / "result.json").write_text("{not json")
     (root / "summary.csv").write_text("case_id,status\nLIDC-IDRI-0001,concordant\nCASE-B,discordant\n")
+    staging = root / "cases" / ".staging"  # the audit runner's unpublished work: never listed
+    staging.mkdir()
+    (staging / "result.json").write_text(json.dumps(d2))
     return root
 
 
@@ -321,3 +324,59 @@ def test_the_platform_is_the_one_asked_for(qapp: Any) -> None:
     import os
 
     assert QApplication.platformName() == os.environ["QT_QPA_PLATFORM"]
+
+
+def test_every_export_entry_writes_its_files_from_the_menu_path(win: MainWindow, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each enabled Export entry, triggered as from the menu (the folder dialog answered), writes its formats."""
+    from PySide6.QtWidgets import QFileDialog
+
+    have = win.available_formats()
+    for label, _key, fmts in EXPORT_ENTRIES:
+        if not set(fmts) <= have:
+            continue
+        out = tmp_path / fmts[0]
+        monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, o=out, **k: str(o))
+        win.last_export, win.last_error = None, None
+        win.export_actions[label].trigger()
+        wait_until(lambda: win.last_export is not None or win.last_error is not None, 120)
+        assert win.last_error is None, win.last_error
+        assert set(win.last_export.files) == set(fmts), label
+        assert all(p.is_file() and p.parent == out for v in win.last_export.files.values() for p in v)
+
+
+def test_warm_up_loads_the_models_off_the_gui_thread_and_close_waits_for_it(win: MainWindow, registry: Any,
+                                                                          tmp_path: Path) -> None:
+    w = _window(registry, _fresh_prefs(tmp_path))
+    w.warm_up()
+    assert w.warmup_worker is not None
+    wait_until(lambda: w.warm or w.warmup_worker.isFinished(), 120)
+    wait_until(lambda: w.warm, 10)  # the queued ready signal
+    assert "models loaded on cpu" in w.models_label.text()
+    assert any(dev == "cpu" for _, dev in registry.loaded())
+    w.close()
+    assert w.warmup_worker.isFinished()
+
+
+def test_a_folder_with_one_ct_and_its_annotation_seg_shows_no_series_chooser(win: MainWindow) -> None:
+    """LIDC-IDRI-0001's folder holds the CT and a SEG of the readers' annotations: only the CT is a choice."""
+    from lungfuse.pipelines.io.dicom_series import list_series
+
+    assert win.ct_path is not None
+    found = list_series(win.ct_path)
+    assert len(found) >= 2 and sum(s.modality == "CT" for s in found) == 1
+    assert [s.modality for s in win.series] == ["CT"] and not win.series_box.isVisibleTo(win)
+
+
+def test_an_export_format_missing_from_the_build_is_greyed_with_a_tooltip(win: MainWindow,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(MainWindow, "available_formats", staticmethod(lambda: {"json", "csv"}))
+    win._update_export_actions()
+    try:
+        pdf, dicom, tables = (win.export_actions[label] for label, _k, _f in EXPORT_ENTRIES)
+        assert not pdf.isEnabled() and "no pdf writer" in pdf.toolTip()
+        assert not dicom.isEnabled() and "no sr, seg, sc writer" in dicom.toolTip()
+        assert tables.isEnabled() and pdf in win.export_menu.actions()
+    finally:
+        monkeypatch.undo()
+        win._update_export_actions()

@@ -24,8 +24,11 @@ def _spec_lists() -> dict[str, object]:
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             name = node.targets[0].id
-            if name.isupper() and name != "REPO":
-                out[name] = ast.literal_eval(node.value)
+            if name.isupper():
+                try:
+                    out[name] = ast.literal_eval(node.value)
+                except ValueError:  # REPO, SRC: paths computed at build time
+                    continue
     return out
 
 
@@ -89,3 +92,62 @@ def test_spec_starts_the_gui_and_make_package_pins_pyinstaller() -> None:
     assert "pyinstaller" not in (REPO / "requirements.txt").read_text().lower()  # CI does not install it
     make = (REPO / "Makefile").read_text()
     assert "package:" in make and "packaging/requirements.txt" in make and "packaging/lungfuse.spec" in make
+
+
+def test_spec_hidden_imports_hold_every_module_the_app_imports_by_name(tmp_path: Path) -> None:
+    """The export writers are imported by name (``export.api._writers``): the module graph cannot see
+    them, so the spec lists the package's modules itself.  Its ``_own_modules`` runs here on a
+    symlink tree like the one it builds."""
+    import inspect
+
+    from lungfuse.pipelines.export import api
+
+    tree = ast.parse(SPEC.read_text())
+    fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_own_modules")
+    src = tmp_path / "src"
+    (src / "lungfuse").mkdir(parents=True)
+    for name in ("app", "models", "pipelines", "resources"):
+        (src / "lungfuse" / name).symlink_to(REPO / name, target_is_directory=True)
+    scope: dict[str, object] = {"SRC": src, "Path": Path}
+    exec(compile(ast.Module(body=[fn], type_ignores=[]), str(SPEC), "exec"), scope)  # noqa: S102
+    mods = set(scope["_own_modules"]())  # type: ignore[operator]
+    by_name = [m for m in ("pdf", "seg", "sr", "sc") if f'"{m}"' in inspect.getsource(api._writers)]
+    assert by_name, "export.api._writers no longer names its writers: update this test"
+    for m in by_name:
+        assert f"lungfuse.pipelines.export.{m}" in mods
+    assert {"lungfuse.app.gui.main_window", "lungfuse.app.cli.main", "lungfuse.models.text"} <= mods
+    assert not any(m.startswith("lungfuse.pipelines.lab") for m in mods)  # the product never ships the lab
+
+
+def test_spec_carries_the_data_of_packages_without_a_pyinstaller_hook(spec: dict[str, object]) -> None:
+    """A library the exports or the GUI import that reads its own data files (highdicom's DICOM
+    standard tables: the frozen SR export failed without them) and has no PyInstaller hook to
+    collect them must be named in THIRD_PARTY_DATA."""
+    import importlib.util
+    import re
+    import sys
+
+    code = "".join(p.read_text() for d in ("pipelines/export", "app/gui") for p in (REPO / d).glob("*.py"))
+    imported = set(re.findall(r"^\s*(?:import|from)\s+([a-zA-Z_]\w*)", code, re.M)) - {"lungfuse", "__future__"}
+    hook_dirs = []
+    for mod in ("PyInstaller.hooks", "_pyinstaller_hooks_contrib.stdhooks"):
+        s = importlib.util.find_spec(mod)
+        if s is not None and s.submodule_search_locations:
+            hook_dirs += [Path(p) for p in s.submodule_search_locations]
+    if not hook_dirs:
+        pytest.skip("PyInstaller is not installed (packaging/requirements.txt, make package): its hooks are unknown")
+    code_suffixes = {".py", ".pyc", ".pyi", ".so", ".pyd", ".typed", ".c", ".h", ".pxd", ".pyx"}
+    needed = set()
+    for name in sorted(imported):
+        if name in sys.stdlib_module_names:
+            continue
+        s = importlib.util.find_spec(name)
+        if s is None or not s.submodule_search_locations:
+            continue  # not installed, or a single module (no data folder)
+        root = Path(next(iter(s.submodule_search_locations)))
+        has_data = any(p.is_file() and p.suffix not in code_suffixes for p in root.rglob("*"))
+        hooked = any(list(h.glob(f"hook-{name}.py")) + list(h.glob(f"hook-{name}.*.py")) for h in hook_dirs)
+        if has_data and not hooked:
+            needed.add(name)
+    assert "highdicom" in needed or "highdicom" not in imported
+    assert needed <= set(spec["THIRD_PARTY_DATA"]), sorted(needed - set(spec["THIRD_PARTY_DATA"]))  # type: ignore[arg-type]

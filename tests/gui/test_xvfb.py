@@ -20,6 +20,7 @@ pytest.importorskip("pytestqt")
 HERE = Path(__file__).resolve().parent
 
 
+@pytest.mark.slow  # a second pytest process with Qt and torch: ~15-30 s
 def test_window_tests_pass_under_xvfb_with_the_xcb_plugin(tmp_path: Path) -> None:
     if shutil.which("xvfb-run") is None:
         pytest.skip("xvfb-run not installed (apt package xvfb, make apt): no virtual X display")
@@ -27,7 +28,7 @@ def test_window_tests_pass_under_xvfb_with_the_xcb_plugin(tmp_path: Path) -> Non
     # no LIDC data needed: the series chooser on a synthetic 3-series folder (CT drawn in three views), the platform
     cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", sys.executable, "-m", "pytest", "-q",
            "-p", "no:cacheprovider", str(HERE / "test_app.py"),
-           "-k", "series_chooser or platform_is"]
+           "-k", "series_chooser_defaults or platform_is"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=HERE.parents[1])
     tail = (p.stdout + p.stderr)[-3000:]
     if p.returncode != 0 and "could not connect to display" in tail.lower():
