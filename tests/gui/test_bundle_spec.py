@@ -131,7 +131,10 @@ def test_spec_carries_the_data_of_packages_without_a_pyinstaller_hook(spec: dict
     imported = set(re.findall(r"^\s*(?:import|from)\s+([a-zA-Z_]\w*)", code, re.M)) - {"lungfuse", "__future__"}
     hook_dirs = []
     for mod in ("PyInstaller.hooks", "_pyinstaller_hooks_contrib.stdhooks"):
-        s = importlib.util.find_spec(mod)
+        try:
+            s = importlib.util.find_spec(mod)
+        except ModuleNotFoundError:  # a dotted name whose parent package is absent raises, not None
+            s = None
         if s is not None and s.submodule_search_locations:
             hook_dirs += [Path(p) for p in s.submodule_search_locations]
     if not hook_dirs:
