@@ -20,10 +20,7 @@ from typing import Any
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
-    QDialog,
-    QDialogButtonBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -33,8 +30,6 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSlider,
     QSplitter,
-    QTableWidget,
-    QTableWidgetItem,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -46,6 +41,7 @@ from lungfuse.app.gui.render import PRESETS
 from lungfuse.app.gui.review_panel import ReviewPanel
 from lungfuse.app.gui.scene import Scene
 from lungfuse.app.gui.settings import AppSettings, SettingsDialog
+from lungfuse.app.gui.shortcuts import MOUSE_GESTURES, ShortcutSheet, shortcut_rows
 from lungfuse.app.gui.viewer import ViewerPanel
 from lungfuse.app.gui.workers import AnalysisWorker, ExportWorker, LoadWorker, ResultLoadWorker, WarmupWorker
 from lungfuse.app.gui.worklist import WorklistPanel, audit_cases, entry_kind, read_entry
@@ -53,15 +49,6 @@ from lungfuse.app.gui.worklist import WorklistPanel, audit_cases, entry_kind, re
 __all__ = ["MainWindow", "NOT_FOR_DIAGNOSTIC_USE", "default_result_path", "EXPORT_ENTRIES", "MOUSE_GESTURES"]
 
 NOT_FOR_DIAGNOSTIC_USE = "NOT FOR DIAGNOSTIC USE"
-#: what the mouse does (the keys are listed from the window's actions themselves: see show_shortcuts)
-MOUSE_GESTURES = [
-    ("left click / drag", "move the crosshair (the other views follow)"),
-    ("right drag", "window width (horizontal) and level (vertical)"),
-    ("wheel", "previous / next slice of the view under the mouse"),
-    ("Ctrl+wheel", "zoom"), ("middle drag, Shift+left drag", "pan"),
-    ("double click / Enter in the worklist", "open the case with its saved result and review"),
-    ("drop a folder or file on the window", "open a DICOM folder, NIfTI file, result.json or audit folder"),
-]
 #: the Export menu: (label, shortcut, formats of ``export_case``)
 EXPORT_ENTRIES = [("PDF report…", "Ctrl+Shift+P", ["pdf"]),
                   ("DICOM SR + SEG + SC…", "Ctrl+Shift+D", ["sr", "seg", "sc"]),
@@ -749,45 +736,15 @@ class MainWindow(QMainWindow):
         self.readout.setText(f"voxel z,y,x {vox} · LPS {lps[0]:.1f}, {lps[1]:.1f}, {lps[2]:.1f} mm · {hu_txt}")
 
     def shortcut_rows(self) -> list[tuple[str, str, str]]:
-        """(menu, action, shortcut(s)) of every menu action, read from the actions themselves so
-        that the sheet cannot drift from the keys; then the mouse gestures (menu 'Mouse')."""
-        rows = []
-        for menu_action in self.menuBar().actions():
-            menu = menu_action.menu()
-            if menu is None:
-                continue
-            title = menu_action.text().replace("&", "")
-            for a in menu.actions():  # type: ignore[attr-defined]
-                if a.isSeparator() or not a.text():
-                    continue
-                keys = " or ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in a.shortcuts())
-                rows.append((title, a.text().replace("&", ""), keys))
-        rows += [("Mouse", what, how) for how, what in MOUSE_GESTURES]
-        return rows
+        """(menu, action, shortcut(s)) of every menu action, then the mouse gestures."""
+        return shortcut_rows(self.menuBar())
 
     def show_shortcuts(self) -> None:
         """The keyboard shortcut sheet (``?`` or F1): a table of every action and its keys."""
-        dlg = QDialog(self)
-        dlg.setWindowTitle("LungFuse keyboard shortcuts")
-        lay = QVBoxLayout(dlg)
-        rows = self.shortcut_rows()
-        table = QTableWidget(len(rows), 3)
-        table.setHorizontalHeaderLabels(["menu", "action", "keys"])
-        table.verticalHeader().setVisible(False)
-        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        for i, row in enumerate(rows):
-            for j, text in enumerate(row):
-                table.setItem(i, j, QTableWidgetItem(text))
-        table.resizeColumnsToContents()
-        table.horizontalHeader().setStretchLastSection(True)
-        lay.addWidget(table)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
-        buttons.rejected.connect(dlg.close)
-        lay.addWidget(buttons)
-        dlg.resize(640, 720)
+        dlg = ShortcutSheet(self.shortcut_rows(), self)
         dlg.open()
         self.shortcut_sheet = dlg
-        self.shortcut_table = table
+        self.shortcut_table = dlg.table
 
     def show_settings(self) -> None:
         """The Settings dialog; on OK the window applies what changed (presets, opacity, device)."""
